@@ -1,0 +1,1 @@
+"""MailboxKit: a self-hostable email server appliance for AI agents."""
