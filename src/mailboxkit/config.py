@@ -1,0 +1,180 @@
+"""Settings: one frozen object read from ``MAILBOXKIT_*`` variables and an optional TOML file.
+
+Precedence, highest first: keyword arguments, environment variables, the TOML file
+(``MAILBOXKIT_CONFIG_FILE`` or ``mailboxkit --config FILE``), the defaults below.
+Every field is documented in ``docs/config.md``; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+Port = int  # 0 means "do not listen"
+
+LOOPBACK_BINDS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Instances are frozen; build one with :meth:`load`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MAILBOXKIT_",
+        frozen=True,
+        extra="forbid",
+        case_sensitive=False,
+        env_ignore_empty=True,
+    )
+
+    # Where things live.
+    data_dir: Path = Field(
+        Path("data"),
+        description="Directory for the SQLite database, blobs, generated keys and certificates.",
+    )
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL. Empty: SQLite file mailboxkit.db in the data dir. "
+        "postgresql://user:pass@host/db for production.",
+    )
+    blob_url: str = Field(
+        "",
+        description="Blob store: empty for DATA_DIR/blobs, a directory path or file:///path, "
+        "or s3://bucket/prefix (with S3_ENDPOINT_URL for R2/MinIO).",
+    )
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (R2, MinIO).")
+    s3_region: str | None = Field(None, description="S3 region; the AWS chain's default if unset.")
+
+    # Identity.
+    hostname: str = Field(
+        default_factory=socket.getfqdn,
+        description="This server's host name: SMTP greeting, Received headers, MX target.",
+    )
+    domain: str = Field("localhost", description="Default domain for new inboxes.")
+    public_url: str = Field(
+        "",
+        description="Base URL clients reach the HTTP server at, used in signed download URLs. "
+        "Empty: http://HOSTNAME:HTTP_PORT.",
+    )
+    secret_key: str = Field(
+        "",
+        description="Secret for signed URLs. Empty: generated once into DATA_DIR/secret.key.",
+    )
+
+    # Listeners.
+    bind: str = Field("127.0.0.1", description="Address every listener binds to.")
+    smtp_port: Port = Field(2525, ge=0, le=65535, description="MX receiver (production: 25).")
+    submission_port: Port = Field(
+        2587, ge=0, le=65535, description="Submission, STARTTLS (production: 587)."
+    )
+    submissions_port: Port = Field(
+        2465, ge=0, le=65535, description="Submission, implicit TLS (production: 465)."
+    )
+    imap_port: Port = Field(1143, ge=0, le=65535, description="IMAP, STARTTLS (production: 143).")
+    imaps_port: Port = Field(
+        1993, ge=0, le=65535, description="IMAP, implicit TLS (production: 993)."
+    )
+    http_port: Port = Field(8025, ge=0, le=65535, description="HTTP API (production: behind TLS).")
+
+    # TLS.
+    tls_cert_file: Path | None = Field(None, description="PEM certificate chain.")
+    tls_key_file: Path | None = Field(None, description="PEM private key.")
+
+    # SMTP limits.
+    smtp_max_message_size: int = Field(
+        25 * 1024 * 1024, gt=0, description="Largest message accepted, in bytes (SIZE)."
+    )
+    smtp_max_recipients: int = Field(100, gt=0, description="RCPT commands per transaction.")
+    smtp_max_line_length: int = Field(
+        8192,
+        ge=1001,
+        description="Longest command or DATA line in bytes, CRLF included. RFC 5321 §4.5.3.1.6 "
+        "says 1000, but real senders exceed it, so the default is lenient.",
+    )
+    smtp_timeout: float = Field(300, gt=0, description="Idle seconds before a session is closed.")
+    smtp_max_connections: int = Field(1000, gt=0, description="Concurrent SMTP sessions.")
+    smtp_max_connections_per_ip: int = Field(
+        100, gt=0, description="Concurrent SMTP sessions from one client address."
+    )
+
+    # Delivery pipeline.
+    ingest_batch_size: int = Field(
+        64, gt=0, description="Most messages committed together (group commit)."
+    )
+
+    # Process.
+    migrate_on_start: bool = Field(True, description="Run database migrations when serving.")
+    shutdown_grace: float = Field(
+        30, ge=0, description="Seconds SIGTERM waits for sessions in flight before closing."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level."
+    )
+
+    @field_validator("domain", "hostname")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.strip().rstrip(".").lower()
+
+    @model_validator(mode="after")
+    def _check_tls_pair(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError(
+                "set both MAILBOXKIT_TLS_CERT_FILE and MAILBOXKIT_TLS_KEY_FILE, or neither "
+                "(a self-signed certificate is then generated)"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:
+        """Read the environment and, when given, a TOML file of the same field names."""
+        if config_file is None:
+            return cls(**overrides)
+        if not config_file.is_file():
+            raise ValueError(f"config file {config_file} does not exist")
+        config = {**cls.model_config, "toml_file": config_file}
+        bound = type(cls.__name__, (cls,), {"model_config": config})
+        return bound(**overrides)  # type: ignore[no-any-return]
+
+    # Derived values.
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL with the async driver the store uses."""
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'mailboxkit.db').resolve()}"
+        for plain, driver in (
+            ("sqlite://", "sqlite+aiosqlite://"),
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("postgres://", "postgresql+asyncpg://"),
+        ):
+            if url.startswith(plain):
+                return driver + url[len(plain) :]
+        return url
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.hostname}:{self.http_port}").rstrip("/")
+
+    @property
+    def plaintext_allowed(self) -> bool:
+        """Whether the listeners only face this machine (development)."""
+        return self.bind in LOOPBACK_BINDS

@@ -1,0 +1,228 @@
+"""Accounts, API keys, domains and inboxes.
+
+API keys are ``mbk_`` followed by 40 random base62 characters. Only their SHA-256 is stored (a
+key has 238 bits of entropy, so a slow hash adds nothing); the first 12 characters are kept as a
+visible prefix to find the row and to show in listings. Comparison is constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mailboxkit.store import models as m
+from mailboxkit.store.ids import new_id
+
+KEY_PREFIX = "mbk_"
+KEY_ALPHABET = string.ascii_letters + string.digits
+VISIBLE_PREFIX_LENGTH = 12
+
+# RFC 6154 special-use folders every inbox starts with (INBOX is RFC 3501 §5.1).
+DEFAULT_FOLDERS: tuple[tuple[str, str | None], ...] = (
+    ("INBOX", None),
+    ("Sent", "\\Sent"),
+    ("Drafts", "\\Drafts"),
+    ("Trash", "\\Trash"),
+    ("Junk", "\\Junk"),
+    ("Archive", "\\Archive"),
+)
+
+
+class AddressTaken(Exception):
+    """The inbox address exists already."""
+
+
+@dataclass(frozen=True, slots=True)
+class Inbox:
+    id: str
+    account_id: str
+    address: str
+    display_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    """A freshly made API key: ``secret`` is shown once and never stored."""
+
+    id: str
+    secret: str
+    prefix: str
+
+
+def hash_key(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + "".join(secrets.choice(KEY_ALPHABET) for _ in range(40))
+
+
+def split_address(address: str) -> tuple[str, str]:
+    """``Local+tag@Domain`` -> (``local``, ``domain``), lowercased, the plus-tag dropped."""
+    local, _, domain = address.strip().rpartition("@")
+    local = local.partition("+")[0]
+    return local.lower(), domain.rstrip(".").lower()
+
+
+async def create_account(
+    conn: AsyncConnection, *, name: str, owner_email: str | None, now: datetime
+) -> str:
+    account_id = new_id()
+    await conn.execute(
+        insert(m.accounts).values(
+            id=account_id, name=name, owner_email=owner_email, status="active", created_at=now
+        )
+    )
+    return account_id
+
+
+async def ensure_domain(
+    conn: AsyncConnection, name: str, *, now: datetime, account_id: str | None = None
+) -> str:
+    """The id of domain ``name``, added (unverified) when it is new."""
+    name = name.rstrip(".").lower()
+    found = await conn.scalar(select(m.domains.c.id).where(m.domains.c.name == name))
+    if found is not None:
+        return str(found)
+    domain_id = new_id()
+    await conn.execute(
+        insert(m.domains).values(id=domain_id, account_id=account_id, name=name, created_at=now)
+    )
+    return domain_id
+
+
+async def create_inbox(
+    conn: AsyncConnection,
+    *,
+    account_id: str,
+    address: str,
+    now: datetime,
+    display_name: str = "",
+    metadata: dict[str, Any] | None = None,
+) -> Inbox:
+    """Make an inbox and its default folders. Raises :class:`AddressTaken`."""
+    local, domain = split_address(address)
+    address = f"{local}@{domain}"
+    if await conn.scalar(select(m.inboxes.c.id).where(m.inboxes.c.address == address)):
+        raise AddressTaken(address)
+    domain_id = await ensure_domain(conn, domain, now=now)
+    inbox_id = new_id()
+    await conn.execute(
+        insert(m.inboxes).values(
+            id=inbox_id,
+            account_id=account_id,
+            domain_id=domain_id,
+            local_part=local,
+            address=address,
+            display_name=display_name,
+            metadata=metadata or {},
+            created_at=now,
+        )
+    )
+    uidvalidity = int(now.timestamp())
+    await conn.execute(
+        insert(m.folders),
+        [
+            {
+                "inbox_id": inbox_id,
+                "name": name,
+                "special_use": use,
+                "uidvalidity": uidvalidity,
+                "uidnext": 1,
+                "highestmodseq": 1,
+                "subscribed": True,
+                "created_at": now,
+            }
+            for name, use in DEFAULT_FOLDERS
+        ],
+    )
+    return Inbox(inbox_id, account_id, address, display_name)
+
+
+async def create_api_key(
+    conn: AsyncConnection,
+    *,
+    account_id: str,
+    now: datetime,
+    inbox_id: str | None = None,
+    name: str = "",
+) -> NewKey:
+    secret = generate_key()
+    key_id = new_id()
+    prefix = secret[:VISIBLE_PREFIX_LENGTH]
+    await conn.execute(
+        insert(m.api_keys).values(
+            id=key_id,
+            account_id=account_id,
+            inbox_id=inbox_id,
+            name=name,
+            prefix=prefix,
+            key_hash=hash_key(secret),
+            created_at=now,
+        )
+    )
+    return NewKey(key_id, secret, prefix)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyOwner:
+    key_id: str
+    account_id: str
+    inbox_id: str | None  # set when the key is scoped to one inbox
+
+
+async def authenticate_key(conn: AsyncConnection, secret: str, *, now: datetime) -> KeyOwner | None:
+    """The owner of a live API key, or None. Records the key's last use."""
+    if not secret.startswith(KEY_PREFIX) or len(secret) < VISIBLE_PREFIX_LENGTH:
+        return None
+    row = (
+        await conn.execute(
+            select(m.api_keys).where(
+                m.api_keys.c.prefix == secret[:VISIBLE_PREFIX_LENGTH],
+                m.api_keys.c.revoked_at.is_(None),
+            )
+        )
+    ).first()
+    if row is None or not hmac.compare_digest(row.key_hash, hash_key(secret)):
+        return None
+    await conn.execute(update(m.api_keys).where(m.api_keys.c.id == row.id).values(last_used_at=now))
+    return KeyOwner(row.id, row.account_id, row.inbox_id)
+
+
+async def find_inbox(conn: AsyncConnection, address: str) -> Inbox | None:
+    """The inbox that receives mail for ``address`` (plus-addressing: ``a+tag@d`` is ``a@d``)."""
+    local, domain = split_address(address)
+    row = (
+        await conn.execute(
+            select(
+                m.inboxes.c.id,
+                m.inboxes.c.account_id,
+                m.inboxes.c.address,
+                m.inboxes.c.display_name,
+            ).where(m.inboxes.c.address == f"{local}@{domain}")
+        )
+    ).first()
+    return None if row is None else Inbox(row.id, row.account_id, row.address, row.display_name)
+
+
+async def is_local_domain(conn: AsyncConnection, domain: str) -> bool:
+    name = domain.rstrip(".").lower()
+    return (await conn.scalar(select(m.domains.c.id).where(m.domains.c.name == name))) is not None
+
+
+async def list_inboxes(conn: AsyncConnection, account_id: str | None = None) -> list[Inbox]:
+    query = select(
+        m.inboxes.c.id, m.inboxes.c.account_id, m.inboxes.c.address, m.inboxes.c.display_name
+    ).order_by(m.inboxes.c.address)
+    if account_id is not None:
+        query = query.where(m.inboxes.c.account_id == account_id)
+    rows = (await conn.execute(query)).all()
+    return [Inbox(r.id, r.account_id, r.address, r.display_name) for r in rows]

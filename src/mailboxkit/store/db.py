@@ -1,0 +1,80 @@
+"""Database engines: SQLite (embedded default) and PostgreSQL behind one small interface.
+
+SQLite allows one writer at a time. Rather than let writers collide and retry, every write goes
+through one dedicated connection (``Database.write``) that opens ``BEGIN IMMEDIATE``; readers use
+a pool and WAL lets them run beside the writer. ``synchronous=FULL`` makes a commit durable
+before it returns. PostgreSQL needs none of this: both methods use one pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # Let SQLAlchemy, not the driver, issue BEGIN (see _sqlite_begin).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA synchronous=FULL",
+        "PRAGMA foreign_keys=ON",
+        "PRAGMA busy_timeout=10000",
+    ):
+        cursor.execute(pragma)
+    cursor.close()
+
+
+@dataclass(slots=True)
+class Database:
+    """The engines of one database, and whether it is SQLite."""
+
+    engine: AsyncEngine
+    writer: AsyncEngine
+    is_sqlite: bool
+    _write_lock: asyncio.Lock
+
+    @classmethod
+    def open(cls, url: str, *, echo: bool = False) -> Database:
+        if url.startswith("sqlite"):
+            engine = create_async_engine(url, echo=echo, pool_size=4, max_overflow=4)
+            writer = create_async_engine(url, echo=echo, pool_size=1, max_overflow=0)
+            for eng, begin in ((engine, "BEGIN"), (writer, "BEGIN IMMEDIATE")):
+                event.listen(eng.sync_engine, "connect", _sqlite_pragmas)
+                event.listen(
+                    eng.sync_engine,
+                    "begin",
+                    lambda conn, statement=begin: conn.exec_driver_sql(statement),
+                )
+            return cls(engine, writer, True, asyncio.Lock())
+        engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=20)
+        return cls(engine, engine, False, asyncio.Lock())
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection in a transaction that is rolled back at the end."""
+        async with self.engine.connect() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction committed (durably) when the block ends without an exception."""
+        if self.is_sqlite:
+            async with self._write_lock, self.writer.begin() as conn:
+                yield conn
+        else:
+            async with self.engine.begin() as conn:
+                yield conn
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+        if self.writer is not self.engine:
+            await self.writer.dispose()

@@ -1,0 +1,180 @@
+"""Messages: storing a parsed message into an inbox folder, with its entry, attachments,
+thread and ``message.received``/``message.sent`` event, all in the caller's transaction.
+
+The caller stages every blob (raw bytes, attachments) durably *before* calling, and publishes
+the returned events only *after* commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mailboxkit.store import models as m
+from mailboxkit.store.accounts import Inbox
+from mailboxkit.store.events import Event, EventType, record_event
+from mailboxkit.store.ids import new_id
+from mailboxkit.store.mime import Address, ParsedMessage
+from mailboxkit.store.threads import MAX_ID_LENGTH, assign_thread
+
+
+class FolderNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message ready to be stored: parsed, its blobs already durable."""
+
+    inbox: Inbox
+    parsed: ParsedMessage
+    raw_key: str
+    size: int
+    received_at: datetime
+    attachment_keys: Sequence[str]  # one per parsed.attachments, same order
+    direction: str = "inbound"
+    folder: str = "INBOX"
+    envelope_from: str = ""
+    envelope_to: Sequence[str] = ()
+    seen: bool = False
+    auth: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: str
+    thread_id: str
+    folder_id: int
+    uid: int
+    modseq: int
+    events: tuple[Event, ...] = field(default=())
+
+
+def address_json(addresses: Sequence[Address]) -> list[dict[str, str]]:
+    return [{"name": a.name, "email": a.email} for a in addresses]
+
+
+def _header_id(value: str | None) -> str | None:
+    return value if value is None or len(value) <= MAX_ID_LENGTH else None
+
+
+async def allocate_uid(conn: AsyncConnection, inbox_id: str, folder: str) -> tuple[int, int, int]:
+    """Reserve the next UID and MODSEQ of a folder: (folder_id, uid, modseq).
+
+    The row update holds the folder's lock until commit, so UIDs become visible in order.
+    """
+    row = (
+        await conn.execute(
+            update(m.folders)
+            .where(m.folders.c.inbox_id == inbox_id, m.folders.c.name == folder)
+            .values(uidnext=m.folders.c.uidnext + 1, highestmodseq=m.folders.c.highestmodseq + 1)
+            .returning(m.folders.c.id, m.folders.c.uidnext, m.folders.c.highestmodseq)
+        )
+    ).first()
+    if row is None:
+        raise FolderNotFound(f"{inbox_id}/{folder}")
+    return row.id, row.uidnext - 1, row.highestmodseq
+
+
+def message_summary(message_id: str, thread_id: str, new: NewMessage) -> dict[str, Any]:
+    """The thin description of a message that events carry (never attachment bytes)."""
+    p = new.parsed
+    return {
+        "message_id": message_id,
+        "inbox_id": new.inbox.id,
+        "thread_id": thread_id,
+        "from": None if p.from_ is None else {"name": p.from_.name, "email": p.from_.email},
+        "to": address_json(p.to),
+        "cc": address_json(p.cc),
+        "subject": p.subject,
+        "preview": p.preview,
+        "extracted_text": p.extracted_text,
+        "received_at": new.received_at.isoformat(),
+        "size": new.size,
+        "attachments": [
+            {"filename": a.filename, "content_type": a.content_type, "size": a.size}
+            for a in p.attachments
+        ],
+    }
+
+
+async def insert_message(conn: AsyncConnection, new: NewMessage) -> StoredMessage:
+    p = new.parsed
+    message_id = new_id()
+    thread_id = await assign_thread(conn, new.inbox.id, p, new.received_at)
+    await conn.execute(
+        insert(m.messages).values(
+            id=message_id,
+            inbox_id=new.inbox.id,
+            thread_id=thread_id,
+            direction=new.direction,
+            raw_key=new.raw_key,
+            size=new.size,
+            received_at=new.received_at,
+            envelope_from=new.envelope_from,
+            envelope_to=list(new.envelope_to),
+            message_id_header=_header_id(p.message_id),
+            in_reply_to=_header_id(p.in_reply_to),
+            reference_ids=[r for r in p.references if len(r) <= MAX_ID_LENGTH],
+            subject=p.subject,
+            from_name=p.from_.name if p.from_ else "",
+            from_email=p.from_.email if p.from_ else "",
+            to_addrs=address_json(p.to),
+            cc_addrs=address_json(p.cc),
+            reply_to_addrs=address_json(p.reply_to),
+            sent_at=p.date,
+            headers=[list(h) for h in p.headers],
+            text=p.text,
+            html=p.html,
+            extracted_text=p.extracted_text,
+            preview=p.preview,
+            has_attachments=bool(p.attachments),
+            auth=new.auth,
+        )
+    )
+    if p.attachments:
+        await conn.execute(
+            insert(m.attachments),
+            [
+                {
+                    "id": new_id(),
+                    "message_id": message_id,
+                    "position": i,
+                    "filename": a.filename,
+                    "content_type": a.content_type,
+                    "disposition": a.disposition,
+                    "content_id": a.content_id,
+                    "size": a.size,
+                    "sha256": a.sha256,
+                    "blob_key": key,
+                }
+                for i, (a, key) in enumerate(zip(p.attachments, new.attachment_keys, strict=True))
+            ],
+        )
+    folder_id, uid, modseq = await allocate_uid(conn, new.inbox.id, new.folder)
+    await conn.execute(
+        insert(m.entries).values(
+            folder_id=folder_id,
+            message_id=message_id,
+            uid=uid,
+            modseq=modseq,
+            internal_date=new.received_at,
+            seen=new.seen,
+            keywords=[],
+        )
+    )
+    event = await record_event(
+        conn,
+        EventType.MESSAGE_RECEIVED if new.direction == "inbound" else EventType.MESSAGE_SENT,
+        account_id=new.inbox.account_id,
+        inbox_id=new.inbox.id,
+        message_id=message_id,
+        data=message_summary(message_id, thread_id, new),
+        now=new.received_at,
+    )
+    return StoredMessage(message_id, thread_id, folder_id, uid, modseq, (event,))

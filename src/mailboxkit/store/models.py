@@ -1,0 +1,263 @@
+"""The database schema, one table per noun, shared by SQLite and PostgreSQL.
+
+Implementation notes (invariants the IMAP server and the API rely on):
+
+- A *message* row is content: parsed headers, bodies, the blob key of its raw bytes. A message is
+  shown in IMAP folders through *entries*; each entry has its own UID and MODSEQ and its own flags,
+  as RFC 3501 §2.3 wants (a COPY is a new entry that may diverge). The API's read state and labels
+  are the flags and keywords of a message's entries.
+- UIDs are strictly increasing per folder: ``folders.uidnext`` is bumped in the same transaction
+  that inserts the entry, and never reused while ``uidvalidity`` stays (RFC 3501 §2.3.1.1).
+- MODSEQ (RFC 7162 §3.1) is per folder: ``folders.highestmodseq`` is bumped by every change to the
+  folder's entries, and the entry takes the new value. Expunged UIDs are remembered in
+  ``folder_expunges`` with the MODSEQ of their removal, for QRESYNC VANISHED (RFC 7162 §3.2.10).
+- Threads are per inbox. ``thread_refs`` maps every Message-ID seen in an inbox (a message's own
+  and those it references) to its thread, so a reply finds its thread even when its parent is
+  missing or arrives later.
+- Events are written in the transaction that causes them; ``seq`` orders them for resumable
+  streams, ``id`` is the stable event id given to webhooks.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+Id = String(36)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on both databases (SQLite keeps no zone, so we store UTC there)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Timestamp = UtcDateTime()
+# SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for counters that grow.
+Serial = BigInteger().with_variant(Integer(), "sqlite")
+
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("owner_email", String(320)),
+    Column("status", String(20), nullable=False, server_default="active"),
+    Column("password_hash", String(200)),
+    Column("created_at", Timestamp, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("inbox_id", Id, ForeignKey("inboxes.id", ondelete="CASCADE")),
+    Column("name", String(200), nullable=False, server_default=""),
+    Column("prefix", String(16), nullable=False, unique=True),
+    Column("key_hash", String(64), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("last_used_at", Timestamp),
+    Column("revoked_at", Timestamp),
+)
+
+domains = Table(
+    "domains",
+    metadata,
+    Column("id", Id, primary_key=True),
+    # NULL: a domain of the operator's, shared by every account (the default domain).
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE")),
+    Column("name", String(253), nullable=False, unique=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("verified_at", Timestamp),
+)
+
+inboxes = Table(
+    "inboxes",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("domain_id", Id, ForeignKey("domains.id", ondelete="CASCADE"), nullable=False),
+    Column("local_part", String(64), nullable=False),
+    # Lowercased local@domain; plus-tags are never part of it.
+    Column("address", String(320), nullable=False, unique=True),
+    Column("display_name", String(200), nullable=False, server_default=""),
+    Column("metadata", JSON, nullable=False, default=dict),
+    Column("created_at", Timestamp, nullable=False),
+    Index("ix_inboxes_account", "account_id"),
+)
+
+folders = Table(
+    "folders",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("inbox_id", Id, ForeignKey("inboxes.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(500), nullable=False),
+    Column("special_use", String(20)),
+    Column("uidvalidity", BigInteger, nullable=False),
+    Column("uidnext", BigInteger, nullable=False, server_default="1"),
+    Column("highestmodseq", BigInteger, nullable=False, server_default="1"),
+    Column("subscribed", Boolean, nullable=False, server_default="1"),
+    Column("created_at", Timestamp, nullable=False),
+    UniqueConstraint("inbox_id", "name", name="uq_folders_inbox_name"),
+)
+
+threads = Table(
+    "threads",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("inbox_id", Id, ForeignKey("inboxes.id", ondelete="CASCADE"), nullable=False),
+    Column("subject", Text, nullable=False, server_default=""),
+    Column("normalized_subject", Text, nullable=False, server_default=""),
+    Column("message_count", Integer, nullable=False, server_default="0"),
+    Column("created_at", Timestamp, nullable=False),
+    Column("last_message_at", Timestamp, nullable=False),
+    Index("ix_threads_inbox_last", "inbox_id", "last_message_at"),
+    Index("ix_threads_inbox_subject", "inbox_id", "normalized_subject"),
+)
+
+thread_refs = Table(
+    "thread_refs",
+    metadata,
+    Column("inbox_id", Id, ForeignKey("inboxes.id", ondelete="CASCADE"), primary_key=True),
+    Column("message_id_header", String(998), primary_key=True),
+    Column("thread_id", Id, ForeignKey("threads.id", ondelete="CASCADE"), nullable=False),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("inbox_id", Id, ForeignKey("inboxes.id", ondelete="CASCADE"), nullable=False),
+    Column("thread_id", Id, ForeignKey("threads.id", ondelete="SET NULL")),
+    Column("direction", String(10), nullable=False),  # inbound | outbound
+    Column("raw_key", String(512), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("received_at", Timestamp, nullable=False),
+    Column("envelope_from", String(320), nullable=False, server_default=""),
+    Column("envelope_to", JSON, nullable=False, default=list),
+    Column("message_id_header", String(998)),
+    Column("in_reply_to", String(998)),
+    Column("reference_ids", JSON, nullable=False, default=list),
+    Column("subject", Text, nullable=False, server_default=""),
+    Column("from_name", Text, nullable=False, server_default=""),
+    Column("from_email", String(320), nullable=False, server_default=""),
+    Column("to_addrs", JSON, nullable=False, default=list),
+    Column("cc_addrs", JSON, nullable=False, default=list),
+    Column("reply_to_addrs", JSON, nullable=False, default=list),
+    Column("sent_at", Timestamp),
+    Column("headers", JSON, nullable=False, default=list),
+    Column("text", Text),
+    Column("html", Text),
+    Column("extracted_text", Text, nullable=False, server_default=""),
+    Column("preview", Text, nullable=False, server_default=""),
+    Column("has_attachments", Boolean, nullable=False, server_default="0"),
+    Column("auth", JSON),
+    Index("ix_messages_inbox_received", "inbox_id", "received_at", "id"),
+    Index("ix_messages_thread", "thread_id", "received_at"),
+    Index("ix_messages_inbox_msgid", "inbox_id", "message_id_header"),
+    Index("ix_messages_raw_key", "raw_key"),
+)
+
+entries = Table(
+    "entries",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("folder_id", BigInteger, ForeignKey("folders.id", ondelete="CASCADE"), nullable=False),
+    Column("message_id", Id, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    Column("uid", BigInteger, nullable=False),
+    Column("modseq", BigInteger, nullable=False),
+    Column("internal_date", Timestamp, nullable=False),
+    Column("seen", Boolean, nullable=False, server_default="0"),
+    Column("answered", Boolean, nullable=False, server_default="0"),
+    Column("flagged", Boolean, nullable=False, server_default="0"),
+    Column("deleted", Boolean, nullable=False, server_default="0"),
+    Column("draft", Boolean, nullable=False, server_default="0"),
+    Column("keywords", JSON, nullable=False, default=list),
+    UniqueConstraint("folder_id", "uid", name="uq_entries_folder_uid"),
+    Index("ix_entries_folder_modseq", "folder_id", "modseq"),
+    Index("ix_entries_message", "message_id"),
+)
+
+folder_expunges = Table(
+    "folder_expunges",
+    metadata,
+    Column("folder_id", BigInteger, ForeignKey("folders.id", ondelete="CASCADE"), primary_key=True),
+    Column("uid", BigInteger, primary_key=True),
+    Column("modseq", BigInteger, nullable=False),
+    Index("ix_folder_expunges_modseq", "folder_id", "modseq"),
+)
+
+attachments = Table(
+    "attachments",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("message_id", Id, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("filename", Text),
+    Column("content_type", String(255), nullable=False),
+    Column("disposition", String(20), nullable=False),
+    Column("content_id", String(998)),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("blob_key", String(512), nullable=False),
+    Index("ix_attachments_message", "message_id", "position"),
+    Index("ix_attachments_blob", "blob_key"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", Serial, primary_key=True, autoincrement=True),
+    Column("id", Id, nullable=False, unique=True),
+    Column("type", String(64), nullable=False),
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("inbox_id", Id),
+    Column("message_id", Id),
+    Column("payload", JSON, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Index("ix_events_account_seq", "account_id", "seq"),
+)

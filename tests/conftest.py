@@ -1,0 +1,94 @@
+"""Shared fixtures: databases on SQLite and PostgreSQL, and the whole server on loopback.
+
+Store and end-to-end tests take the ``database_url`` fixture, parametrized over both databases.
+PostgreSQL is reached at ``MAILBOXKIT_TEST_POSTGRES_URL`` (default: the local server, database
+``test``); each test run makes its own database there and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from mailboxkit.store.migrate import upgrade
+
+from harness import ServerThread, server_settings
+
+POSTGRES_URL = os.environ.get(
+    "MAILBOXKIT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def _async_url(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test run (plain postgresql:// URL)."""
+    name = f"mbk_test_{uuid.uuid4().hex[:12]}"
+    base, _, _ = POSTGRES_URL.rpartition("/")
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    url = f"{base}/{name}"
+    upgrade(_async_url(url))
+    yield url
+    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+def _truncate_all(url: str) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            tables = await conn.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname='public' "
+                "AND tablename <> 'alembic_version'"
+            )
+            names = ", ".join(f'"{t["tablename"]}"' for t in tables)
+            await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty, migrated database; the URL is the async SQLAlchemy URL."""
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "mailboxkit.db"
+        shutil.copyfile(template, path)
+        return f"sqlite+aiosqlite:///{path}"
+    url: str = request.getfixturevalue("postgres_database")
+    _truncate_all(url)
+    return _async_url(url)
+
+
+@pytest.fixture
+def server(tmp_path: Path, database_url: str) -> Iterator[ServerThread]:
+    running = ServerThread(server_settings(tmp_path / "data", database_url))
+    running.start()
+    yield running
+    running.stop()

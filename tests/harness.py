@@ -1,0 +1,100 @@
+"""The whole server on loopback for end-to-end tests, and small helpers they share."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from mailboxkit.app import MailboxKit
+from mailboxkit.config import Settings
+from mailboxkit.store.accounts import Inbox, create_account, create_inbox
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerThread:
+    """The whole server running on its own event loop in a background thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.app = MailboxKit(settings)
+
+    def call(self, coro: Any, timeout: float = 30) -> Any:
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return future.result(timeout)
+
+    def start(self) -> None:
+        self.call(self.app.start())
+
+    def stop(self) -> None:
+        try:
+            self.call(self.app.stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
+
+    def create_inbox(self, address: str, account_id: str | None = None) -> Inbox:
+        async def create() -> Inbox:
+            async with self.app.db.write() as conn:
+                now = self.app.clock.now()
+                owner = account_id or await create_account(
+                    conn, name=address, owner_email=None, now=now
+                )
+                return await create_inbox(conn, account_id=owner, address=address, now=now)
+
+        result: Inbox = self.call(create())
+        return result
+
+    def query(self, statement: Any) -> list[Any]:
+        """Rows of a SELECT, run on the server's own database."""
+
+        async def run() -> list[Any]:
+            async with self.app.db.read() as conn:
+                return list((await conn.execute(statement)).all())
+
+        result: list[Any] = self.call(run())
+        return result
+
+    def blob(self, key: str) -> bytes:
+        data: bytes = self.call(self.app.blobs.get(key))
+        return data
+
+    @property
+    def smtp_port(self) -> int:
+        return self.app.ports["smtp"]
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.app.ports['http']}"
+
+
+def server_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "hostname": "mx.example.test",
+        "domain": "example.test",
+        "bind": "127.0.0.1",
+        "smtp_port": free_port(),
+        "submission_port": 0,
+        "submissions_port": 0,
+        "imap_port": 0,
+        "imaps_port": 0,
+        "http_port": free_port(),
+        "migrate_on_start": False,
+        "shutdown_grace": 5,
+    }
+    values.update(overrides)
+    return Settings(**values)
