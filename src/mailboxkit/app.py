@@ -1,0 +1,166 @@
+"""The composition root: builds every component from Settings and runs them in one process.
+
+Nothing else in the package reads settings or makes engines, stores or servers; it all starts
+here and is passed down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvicorn
+
+from mailboxkit.api.app import ApiContext, create_app
+from mailboxkit.config import Settings
+from mailboxkit.mailserver.delivery import DeliveryPipeline
+from mailboxkit.mailserver.smtp import ConnectionLimiter, MxHandler, MxLimits, MxServer
+from mailboxkit.mailserver.tls import self_signed, server_context
+from mailboxkit.store.accounts import ensure_domain
+from mailboxkit.store.blobs import BlobStore, open_blob_store
+from mailboxkit.store.clock import Clock, SystemClock
+from mailboxkit.store.db import Database
+from mailboxkit.store.events import EventBus
+from mailboxkit.store.migrate import upgrade_async
+
+log = logging.getLogger(__name__)
+
+
+def secret_key(settings: Settings) -> bytes:
+    """The configured secret, else one generated once into the data dir (mode 0600)."""
+    if settings.secret_key:
+        return settings.secret_key.encode()
+    path = settings.data_dir / "secret.key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+    return path.read_text().strip().encode()
+
+
+def open_blobs(settings: Settings) -> BlobStore:
+    return open_blob_store(
+        settings.blob_url,
+        data_dir=settings.data_dir,
+        signing_key=secret_key(settings),
+        public_base_url=settings.base_url,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        s3_region=settings.s3_region,
+    )
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+@dataclass
+class MailboxKit:
+    """Every listener and worker of one server process."""
+
+    settings: Settings
+    clock: Clock = field(default_factory=SystemClock)
+    db: Database = field(init=False)
+    blobs: BlobStore = field(init=False)
+    bus: EventBus = field(default_factory=EventBus)
+    ports: dict[str, int] = field(default_factory=dict)
+    _servers: list[asyncio.Server] = field(default_factory=list)
+    _limiter: ConnectionLimiter | None = None
+    _pipeline: DeliveryPipeline | None = None
+    _http: uvicorn.Server | None = None
+    _http_task: asyncio.Task[None] | None = None
+    _http_socket: socket.socket | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        if s.migrate_on_start:
+            await upgrade_async(s.sqlalchemy_url)
+        self.db = Database.open(s.sqlalchemy_url)
+        self.blobs = open_blobs(s)
+        async with self.db.write() as conn:
+            await ensure_domain(conn, s.domain, now=self.clock.now())
+        self._pipeline = DeliveryPipeline(
+            self.db, self.blobs, self.bus, batch_size=s.ingest_batch_size
+        )
+        self._pipeline.start()
+        if s.smtp_port:
+            await self._start_mx()
+        if s.http_port:
+            await self._start_http()
+        log.info("event=started %s", " ".join(f"{k}={v}" for k, v in self.ports.items()))
+
+    def _tls(self) -> tuple[Path, Path]:
+        s = self.settings
+        if s.tls_cert_file is not None and s.tls_key_file is not None:
+            return s.tls_cert_file, s.tls_key_file
+        return self_signed(s.data_dir, s.hostname)
+
+    async def _start_mx(self) -> None:
+        s = self.settings
+        assert self._pipeline is not None
+        context = server_context(*self._tls())
+        handler = MxHandler(
+            self.db,
+            self._pipeline,
+            self.clock,
+            hostname=s.hostname,
+            max_recipients=s.smtp_max_recipients,
+        )
+        limits = MxLimits(
+            max_message_size=s.smtp_max_message_size,
+            max_recipients=s.smtp_max_recipients,
+            max_line_length=s.smtp_max_line_length,
+            timeout=s.smtp_timeout,
+        )
+        self._limiter = limiter = ConnectionLimiter(
+            s.smtp_max_connections, s.smtp_max_connections_per_ip
+        )
+        server = await asyncio.get_running_loop().create_server(
+            lambda: MxServer(handler, limiter, limits, hostname=s.hostname, tls_context=context),
+            sock=listen_socket(s.bind, s.smtp_port),
+        )
+        self._servers.append(server)
+        self.ports["smtp"] = server.sockets[0].getsockname()[1]
+
+    async def _start_http(self) -> None:
+        s = self.settings
+        app = create_app(ApiContext(db=self.db, blobs=self.blobs))
+        config = uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="off", server_header=False
+        )
+        self._http = uvicorn.Server(config)
+        self._http_socket = sock = listen_socket(s.bind, s.http_port)
+        # Server.serve() would take over SIGINT/SIGTERM, which the CLI handles for every
+        # listener, so its steps are run here without the signal capture.
+        config.load()
+        self._http.lifespan = config.lifespan_class(config)
+        await self._http.startup(sockets=[sock])
+        self._http_task = asyncio.create_task(self._http.main_loop(), name="http")
+        self.ports["http"] = self._http_socket.getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop accepting, let sessions finish (up to the grace period), flush, close."""
+        for server in self._servers:
+            server.close()
+        if self._limiter is not None:
+            await self._limiter.drain(self.settings.shutdown_grace)
+        if self._http is not None and self._http_task is not None:
+            self._http.should_exit = True
+            await self._http_task
+            await self._http.shutdown(sockets=[self._http_socket] if self._http_socket else None)
+        if self._pipeline is not None:
+            await self._pipeline.stop()
+        await self.blobs.close()
+        await self.db.close()
+        log.info("event=stopped")

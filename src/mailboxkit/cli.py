@@ -1,0 +1,172 @@
+"""The ``mailboxkit`` command: serve, migrate, and account/inbox management."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from mailboxkit.app import MailboxKit
+from mailboxkit.config import Settings
+from mailboxkit.store import accounts
+from mailboxkit.store.clock import SystemClock
+from mailboxkit.store.db import Database
+from mailboxkit.store.migrate import upgrade_async
+
+log = logging.getLogger("mailboxkit")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailboxkit", description=__doc__)
+    parser.add_argument("--config", type=Path, help="TOML settings file (MAILBOXKIT_* win over it)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run every listener and worker in one process")
+    serve.add_argument("--no-migrate", action="store_true", help="do not migrate at start")
+    sub.add_parser("migrate", help="bring the database schema up to date")
+
+    account = sub.add_parser("account", help="accounts").add_subparsers(
+        dest="action", required=True
+    )
+    create_account = account.add_parser("create", help="make an account and an API key for it")
+    create_account.add_argument("name")
+    create_account.add_argument("--owner-email")
+    create_account.add_argument("--json", action="store_true")
+
+    inbox = sub.add_parser("inbox", help="inboxes").add_subparsers(dest="action", required=True)
+    create_inbox = inbox.add_parser(
+        "create",
+        help="make an inbox and print a new API key once "
+        "(an account key for a new account, an inbox key with --account)",
+    )
+    create_inbox.add_argument("address")
+    create_inbox.add_argument("--account", help="add to this account instead of a new one")
+    create_inbox.add_argument("--name", default="", help="display name")
+    create_inbox.add_argument("--json", action="store_true")
+    list_inboxes = inbox.add_parser("list", help="list inboxes")
+    list_inboxes.add_argument("--account")
+    list_inboxes.add_argument("--json", action="store_true")
+    return parser
+
+
+async def _serve(settings: Settings) -> None:
+    server = MailboxKit(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    await stop.wait()
+    log.info("event=shutdown_requested")
+    await server.stop()
+
+
+async def _open_db(settings: Settings) -> Database:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.migrate_on_start:
+        await upgrade_async(settings.sqlalchemy_url)
+    return Database.open(settings.sqlalchemy_url)
+
+
+async def _account_create(settings: Settings, args: argparse.Namespace) -> int:
+    db = await _open_db(settings)
+    now = SystemClock().now()
+    try:
+        async with db.write() as conn:
+            account_id = await accounts.create_account(
+                conn, name=args.name, owner_email=args.owner_email, now=now
+            )
+            key = await accounts.create_api_key(conn, account_id=account_id, now=now)
+    finally:
+        await db.close()
+    if args.json:
+        print(json.dumps({"account_id": account_id, "api_key": key.secret}))
+    else:
+        print(f"account {account_id}\napi key (shown once): {key.secret}")
+    return 0
+
+
+async def _inbox_create(settings: Settings, args: argparse.Namespace) -> int:
+    if "@" not in args.address:
+        args.address = f"{args.address}@{settings.domain}"
+    db = await _open_db(settings)
+    now = SystemClock().now()
+    try:
+        async with db.write() as conn:
+            account_id = args.account or await accounts.create_account(
+                conn, name=args.address, owner_email=None, now=now
+            )
+            inbox = await accounts.create_inbox(
+                conn, account_id=account_id, address=args.address, display_name=args.name, now=now
+            )
+            key = await accounts.create_api_key(
+                conn, account_id=account_id, inbox_id=inbox.id if args.account else None, now=now
+            )
+    except accounts.AddressTaken:
+        print(f"mailboxkit: {args.address} exists already", file=sys.stderr)
+        return 1
+    finally:
+        await db.close()
+    if args.json:
+        print(json.dumps({"inbox_id": inbox.id, "email": inbox.address, "api_key": key.secret}))
+    else:
+        print(f"inbox {inbox.id}\nemail {inbox.address}\napi key (shown once): {key.secret}")
+    return 0
+
+
+async def _inbox_list(settings: Settings, args: argparse.Namespace) -> int:
+    db = await _open_db(settings)
+    try:
+        async with db.read() as conn:
+            found = await accounts.list_inboxes(conn, args.account)
+    finally:
+        await db.close()
+    if args.json:
+        print(
+            json.dumps(
+                [{"inbox_id": i.id, "email": i.address, "account_id": i.account_id} for i in found]
+            )
+        )
+    else:
+        for i in found:
+            print(f"{i.id}  {i.address}  account={i.account_id}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.load(args.config)
+    except (ValidationError, ValueError) as exc:
+        print(f"mailboxkit: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "serve":
+        if args.no_migrate:
+            settings = settings.model_copy(update={"migrate_on_start": False})
+        asyncio.run(_serve(settings))
+        return 0
+    if args.command == "migrate":
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        asyncio.run(upgrade_async(settings.sqlalchemy_url))
+        return 0
+    commands = {
+        ("account", "create"): _account_create,
+        ("inbox", "create"): _inbox_create,
+        ("inbox", "list"): _inbox_list,
+    }
+    return asyncio.run(commands[(args.command, args.action)](settings, args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,281 @@
+"""The SMTP MX receiver (port 25) on aiosmtpd, running on the server's own event loop.
+
+Implementation notes (checked in this order, RFC 5321 §3.3):
+
+- RCPT: too many recipients → 452 4.5.3; a domain that is not ours → 550 5.7.1 (never an open
+  relay); an unknown mailbox → 550 5.1.1 at RCPT time, so we never accept-then-bounce
+  (no backscatter). ``name+tag@domain`` delivers to ``name@domain``. Several RCPTs that reach one
+  inbox store the message once there.
+- DATA: aiosmtpd ends data only at CRLF.CRLF and keeps bare CR/LF (``\\n.\\n``, ``\\r.\\r\\n``...)
+  inside the message, so no second message can be smuggled in (aiosmtpd >= 1.4.5). Size is
+  enforced while reading (552 5.3.4). A ``Received:`` trace header is prepended (RFC 5321 §4.4).
+  The reply is 250 only after the delivery pipeline has made the message durable.
+- Every final reply carries an enhanced status code (RFC 2034), see :mod:`.replies`.
+- Unexpected errors are logged once with the session's peer and answered 451 4.3.0; the server
+  stays up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections import Counter
+from dataclasses import dataclass, field
+from email.utils import format_datetime
+from typing import Any, AnyStr
+
+from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
+
+from mailboxkit.mailserver import replies
+from mailboxkit.mailserver.delivery import DeliveryFailed, DeliveryPipeline, Inbound, new_queue_id
+from mailboxkit.store.accounts import Inbox, find_inbox, is_local_domain, split_address
+from mailboxkit.store.clock import Clock
+from mailboxkit.store.db import Database
+from mailboxkit.store.mime import parse_message
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ConnectionLimiter:
+    """Counts sessions, in all and per client address."""
+
+    max_total: int
+    max_per_ip: int
+    total: int = 0
+    per_ip: Counter[str] = field(default_factory=Counter)
+    sessions: set[MxServer] = field(default_factory=set)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+    def acquire(self, ip: str) -> bool:
+        if self.total >= self.max_total or self.per_ip[ip] >= self.max_per_ip:
+            return False
+        self.total += 1
+        self.per_ip[ip] += 1
+        self.idle.clear()
+        return True
+
+    def release(self, ip: str) -> None:
+        self.total -= 1
+        self.per_ip[ip] -= 1
+        if self.per_ip[ip] <= 0:
+            del self.per_ip[ip]
+        if self.total == 0:
+            self.idle.set()
+
+    async def drain(self, grace: float) -> None:
+        """Wait up to ``grace`` seconds for sessions to end, then close the rest with 421."""
+        try:
+            await asyncio.wait_for(self.idle.wait(), grace)
+        except TimeoutError:
+            for session in tuple(self.sessions):
+                session.close_for_shutdown()
+
+
+class MxEnvelope(Envelope):
+    """aiosmtpd's envelope plus the inboxes that RCPT resolved."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inboxes: dict[str, tuple[Inbox, list[str]]] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class MxLimits:
+    max_message_size: int
+    max_recipients: int
+    max_line_length: int
+    timeout: float
+
+
+class MxHandler:
+    """aiosmtpd handler hooks for the MX receiver."""
+
+    def __init__(
+        self,
+        db: Database,
+        pipeline: DeliveryPipeline,
+        clock: Clock,
+        *,
+        hostname: str,
+        max_recipients: int,
+    ) -> None:
+        self._db = db
+        self._pipeline = pipeline
+        self._clock = clock
+        self._hostname = hostname
+        self._max_recipients = max_recipients
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        # RFC 2920 (PIPELINING) and RFC 2034 (ENHANCEDSTATUSCODES), before the final line.
+        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        if address and "@" not in address:
+            return replies.BAD_SENDER
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return replies.SENDER_OK
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        assert isinstance(envelope, MxEnvelope)
+        if len(envelope.rcpt_tos) >= self._max_recipients:
+            return replies.TOO_MANY_RECIPIENTS
+        local, domain = split_address(address)
+        if not local or not domain:
+            return replies.BAD_RECIPIENT
+        async with self._db.read() as conn:
+            if not await is_local_domain(conn, domain):
+                log.info("event=relay_denied peer=%s rcpt_domain=%s", session.peer, domain)
+                return replies.RELAY_DENIED
+            inbox = await find_inbox(conn, address)
+        if inbox is None:
+            return replies.NO_SUCH_MAILBOX
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        envelope.inboxes.setdefault(inbox.id, (inbox, []))[1].append(address)
+        return replies.RECIPIENT_OK
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        assert isinstance(envelope, MxEnvelope)
+        assert isinstance(envelope.original_content, bytes)
+        now = self._clock.now()
+        queue_id = new_queue_id()
+        raw = self._received(session, envelope, queue_id, now) + envelope.original_content
+        inbound = Inbound(
+            raw=raw,
+            parsed=parse_message(raw),
+            mail_from=envelope.mail_from or "",
+            inboxes=list(envelope.inboxes.values()),
+            received_at=now,
+            queue_id=queue_id,
+        )
+        try:
+            await self._pipeline.deliver(inbound)
+        except DeliveryFailed:
+            return replies.TEMPORARY_FAILURE
+        log.info(
+            "event=received queue_id=%s peer=%s size=%d rcpts=%d",
+            queue_id,
+            session.peer,
+            len(raw),
+            len(envelope.rcpt_tos),
+        )
+        return replies.queued(queue_id)
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):
+            # The client gave up on the handshake (often: it does not trust our certificate).
+            log.info("event=starttls_failed cause=%r", error.__cause__)
+        else:
+            log.exception("event=smtp_session_error", exc_info=error)
+        return replies.TEMPORARY_FAILURE
+
+    def _received(self, session: Session, envelope: Envelope, queue_id: str, now: Any) -> bytes:
+        """The trace header (RFC 5321 §4.4), with the protocol keyword of RFC 3848/6531."""
+        peer_ip = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        proto = "UTF8SMTP" if envelope.smtp_utf8 else "ESMTP" if session.extended_smtp else "SMTP"
+        if session.ssl is not None:
+            proto += "S"
+        helo = "".join(ch for ch in (session.host_name or "unknown") if ch.isprintable())[:255]
+        recipient = f"\r\n\tfor <{envelope.rcpt_tos[0]}>" if len(envelope.rcpt_tos) == 1 else ""
+        header = (
+            f"Received: from {helo} ([{peer_ip}])\r\n\tby {self._hostname} (MailboxKit)"
+            f" with {proto} id {queue_id}{recipient};\r\n\t{format_datetime(now)}\r\n"
+        )
+        return header.encode("utf-8", "surrogateescape")
+
+
+class MxServer(SMTP):
+    """One SMTP session: aiosmtpd plus enhanced codes, connection limits and our envelope."""
+
+    def __init__(
+        self,
+        handler: MxHandler,
+        limiter: ConnectionLimiter,
+        limits: MxLimits,
+        *,
+        hostname: str,
+        tls_context: ssl.SSLContext | None,
+    ) -> None:
+        # aiosmtpd sizes its stream reader from this attribute in __init__.
+        self.line_length_limit = limits.max_line_length
+        super().__init__(
+            handler,
+            data_size_limit=limits.max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=hostname,
+            ident="MailboxKit ESMTP",
+            tls_context=tls_context,
+            timeout=limits.timeout,
+            loop=asyncio.get_running_loop(),
+        )
+        self._limiter = limiter
+        self._slot: str | None = None
+        self._refused = False
+
+    def _create_envelope(self) -> MxEnvelope:
+        return MxEnvelope()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Called again on the TLS transport after STARTTLS: count the connection once.
+        if self._slot is None and not self._refused:
+            peer = transport.get_extra_info("peername")
+            ip = peer[0] if isinstance(peer, tuple) else "unknown"
+            if not self._limiter.acquire(ip):
+                self._refused = True
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(replies.TOO_MANY_CONNECTIONS.encode() + b"\r\n")
+                transport.close()
+                return
+            self._slot = ip
+            self._limiter.sessions.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._refused:
+            return
+        if self._slot is not None:
+            self._limiter.release(self._slot)
+            self._limiter.sessions.discard(self)
+            self._slot = None
+        super().connection_lost(exc)
+
+    def close_for_shutdown(self) -> None:
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(replies.SHUTTING_DOWN.encode() + b"\r\n")
+            transport.close()
+
+    async def push(self, status: AnyStr) -> None:
+        if isinstance(status, str):
+            await super().push(replies.with_enhanced_code(status))
+        else:
+            await super().push(status)
