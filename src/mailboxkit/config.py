@@ -88,6 +88,22 @@ class Settings(BaseSettings):
     tls_cert_file: Path | None = Field(None, description="PEM certificate chain.")
     tls_key_file: Path | None = Field(None, description="PEM private key.")
 
+    # DNS and inbound authentication.
+    dns_nameservers: str = Field(
+        "",
+        description="Resolvers to ask, as host[:port] separated by commas. Empty: the system's "
+        "(/etc/resolv.conf).",
+    )
+    dns_timeout: float = Field(5, gt=0, description="Seconds before a DNS query gives up.")
+    verify_inbound: bool = Field(
+        True, description="Check SPF, DKIM and DMARC of mail received by the MX."
+    )
+    dmarc_reject: bool = Field(
+        True,
+        description="Refuse (550 5.7.1) mail that fails DMARC of a domain publishing p=reject. "
+        "False: file it in Junk instead.",
+    )
+
     # SMTP limits.
     smtp_max_message_size: int = Field(
         25 * 1024 * 1024, gt=0, description="Largest message accepted, in bytes (SIZE)."
@@ -169,6 +185,12 @@ class Settings(BaseSettings):
             if url.startswith(plain):
                 return driver + url[len(plain) :]
         return url
+
+    @property
+    def nameservers(self) -> list[str] | None:
+        """The configured resolvers, or None for the system's."""
+        found = [n for n in self.dns_nameservers.replace(",", " ").split() if n]
+        return found or None
 
     @property
     def base_url(self) -> str:
