@@ -11,6 +11,7 @@ from typing import Any
 
 from mailboxkit.app import MailboxKit
 from mailboxkit.config import Settings
+from mailboxkit.dns.resolver import FakeResolver, Resolver
 from mailboxkit.store.accounts import Inbox, create_account, create_inbox
 
 
@@ -23,12 +24,13 @@ def free_port() -> int:
 class ServerThread:
     """The whole server running on its own event loop in a background thread."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, resolver: Resolver | None = None) -> None:
         self.settings = settings
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.app = MailboxKit(settings)
+        # Tests never ask the machine's resolver: by default every name is unknown.
+        self.app = MailboxKit(settings, resolver=resolver or FakeResolver({}))
 
     def call(self, coro: Any, timeout: float = 30) -> Any:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self.loop)

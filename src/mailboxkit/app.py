@@ -15,11 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
+from publicsuffixlist import PublicSuffixList
 
 from mailboxkit.api.app import ApiContext, create_app
 from mailboxkit.config import Settings
+from mailboxkit.dns.authresults import AuthVerdicts
+from mailboxkit.dns.inbound import verify_inbound
+from mailboxkit.dns.resolver import DnsResolver, Resolver
 from mailboxkit.mailserver.delivery import DeliveryPipeline
-from mailboxkit.mailserver.smtp import ConnectionLimiter, MxHandler, MxLimits, MxServer
+from mailboxkit.mailserver.smtp import (
+    ConnectionLimiter,
+    MxHandler,
+    MxLimits,
+    MxServer,
+    Verifier,
+)
 from mailboxkit.mailserver.tls import self_signed, server_context
 from mailboxkit.store.accounts import ensure_domain
 from mailboxkit.store.blobs import BlobStore, open_blob_store
@@ -73,6 +83,7 @@ class MailboxKit:
     db: Database = field(init=False)
     blobs: BlobStore = field(init=False)
     bus: EventBus = field(default_factory=EventBus)
+    resolver: Resolver | None = None  # None: a DnsResolver from the settings
     ports: dict[str, int] = field(default_factory=dict)
     _servers: list[asyncio.Server] = field(default_factory=list)
     _limiter: ConnectionLimiter | None = None
@@ -88,6 +99,8 @@ class MailboxKit:
             await upgrade_async(s.sqlalchemy_url)
         self.db = Database.open(s.sqlalchemy_url)
         self.blobs = open_blobs(s)
+        if self.resolver is None:
+            self.resolver = DnsResolver(s.nameservers, timeout=s.dns_timeout)
         async with self.db.write() as conn:
             await ensure_domain(conn, s.domain, now=self.clock.now())
         self._pipeline = DeliveryPipeline(
@@ -106,6 +119,25 @@ class MailboxKit:
             return s.tls_cert_file, s.tls_key_file
         return self_signed(s.data_dir, s.hostname)
 
+    def _verifier(self) -> Verifier | None:
+        if not self.settings.verify_inbound:
+            return None
+        resolver, receiver, psl = self.resolver, self.settings.hostname, PublicSuffixList()
+        assert resolver is not None
+
+        async def verify(message: bytes, *, ip: str, mail_from: str, helo: str) -> AuthVerdicts:
+            return await verify_inbound(
+                message,
+                ip=ip,
+                mail_from=mail_from,
+                helo=helo,
+                resolver=resolver,
+                receiver=receiver,
+                psl=psl,
+            )
+
+        return verify
+
     async def _start_mx(self) -> None:
         s = self.settings
         assert self._pipeline is not None
@@ -116,6 +148,8 @@ class MailboxKit:
             self.clock,
             hostname=s.hostname,
             max_recipients=s.smtp_max_recipients,
+            verify=self._verifier(),
+            dmarc_reject=s.dmarc_reject,
         )
         limits = MxLimits(
             max_message_size=s.smtp_max_message_size,

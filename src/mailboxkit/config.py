@@ -7,6 +7,7 @@ Every field is documented in ``docs/config.md``; keep the two in step.
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,7 @@ from pydantic_settings import (
 Port = int  # 0 means "do not listen"
 
 LOOPBACK_BINDS = frozenset({"127.0.0.1", "::1", "localhost"})
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 class Settings(BaseSettings):
@@ -96,12 +98,51 @@ class Settings(BaseSettings):
     )
     dns_timeout: float = Field(5, gt=0, description="Seconds before a DNS query gives up.")
     verify_inbound: bool = Field(
-        True, description="Check SPF, DKIM and DMARC of mail received by the MX."
+        False, description="Check SPF, DKIM and DMARC of mail received by the MX."
     )
     dmarc_reject: bool = Field(
         True,
         description="Refuse (550 5.7.1) mail that fails DMARC of a domain publishing p=reject. "
         "False: file it in Junk instead.",
+    )
+
+    # Outbound transport and the DNS records each domain publishes (`mailboxkit dns records`).
+    outbound_transport: Literal["mx", "smarthost", "ses"] = Field(
+        "mx",
+        description="How outbound mail leaves: mx (direct delivery from this host), smarthost "
+        "(an SMTP relay) or ses (Amazon SES). ses adds include:amazonses.com to SPF.",
+    )
+    ses_region: str = Field(
+        "us-east-1", description="Amazon SES region (the MX of an SES custom MAIL FROM domain)."
+    )
+    ses_mail_from_subdomain: str = Field(
+        "",
+        description="With SES: the label of a custom MAIL FROM domain under each domain (e.g. "
+        "bounce gives bounce.DOMAIN), so SPF aligns for DMARC. Empty: SES's own domain.",
+    )
+    dmarc_rua: str = Field(
+        "",
+        description="Address DMARC aggregate reports are sent to (rua). Empty: "
+        "dmarc-reports@DOMAIN for each domain.",
+    )
+    tlsrpt_rua: str = Field(
+        "",
+        description="Address SMTP TLS reports (RFC 8460) are sent to. Empty: "
+        "tls-reports@DOMAIN for each domain.",
+    )
+    mta_sts_mode: Literal["enforce", "testing", "none"] = Field(
+        "testing",
+        description="MTA-STS policy mode (RFC 8461). Start with testing; enforce once TLS-RPT "
+        "reports are clean.",
+    )
+    mta_sts_max_age: int = Field(
+        604800,
+        ge=86400,
+        le=31557600,
+        description="Seconds senders may cache the MTA-STS policy (RFC 8461 §3.2).",
+    )
+    dns_record_ttl: int = Field(
+        3600, ge=60, le=604800, description="TTL, in seconds, of the DNS records printed."
     )
 
     # SMTP limits.
@@ -139,6 +180,22 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: str) -> str:
         return value.strip().rstrip(".").lower()
+
+    @field_validator("ses_mail_from_subdomain")
+    @classmethod
+    def _subdomain(cls, value: str) -> str:
+        value = value.strip().strip(".").lower()
+        if value and not all(_LABEL.fullmatch(label) for label in value.split(".")):
+            raise ValueError("must be DNS labels such as 'bounce' (letters, digits, hyphens)")
+        return value
+
+    @field_validator("dmarc_rua", "tlsrpt_rua")
+    @classmethod
+    def _report_address(cls, value: str) -> str:
+        value = value.strip().removeprefix("mailto:")
+        if value and ("@" not in value or any(c in value for c in " ,;!")):
+            raise ValueError("must be one email address such as reports@example.com")
+        return value
 
     @model_validator(mode="after")
     def _check_tls_pair(self) -> Settings:

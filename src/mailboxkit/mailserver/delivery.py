@@ -22,11 +22,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from mailboxkit.store.accounts import Inbox
 from mailboxkit.store.blobs import BlobStore
 from mailboxkit.store.db import Database
-from mailboxkit.store.events import EventBus
+from mailboxkit.store.events import EventBus, EventType
 from mailboxkit.store.ids import new_id
 from mailboxkit.store.messages import NewMessage, StoredMessage, insert_message
 from mailboxkit.store.mime import ParsedMessage
@@ -48,6 +49,9 @@ class Inbound:
     inboxes: Sequence[tuple[Inbox, Sequence[str]]]  # each inbox with the RCPT addresses for it
     received_at: datetime
     queue_id: str
+    folder: str = "INBOX"
+    auth: dict[str, Any] | None = None  # SPF/DKIM/DMARC verdicts, when checked
+    event: EventType = EventType.MESSAGE_RECEIVED
 
 
 def raw_key(received_at: datetime, queue_id: str) -> str:
@@ -148,6 +152,9 @@ def _new_messages(job: _Job) -> list[NewMessage]:
             attachment_keys=keys,
             envelope_from=msg.mail_from,
             envelope_to=tuple(rcpts),
+            folder=msg.folder,
+            auth=msg.auth,
+            event=msg.event,
         )
         for inbox, rcpts in msg.inboxes
     ]

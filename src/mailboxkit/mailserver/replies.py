@@ -20,6 +20,9 @@ MESSAGE_TOO_BIG = "552 5.3.4 Message too big for system"
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 TEMPORARY_FAILURE = "451 4.3.0 Temporary server error, try again later"
+DMARC_REJECTED = (
+    "550 5.7.1 Message rejected: it fails the DMARC policy (p=reject) of its From domain"
+)
 BAD_SENDER = "553 5.1.7 Sender address syntax is invalid"
 BAD_RECIPIENT = "553 5.1.3 Recipient address syntax is invalid"
 

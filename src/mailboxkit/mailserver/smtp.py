@@ -10,6 +10,11 @@ Implementation notes (checked in this order, RFC 5321 §3.3):
   inside the message, so no second message can be smuggled in (aiosmtpd >= 1.4.5). Size is
   enforced while reading (552 5.3.4). A ``Received:`` trace header is prepended (RFC 5321 §4.4).
   The reply is 250 only after the delivery pipeline has made the message durable.
+- After DATA, when checks are on: SPF, DKIM and DMARC (``dns.inbound``). DMARC ``reject`` fails
+  are refused with 550 5.7.1 (unless the operator files them in Junk), ``quarantine`` fails go to
+  Junk, and an ``Authentication-Results`` header (RFC 8601) is prepended above ``Received``. The
+  event says what an agent should make of the message: ``message.received.spam`` (Junk),
+  ``message.received.unauthenticated`` (DMARC did not pass), else ``message.received``.
 - Every final reply carries an enhanced status code (RFC 2034), see :mod:`.replies`.
 - Unexpected errors are logged once with the session's peer and answered 451 4.3.0; the server
   stays up.
@@ -23,15 +28,18 @@ import ssl
 from collections import Counter
 from dataclasses import dataclass, field
 from email.utils import format_datetime
-from typing import Any, AnyStr
+from typing import Any, AnyStr, Protocol
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
+from mailboxkit.dns.authresults import AuthVerdicts, authentication_results
+from mailboxkit.dns.dmarc import Disposition, DmarcVerdict
 from mailboxkit.mailserver import replies
 from mailboxkit.mailserver.delivery import DeliveryFailed, DeliveryPipeline, Inbound, new_queue_id
 from mailboxkit.store.accounts import Inbox, find_inbox, is_local_domain, split_address
 from mailboxkit.store.clock import Clock
 from mailboxkit.store.db import Database
+from mailboxkit.store.events import EventType
 from mailboxkit.store.mime import parse_message
 
 log = logging.getLogger(__name__)
@@ -92,6 +100,25 @@ class MxLimits:
     timeout: float
 
 
+class Verifier(Protocol):
+    """Inbound authentication of one message: ``dns.inbound.verify_inbound`` with a resolver."""
+
+    async def __call__(
+        self, message: bytes, *, ip: str, mail_from: str, helo: str
+    ) -> AuthVerdicts: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Where a message goes and what is said about it, from its authentication results."""
+
+    header: bytes
+    folder: str
+    event: EventType
+    auth: dict[str, Any] | None
+    refuse: bool
+
+
 class MxHandler:
     """aiosmtpd handler hooks for the MX receiver."""
 
@@ -103,12 +130,16 @@ class MxHandler:
         *,
         hostname: str,
         max_recipients: int,
+        verify: Verifier | None = None,
+        dmarc_reject: bool = True,
     ) -> None:
         self._db = db
         self._pipeline = pipeline
         self._clock = clock
         self._hostname = hostname
         self._max_recipients = max_recipients
+        self._verify = verify
+        self._dmarc_reject = dmarc_reject
 
     async def handle_EHLO(
         self,
@@ -165,9 +196,14 @@ class MxHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         assert isinstance(envelope, MxEnvelope)
         assert isinstance(envelope.original_content, bytes)
+        verdict = await self._authenticate(session, envelope)
+        if verdict.refuse:
+            log.info("event=dmarc_reject peer=%s mail_from=%s", session.peer, envelope.mail_from)
+            return replies.DMARC_REJECTED
         now = self._clock.now()
         queue_id = new_queue_id()
-        raw = self._received(session, envelope, queue_id, now) + envelope.original_content
+        trace = verdict.header + self._received(session, envelope, queue_id, now)
+        raw = trace + envelope.original_content
         inbound = Inbound(
             raw=raw,
             parsed=parse_message(raw),
@@ -175,6 +211,9 @@ class MxHandler:
             inboxes=list(envelope.inboxes.values()),
             received_at=now,
             queue_id=queue_id,
+            folder=verdict.folder,
+            auth=verdict.auth,
+            event=verdict.event,
         )
         try:
             await self._pipeline.deliver(inbound)
@@ -197,9 +236,36 @@ class MxHandler:
             log.exception("event=smtp_session_error", exc_info=error)
         return replies.TEMPORARY_FAILURE
 
+    async def _authenticate(self, session: Session, envelope: Envelope) -> Verdict:
+        if self._verify is None:
+            return Verdict(b"", "INBOX", EventType.MESSAGE_RECEIVED, None, refuse=False)
+        assert isinstance(envelope.original_content, bytes)
+        verdicts = await self._verify(
+            envelope.original_content,
+            ip=_peer_ip(session),
+            mail_from=envelope.mail_from or "",
+            helo=session.host_name or "",
+        )
+        failed = verdicts.dmarc is not None and verdicts.dmarc.result is DmarcVerdict.FAIL
+        junk = failed and verdicts.disposition in (Disposition.QUARANTINE, Disposition.REJECT)
+        if junk:
+            event = EventType.MESSAGE_RECEIVED_SPAM
+        elif verdicts.dmarc is None or verdicts.dmarc.result is not DmarcVerdict.PASS:
+            event = EventType.MESSAGE_RECEIVED_UNAUTHENTICATED
+        else:
+            event = EventType.MESSAGE_RECEIVED
+        value = authentication_results(self._hostname, verdicts).replace("; ", ";\r\n\t")
+        return Verdict(
+            header=f"Authentication-Results: {value}\r\n".encode("utf-8", "surrogateescape"),
+            folder="Junk" if junk else "INBOX",
+            event=event,
+            auth=verdicts.as_dict(),
+            refuse=failed and verdicts.disposition is Disposition.REJECT and self._dmarc_reject,
+        )
+
     def _received(self, session: Session, envelope: Envelope, queue_id: str, now: Any) -> bytes:
         """The trace header (RFC 5321 §4.4), with the protocol keyword of RFC 3848/6531."""
-        peer_ip = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        peer_ip = _peer_ip(session)
         proto = "UTF8SMTP" if envelope.smtp_utf8 else "ESMTP" if session.extended_smtp else "SMTP"
         if session.ssl is not None:
             proto += "S"
@@ -210,6 +276,10 @@ class MxHandler:
             f" with {proto} id {queue_id}{recipient};\r\n\t{format_datetime(now)}\r\n"
         )
         return header.encode("utf-8", "surrogateescape")
+
+
+def _peer_ip(session: Session) -> str:
+    return str(session.peer[0]) if isinstance(session.peer, tuple) else str(session.peer)
 
 
 class MxServer(SMTP):

@@ -43,6 +43,7 @@ class NewMessage:
     envelope_to: Sequence[str] = ()
     seen: bool = False
     auth: dict[str, Any] | None = None
+    event: EventType | None = None  # default: message.received, or message.sent if outbound
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,9 +169,10 @@ async def insert_message(conn: AsyncConnection, new: NewMessage) -> StoredMessag
             keywords=[],
         )
     )
+    default = EventType.MESSAGE_RECEIVED if new.direction == "inbound" else EventType.MESSAGE_SENT
     event = await record_event(
         conn,
-        EventType.MESSAGE_RECEIVED if new.direction == "inbound" else EventType.MESSAGE_SENT,
+        new.event or default,
         account_id=new.inbox.account_id,
         inbox_id=new.inbox.id,
         message_id=message_id,

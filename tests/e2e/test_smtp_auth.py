@@ -1,0 +1,142 @@
+"""SPF, DKIM and DMARC on the MX path: verdicts, Authentication-Results, Junk and refusal."""
+
+from __future__ import annotations
+
+import base64
+import smtplib
+from collections.abc import Iterator
+from pathlib import Path
+
+import dkim
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from sqlalchemy import select
+
+from mailboxkit.dns.resolver import FakeResolver
+from mailboxkit.store import models as m
+
+from harness import ServerThread, server_settings
+
+KEY = ed25519.Ed25519PrivateKey.generate()
+SEED = base64.b64encode(
+    KEY.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+)
+PUBLIC = base64.b64encode(
+    KEY.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+).decode()
+
+RECORDS = {
+    # Signs and sends from 127.0.0.1, publishes p=reject: passes everything.
+    "good.test": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
+    "_dmarc.good.test": {"TXT": ["v=DMARC1; p=reject"]},
+    "sel._domainkey.good.test": {"TXT": [f"v=DKIM1; k=ed25519; p={PUBLIC}"]},
+    # Sends from elsewhere, publishes p=reject: forged mail is refused.
+    "bank.test": {"TXT": ["v=spf1 ip4:192.0.2.1 -all"]},
+    "_dmarc.bank.test": {"TXT": ["v=DMARC1; p=reject"]},
+    # Publishes p=quarantine: failing mail goes to Junk.
+    "shop.test": {"TXT": ["v=spf1 -all"]},
+    "_dmarc.shop.test": {"TXT": ["v=DMARC1; p=quarantine"]},
+}
+
+
+@pytest.fixture
+def server(tmp_path: Path, database_url: str) -> Iterator[ServerThread]:
+    settings = server_settings(tmp_path / "data", database_url, verify_inbound=True)
+    running = ServerThread(settings, resolver=FakeResolver(RECORDS))
+    running.start()
+    yield running
+    running.stop()
+
+
+def message(sender: str, subject: str) -> bytes:
+    return (
+        f"From: {sender}\r\nTo: bot@example.test\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{subject}@x.test>\r\nDate: Fri, 27 Nov 2026 08:00:00 +0000\r\n\r\n"
+        "Your code is 123456.\r\n"
+    ).encode()
+
+
+def signed(data: bytes) -> bytes:
+    header: bytes = dkim.sign(
+        data,
+        b"sel",
+        b"good.test",
+        SEED,
+        signature_algorithm=b"ed25519-sha256",
+        include_headers=[b"from", b"to", b"subject", b"message-id", b"date"],
+    )
+    return header + data
+
+
+def send(server: ServerThread, mail_from: str, data: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", server.smtp_port) as client:
+        client.sendmail(mail_from, ["bot@example.test"], data)
+
+
+def stored(server: ServerThread) -> tuple[bytes, dict[str, object], str, str]:
+    [row] = server.query(
+        select(m.messages.c.raw_key, m.messages.c.auth, m.folders.c.name, m.events.c.type)
+        .join(m.entries, m.entries.c.message_id == m.messages.c.id)
+        .join(m.folders, m.folders.c.id == m.entries.c.folder_id)
+        .join(m.events, m.events.c.message_id == m.messages.c.id)
+    )
+    return server.blob(row.raw_key), row.auth, row.name, row.type
+
+
+def header_block(raw: bytes) -> bytes:
+    return raw[: raw.index(b"\r\nReceived: ")]
+
+
+def test_passing_message_is_trusted(server: ServerThread) -> None:
+    server.create_inbox("bot@example.test")
+    send(server, "alice@good.test", signed(message("alice@good.test", "pass")))
+    raw, auth, folder, event = stored(server)
+    results = header_block(raw)
+    assert results.startswith(b"Authentication-Results: mx.example.test;")
+    for verdict in (b"spf=pass", b"dkim=pass", b"dmarc=pass", b"header.d=good.test"):
+        assert verdict in results
+    assert (folder, event) == ("INBOX", "message.received")
+    assert auth["spf"]["result"] == "pass"  # type: ignore[index]
+    assert [d["result"] for d in auth["dkim"]] == ["pass"]  # type: ignore[index]
+    assert auth["dmarc"]["result"] == "pass"  # type: ignore[index]
+
+
+def test_altered_after_signing_fails_dkim_but_spf_keeps_dmarc(server: ServerThread) -> None:
+    server.create_inbox("bot@example.test")
+    data = signed(message("alice@good.test", "altered")).replace(b"123456", b"654321")
+    send(server, "alice@good.test", data)
+    raw, auth, folder, event = stored(server)
+    assert b"dkim=fail" in header_block(raw)
+    assert [d["result"] for d in auth["dkim"]] == ["fail"]  # type: ignore[index]
+    assert auth["dmarc"]["result"] == "pass"  # type: ignore[index]
+    assert (folder, event) == ("INBOX", "message.received")
+
+
+def test_forged_from_of_reject_domain_is_refused(server: ServerThread) -> None:
+    server.create_inbox("bot@example.test")
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        send(server, "ceo@bank.test", message("ceo@bank.test", "forged"))
+    assert refused.value.smtp_code == 550
+    assert refused.value.smtp_error.startswith(b"5.7.1 ")
+    assert server.query(select(m.messages.c.id)) == []
+
+
+def test_quarantine_failure_goes_to_junk(server: ServerThread) -> None:
+    server.create_inbox("bot@example.test")
+    send(server, "promo@shop.test", message("promo@shop.test", "junk"))
+    raw, auth, folder, event = stored(server)
+    assert b"spf=fail" in header_block(raw) and b"dmarc=fail" in header_block(raw)
+    assert (folder, event) == ("Junk", "message.received.spam")
+    assert auth["dmarc"]["disposition"] == "quarantine"  # type: ignore[index]
+
+
+def test_no_policy_is_labelled_unauthenticated(server: ServerThread) -> None:
+    server.create_inbox("bot@example.test")
+    send(server, "someone@nowhere.test", message("someone@nowhere.test", "unknown"))
+    raw, auth, folder, event = stored(server)
+    assert b"spf=none" in header_block(raw) and b"dmarc=none" in header_block(raw)
+    assert (folder, event) == ("INBOX", "message.received.unauthenticated")
+    assert auth["dmarc"]["result"] == "none"  # type: ignore[index]
