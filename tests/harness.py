@@ -12,7 +12,7 @@ from typing import Any
 from mailboxkit.app import MailboxKit
 from mailboxkit.config import Settings
 from mailboxkit.dns.resolver import FakeResolver, Resolver
-from mailboxkit.store.accounts import Inbox, create_account, create_inbox
+from mailboxkit.store.accounts import Inbox, create_account, create_api_key, create_inbox
 
 
 def free_port() -> int:
@@ -76,6 +76,27 @@ class ServerThread:
     @property
     def smtp_port(self) -> int:
         return self.app.ports["smtp"]
+
+    @property
+    def imap_port(self) -> int:
+        return self.app.ports["imap"]
+
+    @property
+    def imaps_port(self) -> int:
+        return self.app.ports["imaps"]
+
+    def create_key(self, account_id: str, inbox_id: str | None = None) -> str:
+        """A new API key of the account (scoped to one inbox if given): its secret."""
+
+        async def create() -> str:
+            async with self.app.db.write() as conn:
+                key = await create_api_key(
+                    conn, account_id=account_id, inbox_id=inbox_id, now=self.app.clock.now()
+                )
+                return key.secret
+
+        result: str = self.call(create())
+        return result
 
     @property
     def http_url(self) -> str:

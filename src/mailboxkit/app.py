@@ -17,12 +17,15 @@ from pathlib import Path
 import uvicorn
 from publicsuffixlist import PublicSuffixList
 
-from mailboxkit.api.app import ApiContext, create_app
+from mailboxkit.api.app import ApiConfig, ApiContext, create_app
 from mailboxkit.config import Settings
 from mailboxkit.dns.authresults import AuthVerdicts
 from mailboxkit.dns.inbound import verify_inbound
 from mailboxkit.dns.resolver import DnsResolver, Resolver
 from mailboxkit.mailserver.delivery import DeliveryPipeline
+from mailboxkit.mailserver.imap.auth import AuthThrottle
+from mailboxkit.mailserver.imap.context import ImapLimits, Services
+from mailboxkit.mailserver.imap.server import ImapServer
 from mailboxkit.mailserver.smtp import (
     ConnectionLimiter,
     MxHandler,
@@ -36,7 +39,9 @@ from mailboxkit.store.blobs import BlobStore, open_blob_store
 from mailboxkit.store.clock import Clock, SystemClock
 from mailboxkit.store.db import Database
 from mailboxkit.store.events import EventBus
+from mailboxkit.store.mailboxes import MailboxChanges
 from mailboxkit.store.migrate import upgrade_async
+from mailboxkit.store.ratelimit import Limit
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +58,8 @@ def secret_key(settings: Settings) -> bytes:
     return path.read_text().strip().encode()
 
 
-def open_blobs(settings: Settings) -> BlobStore:
+def open_blobs(settings: Settings, clock: Clock | None = None) -> BlobStore:
+    clock = clock or SystemClock()
     return open_blob_store(
         settings.blob_url,
         data_dir=settings.data_dir,
@@ -61,12 +67,28 @@ def open_blobs(settings: Settings) -> BlobStore:
         public_base_url=settings.base_url,
         s3_endpoint_url=settings.s3_endpoint_url,
         s3_region=settings.s3_region,
+        clock=lambda: clock.now().timestamp(),
+    )
+
+
+def api_config(settings: Settings) -> ApiConfig:
+    """The settings the HTTP API enforces."""
+    return ApiConfig(
+        domain=settings.domain,
+        registration_enabled=settings.registration_enabled,
+        registration_per_ip=Limit(settings.registration_limit_per_ip, 3600),
+        registration_per_email=Limit(settings.registration_limit_per_email, 3600),
+        requests_per_key=Limit(settings.api_rate_limit, 60),
+        max_body_size=settings.api_max_body_size,
+        download_url_ttl=settings.download_url_ttl,
     )
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say TCP;
+    # with Nagle on, pipelined SMTP replies meet delayed ACKs and each message stalls 40 ms.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(1024)
@@ -83,11 +105,13 @@ class MailboxKit:
     db: Database = field(init=False)
     blobs: BlobStore = field(init=False)
     bus: EventBus = field(default_factory=EventBus)
+    changes: MailboxChanges = field(default_factory=MailboxChanges)
     resolver: Resolver | None = None  # None: a DnsResolver from the settings
     ports: dict[str, int] = field(default_factory=dict)
     _servers: list[asyncio.Server] = field(default_factory=list)
     _limiter: ConnectionLimiter | None = None
     _pipeline: DeliveryPipeline | None = None
+    _imap: ImapServer | None = None
     _http: uvicorn.Server | None = None
     _http_task: asyncio.Task[None] | None = None
     _http_socket: socket.socket | None = None
@@ -98,7 +122,7 @@ class MailboxKit:
         if s.migrate_on_start:
             await upgrade_async(s.sqlalchemy_url)
         self.db = Database.open(s.sqlalchemy_url)
-        self.blobs = open_blobs(s)
+        self.blobs = open_blobs(s, self.clock)
         if self.resolver is None:
             self.resolver = DnsResolver(s.nameservers, timeout=s.dns_timeout)
         async with self.db.write() as conn:
@@ -109,6 +133,8 @@ class MailboxKit:
         self._pipeline.start()
         if s.smtp_port:
             await self._start_mx()
+        if s.imap_port or s.imaps_port:
+            await self._start_imap()
         if s.http_port:
             await self._start_http()
         log.info("event=started %s", " ".join(f"{k}={v}" for k, v in self.ports.items()))
@@ -167,9 +193,51 @@ class MailboxKit:
         self._servers.append(server)
         self.ports["smtp"] = server.sockets[0].getsockname()[1]
 
+    async def _start_imap(self) -> None:
+        s = self.settings
+        limits = ImapLimits(
+            max_line=s.imap_max_line_length,
+            max_literal=s.imap_max_literal_size,
+            max_command=s.imap_max_command_size,
+            login_timeout=s.imap_login_timeout,
+            idle_timeout=s.imap_idle_timeout,
+            auth_failure_delay=s.imap_auth_failure_delay,
+            max_auth_failures=s.imap_max_auth_failures,
+            auth_failure_window=s.imap_auth_failure_window,
+            max_connections=s.imap_max_connections,
+            max_connections_per_ip=s.imap_max_connections_per_ip,
+        )
+        services = Services(
+            db=self.db,
+            blobs=self.blobs,
+            clock=self.clock,
+            bus=self.bus,
+            changes=self.changes,
+            limits=limits,
+            throttle=AuthThrottle(s.imap_max_auth_failures, s.imap_auth_failure_window),
+            tls_context=server_context(*self._tls()),
+            allow_plaintext=s.plaintext_allowed,
+        )
+        self._imap = ImapServer(services)
+        for name, port, implicit_tls in (
+            ("imap", s.imap_port, False),
+            ("imaps", s.imaps_port, True),
+        ):
+            if port:
+                sock = listen_socket(s.bind, port)
+                self.ports[name] = await self._imap.listen(sock, implicit_tls=implicit_tls)
+
     async def _start_http(self) -> None:
         s = self.settings
-        app = create_app(ApiContext(db=self.db, blobs=self.blobs))
+        app = create_app(
+            ApiContext(
+                db=self.db,
+                blobs=self.blobs,
+                clock=self.clock,
+                config=api_config(s),
+                changes=self.changes,
+            )
+        )
         config = uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="off", server_header=False
         )
@@ -193,6 +261,8 @@ class MailboxKit:
             self._http.should_exit = True
             await self._http_task
             await self._http.shutdown(sockets=[self._http_socket] if self._http_socket else None)
+        if self._imap is not None:
+            await self._imap.stop(self.settings.shutdown_grace)
         if self._pipeline is not None:
             await self._pipeline.stop()
         await self.blobs.close()

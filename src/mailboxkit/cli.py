@@ -1,4 +1,4 @@
-"""The ``mailboxkit`` command: serve, migrate, and account/inbox management."""
+"""The ``mailboxkit`` command: serve, migrate, account/inbox management, DNS records and keys."""
 
 from __future__ import annotations
 
@@ -9,12 +9,25 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from mailboxkit.app import MailboxKit
 from mailboxkit.config import Settings
+from mailboxkit.dns import dkimkeys
+from mailboxkit.dns.check import check_domain, check_report
+from mailboxkit.dns.records import (
+    DomainProfile,
+    RecordPurpose,
+    domain_records,
+    normalize_domain,
+    operator_notes,
+    records_table,
+    zone_fragment,
+)
+from mailboxkit.dns.resolver import DnsResolver
 from mailboxkit.store import accounts
 from mailboxkit.store.clock import SystemClock
 from mailboxkit.store.db import Database
@@ -52,6 +65,26 @@ def _parser() -> argparse.ArgumentParser:
     list_inboxes = inbox.add_parser("list", help="list inboxes")
     list_inboxes.add_argument("--account")
     list_inboxes.add_argument("--json", action="store_true")
+
+    dns = sub.add_parser("dns", help="DNS records").add_subparsers(dest="action", required=True)
+    records = dns.add_parser(
+        "records", help="print the records DOMAIN needs (makes its DKIM keys if absent)"
+    )
+    records.add_argument("domain")
+    records_form = records.add_mutually_exclusive_group()
+    records_form.add_argument("--zone", action="store_true", help="as a BIND zone-file fragment")
+    records_form.add_argument("--json", action="store_true")
+    check = dns.add_parser(
+        "check", help="compare DOMAIN's live DNS with its records; exit 1 if any required is wrong"
+    )
+    check.add_argument("domain")
+    check.add_argument("--json", action="store_true")
+
+    dkim = sub.add_parser("dkim", help="DKIM keys").add_subparsers(dest="action", required=True)
+    rotate = dkim.add_parser(
+        "rotate", help="make new keys under new selectors (the old ones stay published)"
+    )
+    rotate.add_argument("domain")
     return parser
 
 
@@ -139,6 +172,78 @@ async def _inbox_list(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _domain_arg(args: argparse.Namespace) -> str | None:
+    try:
+        return normalize_domain(args.domain)
+    except ValueError as exc:
+        print(f"mailboxkit: {exc}", file=sys.stderr)
+        return None
+
+
+async def _dns_records(settings: Settings, args: argparse.Namespace) -> int:
+    domain = _domain_arg(args)
+    if domain is None:
+        return 2
+    db = await _open_db(settings)
+    try:
+        keys = await dkimkeys.ensure_keys(db, domain, now=SystemClock().now())
+    finally:
+        await db.close()
+    profile = DomainProfile.from_settings(settings, domain, [k.published for k in keys])
+    records, notes = domain_records(profile), operator_notes(profile)
+    if args.json:
+        print(json.dumps([asdict(r) for r in records], indent=2))
+    elif args.zone:
+        print(zone_fragment(records, domain, notes), end="")
+    else:
+        print(records_table(records, notes), end="")
+    return 0
+
+
+async def _dns_check(settings: Settings, args: argparse.Namespace) -> int:
+    domain = _domain_arg(args)
+    if domain is None:
+        return 2
+    try:
+        resolver = DnsResolver(settings.nameservers, timeout=settings.dns_timeout)
+    except ValueError as exc:
+        print(f"mailboxkit: MAILBOXKIT_DNS_NAMESERVERS: {exc}", file=sys.stderr)
+        return 2
+    db = await _open_db(settings)
+    try:
+        async with db.read() as conn:
+            keys = await dkimkeys.domain_keys(conn, domain)
+    finally:
+        await db.close()
+    profile = DomainProfile.from_settings(settings, domain, [k.published for k in keys])
+    result = await check_domain(profile, resolver)
+    if args.json:
+        checks = [asdict(c) for c in result.checks]
+        print(json.dumps({"domain": domain, "ok": result.ok, "checks": checks}, indent=2))
+    else:
+        print(check_report(result), end="")
+    return 0 if result.ok else 1
+
+
+async def _dkim_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    domain = _domain_arg(args)
+    if domain is None:
+        return 2
+    db = await _open_db(settings)
+    try:
+        new = await dkimkeys.rotate_keys(db, domain, now=SystemClock().now())
+    except dkimkeys.UnknownDomain:
+        print(f"mailboxkit: {domain} is not a domain of this server", file=sys.stderr)
+        return 1
+    finally:
+        await db.close()
+    profile = DomainProfile.from_settings(settings, domain, [k.published for k in new])
+    dkim = [r for r in domain_records(profile) if r.purpose is RecordPurpose.DKIM]
+    note = "publish these now; the older selectors stay published until removed"
+    print(records_table(dkim, [note]), end="")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -164,6 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("account", "create"): _account_create,
         ("inbox", "create"): _inbox_create,
         ("inbox", "list"): _inbox_list,
+        ("dns", "records"): _dns_records,
+        ("dns", "check"): _dns_check,
+        ("dkim", "rotate"): _dkim_rotate,
     }
     return asyncio.run(commands[(args.command, args.action)](settings, args))
 

@@ -162,9 +162,77 @@ class Settings(BaseSettings):
         100, gt=0, description="Concurrent SMTP sessions from one client address."
     )
 
+    # IMAP limits.
+    imap_max_line_length: int = Field(
+        65536,
+        ge=1000,
+        description="Longest IMAP command line in bytes, CRLF and literals excluded "
+        "(long UID sets need more than RFC 3501's suggested 1000).",
+    )
+    imap_max_literal_size: int = Field(
+        25 * 1024 * 1024,
+        gt=0,
+        description="Largest IMAP literal in bytes, so the largest APPENDed message; "
+        "advertised as APPENDLIMIT (RFC 7889).",
+    )
+    imap_max_command_size: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="Largest IMAP command in bytes, lines and literals together (a MULTIAPPEND).",
+    )
+    imap_login_timeout: float = Field(
+        60, gt=0, description="Seconds an IMAP connection may wait before logging in."
+    )
+    imap_idle_timeout: float = Field(
+        1800,
+        ge=1740,
+        description="Seconds an authenticated IMAP session may stay silent, IDLE included. "
+        "RFC 3501 asks for at least 30 minutes; clients renew IDLE every 29.",
+    )
+    imap_max_connections: int = Field(1000, gt=0, description="Concurrent IMAP sessions.")
+    imap_max_connections_per_ip: int = Field(
+        50, gt=0, description="Concurrent IMAP sessions from one client address."
+    )
+    imap_auth_failure_delay: float = Field(
+        2.0, ge=0, description="Seconds before a failed IMAP login is answered."
+    )
+    imap_max_auth_failures: int = Field(
+        10,
+        gt=0,
+        description="Failed IMAP logins from one client address within "
+        "IMAP_AUTH_FAILURE_WINDOW before its further attempts are refused.",
+    )
+    imap_auth_failure_window: float = Field(
+        900, gt=0, description="Seconds over which failed IMAP logins are counted."
+    )
+
     # Delivery pipeline.
     ingest_batch_size: int = Field(
         64, gt=0, description="Most messages committed together (group commit)."
+    )
+
+    # HTTP API.
+    registration_enabled: bool = Field(
+        False,
+        description="Let anyone create an account and inbox with POST /api/v1/register.",
+    )
+    registration_limit_per_ip: int = Field(
+        5, ge=0, description="Registrations per client address per hour (0: unlimited)."
+    )
+    registration_limit_per_email: int = Field(
+        3, ge=0, description="Registrations per owner email per hour (0: unlimited)."
+    )
+    api_rate_limit: int = Field(
+        600, ge=0, description="API requests per key per minute (0: unlimited)."
+    )
+    api_max_body_size: int = Field(
+        10 * 1024 * 1024, gt=0, description="Largest HTTP request body accepted, in bytes."
+    )
+    download_url_ttl: int = Field(
+        3600,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="Seconds an attachment download URL works when the client names none.",
     )
 
     # Process.
@@ -196,6 +264,14 @@ class Settings(BaseSettings):
         if value and ("@" not in value or any(c in value for c in " ,;!")):
             raise ValueError("must be one email address such as reports@example.com")
         return value
+
+    @model_validator(mode="after")
+    def _check_imap_sizes(self) -> Settings:
+        if self.imap_max_command_size < self.imap_max_literal_size:
+            raise ValueError(
+                "MAILBOXKIT_IMAP_MAX_COMMAND_SIZE must be at least MAILBOXKIT_IMAP_MAX_LITERAL_SIZE"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_tls_pair(self) -> Settings:

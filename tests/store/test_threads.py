@@ -11,7 +11,7 @@ from sqlalchemy import select
 from mailboxkit.store import models as m
 from mailboxkit.store.accounts import Inbox, create_account, create_inbox
 from mailboxkit.store.db import Database
-from mailboxkit.store.messages import NewMessage, StoredMessage, insert_message
+from mailboxkit.store.messages import NewMessage, StoredMessage, insert_message, insert_messages
 from mailboxkit.store.mime import parse_message
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
@@ -226,3 +226,29 @@ async def _threads(db: Database, inbox: Inbox) -> list[object]:
         return list(
             (await conn.execute(select(m.threads).where(m.threads.c.inbox_id == inbox.id))).all()
         )
+
+
+async def test_a_batch_sees_its_own_messages(db: Database, inbox: Inbox) -> None:
+    """Group commit stores several messages at once: a reply beside its parent still joins it."""
+    async with db.write() as conn:
+        account = await create_account(conn, name="b", owner_email=None, now=T0)
+        other = await create_inbox(conn, account_id=account, address="other@example.test", now=T0)
+    parent = raw({"Subject": "Batch", "Message-ID": "<p@x.test>"})
+    child = raw({"Subject": "Re: Batch", "Message-ID": "<c@x.test>", "In-Reply-To": "<p@x.test>"})
+    news = [
+        NewMessage(
+            inbox=box,
+            parsed=parse_message(data),
+            raw_key=f"msg/{n}.eml",
+            size=len(data),
+            received_at=T0 + timedelta(seconds=n),
+            attachment_keys=[],
+        )
+        for n, (box, data) in enumerate([(inbox, parent), (other, parent), (inbox, child)])
+    ]
+    async with db.write() as conn:
+        stored = await insert_messages(conn, news)
+    assert stored[0].thread_id == stored[2].thread_id != stored[1].thread_id
+    assert [(s.uid, s.modseq) for s in stored] == [(1, 2), (1, 2), (2, 3)]
+    [thread] = [t for t in await _threads(db, inbox)]
+    assert thread.message_count == 2

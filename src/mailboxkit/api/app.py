@@ -1,49 +1,84 @@
-"""The HTTP application factory: health endpoints and signed blob downloads for now.
+"""The HTTP application factory: ``/api/v1`` by resource, health endpoints, signed downloads.
 
-The full ``/api/v1`` surface is built on this factory; it holds no globals, everything arrives
-through :class:`ApiContext`.
+It holds no globals: everything arrives through :class:`ApiContext`, kept in the application's
+state. Middleware, outermost first: the access log (one line per request), the request body
+limit (413). Every error, expected or not, leaves in the one shape of ``errors.py``.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import text
 
-from mailboxkit.store.blobs import BlobStore, LocalBlobStore, content_disposition
-from mailboxkit.store.db import Database
+from mailboxkit.api import (
+    account,
+    api_keys,
+    attachments,
+    domains,
+    inboxes,
+    messages,
+    register,
+    threads,
+)
+from mailboxkit.api.context import ApiConfig, ApiContext
+from mailboxkit.api.errors import error, install_handlers
+from mailboxkit.api.middleware import AccessLog, BodyLimit
+from mailboxkit.store.blobs import LocalBlobStore, content_disposition
+
+__all__ = ["ApiConfig", "ApiContext", "create_app", "error"]
 
 log = logging.getLogger(__name__)
 
+PREFIX = "/api/v1"
 
-@dataclass(frozen=True, slots=True)
-class ApiContext:
-    db: Database
-    blobs: BlobStore
+DESCRIPTION = """\
+Email for AI agents: inboxes, messages, threads and attachments over HTTP.
+
+Authenticate with an API key: `Authorization: Bearer mbk_…`. Account keys see the whole
+account; inbox keys see only their inbox. Every object belongs to one account: another
+account's id answers 404, like a missing one.
+
+Errors have one shape, `{"error": {"code", "message"}}`, with stable codes:
+`validation_error` (with `fields`), `unauthorized`, `forbidden`, `not_found`, `conflict`,
+`payload_too_large`, `rate_limited` (with `Retry-After`), `internal_error`.
+
+Lists are newest first and paged by cursor: pass `next_page_token` back as `page_token`.
+"""
 
 
-def error(status: int, code: str, message: str) -> JSONResponse:
-    """The one error shape of the API: ``{"error": {"code", "message"}}``."""
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def _operations(ctx: ApiContext) -> APIRouter:
+    router = APIRouter(tags=["operations"])
 
-
-def create_app(ctx: ApiContext) -> FastAPI:
-    app = FastAPI(
-        title="MailboxKit",
-        description="Email for AI agents: inboxes, messages, threads and events over HTTP.",
-        openapi_url="/api/v1/openapi.json",
-        docs_url=None,
-        redoc_url=None,
+    @router.get(
+        "/healthz",
+        summary="Liveness: the process answers.",
+        description="Always 200 while the process serves HTTP; no authentication.",
+        responses={200: {"content": {"application/json": {"example": {"status": "ok"}}}}},
     )
-
-    @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers.")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="Readiness: the database answers.")
+    @router.get(
+        "/readyz",
+        summary="Readiness: the database answers.",
+        description="200 when the database answers a query, else 503; no authentication.",
+        responses={
+            200: {"content": {"application/json": {"example": {"status": "ready"}}}},
+            503: {
+                "description": "The database does not answer.",
+                "content": {
+                    "application/json": {
+                        "example": {
+                            "error": {"code": "unavailable", "message": "database unavailable"}
+                        }
+                    }
+                },
+            },
+        },
+    )
     async def readyz() -> JSONResponse:
         try:
             async with ctx.db.read() as conn:
@@ -53,7 +88,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             return error(503, "unavailable", "database unavailable")
         return JSONResponse({"status": "ready"})
 
-    @app.get("/blobs/{key:path}", include_in_schema=False)
+    @router.get("/blobs/{key:path}", include_in_schema=False)
     async def blob(key: str, request: Request) -> Response:
         """A time-limited download URL made by the local blob store's ``signed_url``."""
         store = ctx.blobs
@@ -78,4 +113,23 @@ def create_app(ctx: ApiContext) -> FastAPI:
             path, media_type=content_type or "application/octet-stream", headers=headers
         )
 
+    return router
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    app = FastAPI(
+        title="MailboxKit",
+        version="1",
+        description=DESCRIPTION,
+        openapi_url=f"{PREFIX}/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.ctx = ctx
+    install_handlers(app)
+    app.include_router(_operations(ctx))
+    for module in (register, account, api_keys, domains, inboxes, messages, threads, attachments):
+        app.include_router(module.router, prefix=PREFIX)
+    app.add_middleware(BodyLimit, max_size=ctx.config.max_body_size)
+    app.add_middleware(AccessLog)
     return app

@@ -226,6 +226,14 @@ class DnsResolver:
     async def ptr(self, ip: str) -> list[str]:
         return list(await self._query(reverse_name(ip), "PTR"))
 
+    async def srv(self, name: str) -> list[tuple[int, int, int, str]]:
+        """(priority, weight, port, target) of each SRV record (RFC 2782)."""
+        found = []
+        for value in await self._query(name, "SRV"):
+            priority, weight, port, target = value.split(" ", 3)
+            found.append((int(priority), int(weight), int(port), target))
+        return found
+
     async def _query(self, name: str, rdtype: str) -> tuple[str, ...]:
         key = (normalize_name(name), rdtype)
         if not is_queryable(name):
@@ -290,6 +298,10 @@ def _rdata_text(rdata: object) -> str:
     if isinstance(exchange, dns.name.Name):
         return f"{getattr(rdata, 'preference', 0)} {_name_text(exchange)}"
     target = getattr(rdata, "target", None)
+    port = getattr(rdata, "port", None)
+    if isinstance(target, dns.name.Name) and isinstance(port, int):  # SRV
+        priority, weight = getattr(rdata, "priority", 0), getattr(rdata, "weight", 0)
+        return f"{priority} {weight} {port} {_name_text(target)}"
     if isinstance(target, dns.name.Name):  # PTR
         return _name_text(target)
     address = getattr(rdata, "address", None)
@@ -348,6 +360,14 @@ class FakeResolver:
 
     async def ptr(self, ip: str) -> list[str]:
         return [str(value) for value in self._lookup(reverse_name(ip), "PTR")]
+
+    async def srv(self, name: str) -> list[tuple[int, int, int, str]]:
+        """SRV values are given as "priority weight port target" strings."""
+        found = []
+        for value in self._lookup(name, "SRV"):
+            priority, weight, port, target = str(value).split()
+            found.append((int(priority), int(weight), int(port), target.rstrip(".") or "."))
+        return found
 
     def _lookup(self, name: str, rdtype: str) -> list[str | tuple[int, str]]:
         key = normalize_name(name)

@@ -29,7 +29,7 @@ from mailboxkit.store.blobs import BlobStore
 from mailboxkit.store.db import Database
 from mailboxkit.store.events import EventBus, EventType
 from mailboxkit.store.ids import new_id
-from mailboxkit.store.messages import NewMessage, StoredMessage, insert_message
+from mailboxkit.store.messages import NewMessage, StoredMessage, insert_messages
 from mailboxkit.store.mime import ParsedMessage
 
 log = logging.getLogger(__name__)
@@ -129,10 +129,13 @@ class DeliveryPipeline:
             for attachment in msg.parsed.attachments:
                 blobs[attachment_key(attachment.sha256)] = attachment.data
         await self._blobs.put_many(list(blobs.items()))
-        results: list[list[StoredMessage]] = []
+        news = [_new_messages(job) for job in batch]
         async with self._db.write() as conn:
-            for job in batch:
-                results.append([await insert_message(conn, new) for new in _new_messages(job)])
+            flat = await insert_messages(conn, [new for group in news for new in group])
+        results, start = [], 0
+        for group in news:
+            results.append(flat[start : start + len(group)])
+            start += len(group)
         for job, stored in zip(batch, results, strict=True):
             self._bus.publish(event for s in stored for event in s.events)
             if not job.done.done():

@@ -36,7 +36,8 @@ from mailboxkit.dns.authresults import AuthVerdicts, authentication_results
 from mailboxkit.dns.dmarc import Disposition, DmarcVerdict
 from mailboxkit.mailserver import replies
 from mailboxkit.mailserver.delivery import DeliveryFailed, DeliveryPipeline, Inbound, new_queue_id
-from mailboxkit.store.accounts import Inbox, find_inbox, is_local_domain, split_address
+from mailboxkit.mailserver.recipients import RecipientDirectory, Refusal
+from mailboxkit.store.accounts import Inbox, split_address
 from mailboxkit.store.clock import Clock
 from mailboxkit.store.db import Database
 from mailboxkit.store.events import EventType
@@ -133,7 +134,7 @@ class MxHandler:
         verify: Verifier | None = None,
         dmarc_reject: bool = True,
     ) -> None:
-        self._db = db
+        self._recipients = RecipientDirectory(db)
         self._pipeline = pipeline
         self._clock = clock
         self._hostname = hostname
@@ -181,12 +182,11 @@ class MxHandler:
         local, domain = split_address(address)
         if not local or not domain:
             return replies.BAD_RECIPIENT
-        async with self._db.read() as conn:
-            if not await is_local_domain(conn, domain):
-                log.info("event=relay_denied peer=%s rcpt_domain=%s", session.peer, domain)
-                return replies.RELAY_DENIED
-            inbox = await find_inbox(conn, address)
-        if inbox is None:
+        inbox = await self._recipients.lookup(address)
+        if inbox is Refusal.NOT_LOCAL:
+            log.info("event=relay_denied peer=%s rcpt_domain=%s", session.peer, domain)
+            return replies.RELAY_DENIED
+        if inbox is Refusal.UNKNOWN:
             return replies.NO_SUCH_MAILBOX
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)

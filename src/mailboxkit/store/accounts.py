@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import secrets
 import string
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -178,6 +179,10 @@ class KeyOwner:
     account_id: str
     inbox_id: str | None  # set when the key is scoped to one inbox
 
+    @property
+    def scope(self) -> Scope:
+        return Scope(self.account_id, self.inbox_id)
+
 
 async def authenticate_key(conn: AsyncConnection, secret: str, *, now: datetime) -> KeyOwner | None:
     """The owner of a live API key, or None. Records the key's last use."""
@@ -226,3 +231,151 @@ async def list_inboxes(conn: AsyncConnection, account_id: str | None = None) -> 
         query = query.where(m.inboxes.c.account_id == account_id)
     rows = (await conn.execute(query)).all()
     return [Inbox(r.id, r.account_id, r.address, r.display_name) for r in rows]
+
+
+# The HTTP API's view: scopes, accounts, keys and registration.
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a caller may see: one account, or only one inbox of it (an inbox-scoped key)."""
+
+    account_id: str
+    inbox_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: str
+    name: str
+    owner_email: str | None
+    status: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key as listed: never its secret."""
+
+    id: str
+    name: str
+    prefix: str
+    inbox_id: str | None
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+def _account(row: Any) -> Account:
+    return Account(row.id, row.name, row.owner_email, row.status, row.created_at)
+
+
+async def get_account(conn: AsyncConnection, account_id: str) -> Account | None:
+    row = (await conn.execute(select(m.accounts).where(m.accounts.c.id == account_id))).first()
+    return None if row is None else _account(row)
+
+
+async def update_account(
+    conn: AsyncConnection, account_id: str, changes: dict[str, Any]
+) -> Account | None:
+    """Change ``name`` and/or ``owner_email``; the updated account, or None when absent."""
+    allowed = {k: v for k, v in changes.items() if k in ("name", "owner_email")}
+    if allowed:
+        await conn.execute(
+            update(m.accounts).where(m.accounts.c.id == account_id).values(**allowed)
+        )
+    return await get_account(conn, account_id)
+
+
+def _api_key(row: Any) -> ApiKey:
+    return ApiKey(
+        row.id,
+        row.name,
+        row.prefix,
+        row.inbox_id,
+        row.created_at,
+        row.last_used_at,
+        row.revoked_at,
+    )
+
+
+async def list_api_keys(conn: AsyncConnection, account_id: str) -> list[ApiKey]:
+    rows = await conn.execute(
+        select(m.api_keys)
+        .where(m.api_keys.c.account_id == account_id)
+        .order_by(m.api_keys.c.created_at, m.api_keys.c.id)
+    )
+    return [_api_key(r) for r in rows]
+
+
+async def get_api_key(conn: AsyncConnection, account_id: str, key_id: str) -> ApiKey | None:
+    row = (
+        await conn.execute(
+            select(m.api_keys).where(
+                m.api_keys.c.id == key_id, m.api_keys.c.account_id == account_id
+            )
+        )
+    ).first()
+    return None if row is None else _api_key(row)
+
+
+async def revoke_api_key(
+    conn: AsyncConnection, account_id: str, key_id: str, *, now: datetime
+) -> bool:
+    """Revoke a key of ``account_id`` (idempotent); False when the account has no such key."""
+    found = await get_api_key(conn, account_id, key_id)
+    if found is None:
+        return False
+    if found.revoked_at is None:
+        await conn.execute(
+            update(m.api_keys).where(m.api_keys.c.id == key_id).values(revoked_at=now)
+        )
+    return True
+
+
+USERNAME_ALPHABET = frozenset(string.ascii_lowercase + string.digits + ".-_")
+MAX_USERNAME = 64  # RFC 5321 §4.5.3.1.1 local-part limit
+
+
+def username_from(name: str) -> str:
+    """A plausible mailbox name from a free-form name: ``"Support Bot!"`` -> ``support-bot``."""
+    out: list[str] = []
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    for char in ascii_name.lower():
+        if char in USERNAME_ALPHABET and char.isascii():
+            out.append(char)
+        elif out and out[-1] != "-":
+            out.append("-")
+    slug = "".join(out).strip(".-_")
+    while ".." in slug:
+        slug = slug.replace("..", ".")
+    return slug[: MAX_USERNAME - 8].strip(".-_") or "agent"
+
+
+async def free_address(conn: AsyncConnection, name: str, domain: str) -> str:
+    """``name@domain`` derived from ``name``, with a random suffix when that is taken."""
+    base = username_from(name)
+    candidates = [base, *(f"{base}-{secrets.token_hex(3)}" for _ in range(8))]
+    for local in candidates:
+        address = f"{local}@{domain}"
+        if await conn.scalar(select(m.inboxes.c.id).where(m.inboxes.c.address == address)) is None:
+            return address
+    raise AddressTaken(f"{base}@{domain}")
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    account_id: str
+    inbox: Inbox
+    key: NewKey
+
+
+async def register(
+    conn: AsyncConnection, *, name: str, owner_email: str, domain: str, now: datetime
+) -> Registration:
+    """A new account with one inbox on ``domain`` (named after ``name``) and an account key."""
+    account_id = await create_account(conn, name=name, owner_email=owner_email, now=now)
+    address = await free_address(conn, name, domain)
+    inbox = await create_inbox(conn, account_id=account_id, address=address, now=now)
+    key = await create_api_key(conn, account_id=account_id, now=now, name="registration")
+    return Registration(account_id, inbox, key)

@@ -496,8 +496,12 @@ def open_blob_store(
     public_base_url: str,
     s3_endpoint_url: str | None = None,
     s3_region: str | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> BlobStore:
-    """Build the blob store named by ``url`` (the operator's blob store setting)."""
+    """Build the blob store named by ``url`` (the operator's blob store setting).
+
+    ``clock`` (Unix seconds) dates the local store's signed URLs; S3 signs with its own.
+    """
     parts = urlsplit(url)
     if parts.scheme == "s3":
         if not parts.netloc or parts.query or parts.fragment:
@@ -518,4 +522,6 @@ def open_blob_store(
         root = Path(url)
     else:
         raise ValueError(f"unsupported blob store URL {url!r}; accepted: {_ACCEPTED_FORMS}")
-    return LocalBlobStore(root, signing_key=signing_key, public_base_url=public_base_url)
+    return LocalBlobStore(
+        root, signing_key=signing_key, public_base_url=public_base_url, clock=clock
+    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -47,6 +47,49 @@ class Event:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    type: EventType
+    account_id: str
+    data: dict[str, Any]
+    now: datetime
+    inbox_id: str | None = None
+    message_id: str | None = None
+
+
+async def record_events(conn: AsyncConnection, new: Sequence[NewEvent]) -> list[Event]:
+    """Write events to the outbox inside the caller's transaction, in order."""
+    if not new:
+        return []
+    rows: list[dict[str, Any]] = []
+    for e in new:
+        event_id = new_id()
+        payload = {
+            "type": str(e.type),
+            "event_id": event_id,
+            "timestamp": e.now.isoformat(),
+            "data": e.data,
+        }
+        rows.append(
+            {
+                "id": event_id,
+                "type": str(e.type),
+                "account_id": e.account_id,
+                "inbox_id": e.inbox_id,
+                "message_id": e.message_id,
+                "payload": payload,
+                "created_at": e.now,
+            }
+        )
+    result = await conn.execute(
+        insert(m.events).returning(m.events.c.seq, sort_by_parameter_order=True), rows
+    )
+    return [
+        Event(seq, r["id"], e.type, e.account_id, e.inbox_id, e.message_id, r["payload"], e.now)
+        for seq, r, e in zip(result.scalars(), rows, new, strict=True)
+    ]
+
+
 async def record_event(
     conn: AsyncConnection,
     type_: EventType,
@@ -57,29 +100,11 @@ async def record_event(
     inbox_id: str | None = None,
     message_id: str | None = None,
 ) -> Event:
-    """Write an event to the outbox inside the caller's transaction."""
-    event_id = new_id()
-    payload = {
-        "type": str(type_),
-        "event_id": event_id,
-        "timestamp": now.isoformat(),
-        "data": data,
-    }
-    seq = await conn.scalar(
-        insert(m.events)
-        .values(
-            id=event_id,
-            type=str(type_),
-            account_id=account_id,
-            inbox_id=inbox_id,
-            message_id=message_id,
-            payload=payload,
-            created_at=now,
-        )
-        .returning(m.events.c.seq)
+    """Write one event to the outbox inside the caller's transaction."""
+    [event] = await record_events(
+        conn, [NewEvent(type_, account_id, data, now, inbox_id, message_id)]
     )
-    assert seq is not None
-    return Event(seq, event_id, type_, account_id, inbox_id, message_id, payload, now)
+    return event
 
 
 class EventBus:

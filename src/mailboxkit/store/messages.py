@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
 from mailboxkit.store.accounts import Inbox
-from mailboxkit.store.events import Event, EventType, record_event
+from mailboxkit.store.events import Event, EventType, NewEvent, record_events
 from mailboxkit.store.ids import new_id
 from mailboxkit.store.mime import Address, ParsedMessage
-from mailboxkit.store.threads import MAX_ID_LENGTH, assign_thread
+from mailboxkit.store.threads import MAX_ID_LENGTH, ThreadRequest, assign_threads
 
 
 class FolderNotFound(LookupError):
@@ -64,8 +64,10 @@ def _header_id(value: str | None) -> str | None:
     return value if value is None or len(value) <= MAX_ID_LENGTH else None
 
 
-async def allocate_uid(conn: AsyncConnection, inbox_id: str, folder: str) -> tuple[int, int, int]:
-    """Reserve the next UID and MODSEQ of a folder: (folder_id, uid, modseq).
+async def allocate_uids(
+    conn: AsyncConnection, inbox_id: str, folder: str, count: int = 1
+) -> tuple[int, int, int]:
+    """Reserve ``count`` UIDs and MODSEQs of a folder: (folder_id, first uid, first modseq).
 
     The row update holds the folder's lock until commit, so UIDs become visible in order.
     """
@@ -73,13 +75,16 @@ async def allocate_uid(conn: AsyncConnection, inbox_id: str, folder: str) -> tup
         await conn.execute(
             update(m.folders)
             .where(m.folders.c.inbox_id == inbox_id, m.folders.c.name == folder)
-            .values(uidnext=m.folders.c.uidnext + 1, highestmodseq=m.folders.c.highestmodseq + 1)
+            .values(
+                uidnext=m.folders.c.uidnext + count,
+                highestmodseq=m.folders.c.highestmodseq + count,
+            )
             .returning(m.folders.c.id, m.folders.c.uidnext, m.folders.c.highestmodseq)
         )
     ).first()
     if row is None:
         raise FolderNotFound(f"{inbox_id}/{folder}")
-    return row.id, row.uidnext - 1, row.highestmodseq
+    return row.id, row.uidnext - count, row.highestmodseq - count + 1
 
 
 def message_summary(message_id: str, thread_id: str, new: NewMessage) -> dict[str, Any]:
@@ -104,79 +109,117 @@ def message_summary(message_id: str, thread_id: str, new: NewMessage) -> dict[st
     }
 
 
-async def insert_message(conn: AsyncConnection, new: NewMessage) -> StoredMessage:
+def _message_row(message_id: str, thread_id: str, new: NewMessage) -> dict[str, Any]:
     p = new.parsed
-    message_id = new_id()
-    thread_id = await assign_thread(conn, new.inbox.id, p, new.received_at)
-    await conn.execute(
-        insert(m.messages).values(
-            id=message_id,
-            inbox_id=new.inbox.id,
-            thread_id=thread_id,
-            direction=new.direction,
-            raw_key=new.raw_key,
-            size=new.size,
-            received_at=new.received_at,
-            envelope_from=new.envelope_from,
-            envelope_to=list(new.envelope_to),
-            message_id_header=_header_id(p.message_id),
-            in_reply_to=_header_id(p.in_reply_to),
-            reference_ids=[r for r in p.references if len(r) <= MAX_ID_LENGTH],
-            subject=p.subject,
-            from_name=p.from_.name if p.from_ else "",
-            from_email=p.from_.email if p.from_ else "",
-            to_addrs=address_json(p.to),
-            cc_addrs=address_json(p.cc),
-            reply_to_addrs=address_json(p.reply_to),
-            sent_at=p.date,
-            headers=[list(h) for h in p.headers],
-            text=p.text,
-            html=p.html,
-            extracted_text=p.extracted_text,
-            preview=p.preview,
-            has_attachments=bool(p.attachments),
-            auth=new.auth,
-        )
+    return {
+        "id": message_id,
+        "inbox_id": new.inbox.id,
+        "thread_id": thread_id,
+        "direction": new.direction,
+        "raw_key": new.raw_key,
+        "size": new.size,
+        "received_at": new.received_at,
+        "envelope_from": new.envelope_from,
+        "envelope_to": list(new.envelope_to),
+        "message_id_header": _header_id(p.message_id),
+        "in_reply_to": _header_id(p.in_reply_to),
+        "reference_ids": [r for r in p.references if len(r) <= MAX_ID_LENGTH],
+        "subject": p.subject,
+        "from_name": p.from_.name if p.from_ else "",
+        "from_email": p.from_.email if p.from_ else "",
+        "to_addrs": address_json(p.to),
+        "cc_addrs": address_json(p.cc),
+        "reply_to_addrs": address_json(p.reply_to),
+        "sent_at": p.date,
+        "headers": [list(h) for h in p.headers],
+        "text": p.text,
+        "html": p.html,
+        "extracted_text": p.extracted_text,
+        "preview": p.preview,
+        "has_attachments": bool(p.attachments),
+        "auth": new.auth,
+    }
+
+
+def _attachment_rows(message_id: str, new: NewMessage) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": new_id(),
+            "message_id": message_id,
+            "position": i,
+            "filename": a.filename,
+            "content_type": a.content_type,
+            "disposition": a.disposition,
+            "content_id": a.content_id,
+            "size": a.size,
+            "sha256": a.sha256,
+            "blob_key": key,
+        }
+        for i, (a, key) in enumerate(zip(new.parsed.attachments, new.attachment_keys, strict=True))
+    ]
+
+
+async def insert_messages(conn: AsyncConnection, news: Sequence[NewMessage]) -> list[StoredMessage]:
+    """Store messages in their folders, in order, with a handful of statements per batch."""
+    if not news:
+        return []
+    thread_ids = await assign_threads(
+        conn, [ThreadRequest(n.inbox.id, n.parsed, n.received_at) for n in news]
     )
-    if p.attachments:
-        await conn.execute(
-            insert(m.attachments),
-            [
-                {
-                    "id": new_id(),
-                    "message_id": message_id,
-                    "position": i,
-                    "filename": a.filename,
-                    "content_type": a.content_type,
-                    "disposition": a.disposition,
-                    "content_id": a.content_id,
-                    "size": a.size,
-                    "sha256": a.sha256,
-                    "blob_key": key,
-                }
-                for i, (a, key) in enumerate(zip(p.attachments, new.attachment_keys, strict=True))
-            ],
-        )
-    folder_id, uid, modseq = await allocate_uid(conn, new.inbox.id, new.folder)
+    ids = [new_id() for _ in news]
     await conn.execute(
-        insert(m.entries).values(
-            folder_id=folder_id,
-            message_id=message_id,
-            uid=uid,
-            modseq=modseq,
-            internal_date=new.received_at,
-            seen=new.seen,
-            keywords=[],
-        )
+        insert(m.messages),
+        [_message_row(i, t, n) for i, t, n in zip(ids, thread_ids, news, strict=True)],
     )
-    default = EventType.MESSAGE_RECEIVED if new.direction == "inbound" else EventType.MESSAGE_SENT
-    event = await record_event(
+    attachment_rows = [
+        row for i, n in zip(ids, news, strict=True) for row in _attachment_rows(i, n)
+    ]
+    if attachment_rows:
+        await conn.execute(insert(m.attachments), attachment_rows)
+    by_folder: dict[tuple[str, str], list[int]] = {}
+    for index, new in enumerate(news):
+        by_folder.setdefault((new.inbox.id, new.folder), []).append(index)
+    slots: dict[int, tuple[int, int, int]] = {}
+    for (inbox_id, folder), indexes in by_folder.items():
+        folder_id, uid, modseq = await allocate_uids(conn, inbox_id, folder, len(indexes))
+        for offset, index in enumerate(indexes):
+            slots[index] = (folder_id, uid + offset, modseq + offset)
+    await conn.execute(
+        insert(m.entries),
+        [
+            {
+                "folder_id": slots[i][0],
+                "message_id": ids[i],
+                "uid": slots[i][1],
+                "modseq": slots[i][2],
+                "internal_date": new.received_at,
+                "seen": new.seen,
+                "keywords": [],
+            }
+            for i, new in enumerate(news)
+        ],
+    )
+    events = await record_events(
         conn,
-        new.event or default,
-        account_id=new.inbox.account_id,
-        inbox_id=new.inbox.id,
-        message_id=message_id,
-        data=message_summary(message_id, thread_id, new),
-        now=new.received_at,
+        [
+            NewEvent(
+                new.event or _default_event(new),
+                new.inbox.account_id,
+                message_summary(i, t, new),
+                new.received_at,
+                inbox_id=new.inbox.id,
+                message_id=i,
+            )
+            for i, t, new in zip(ids, thread_ids, news, strict=True)
+        ],
     )
-    return StoredMessage(message_id, thread_id, folder_id, uid, modseq, (event,))
+    return [StoredMessage(ids[i], thread_ids[i], *slots[i], (events[i],)) for i in range(len(news))]
+
+
+def _default_event(new: NewMessage) -> EventType:
+    return EventType.MESSAGE_RECEIVED if new.direction == "inbound" else EventType.MESSAGE_SENT
+
+
+async def insert_message(conn: AsyncConnection, new: NewMessage) -> StoredMessage:
+    [stored] = await insert_messages(conn, [new])
+    return stored

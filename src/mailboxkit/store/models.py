@@ -115,6 +115,23 @@ domains = Table(
     Column("verified_at", Timestamp),
 )
 
+# DKIM keys per domain (RFC 6376, RFC 8463). Every active key is published at
+# <selector>._domainkey.<domain>; the newest active key of each algorithm signs. Rotation adds keys;
+# old ones stay active (published) until removed, so mail in flight still verifies.
+dkim_keys = Table(
+    "dkim_keys",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("domain_id", Id, ForeignKey("domains.id", ondelete="CASCADE"), nullable=False),
+    Column("selector", String(63), nullable=False),
+    Column("algorithm", String(16), nullable=False),  # rsa | ed25519
+    Column("private_key", Text, nullable=False),  # PKCS#8 PEM
+    Column("public_txt", Text, nullable=False),  # the TXT value: v=DKIM1; k=...; p=...
+    Column("created_at", Timestamp, nullable=False),
+    Column("active", Boolean, nullable=False, server_default="1"),
+    UniqueConstraint("domain_id", "selector", name="uq_dkim_keys_domain_selector"),
+)
+
 inboxes = Table(
     "inboxes",
     metadata,
@@ -260,4 +277,26 @@ events = Table(
     Column("payload", JSON, nullable=False),
     Column("created_at", Timestamp, nullable=False),
     Index("ix_events_account_seq", "account_id", "seq"),
+)
+
+# Fixed-window counters behind every rate limit (API keys, registration). ``bucket`` names what
+# is limited ("key:<id>", "register-ip:<address>"); rows are purged once ``expires_at`` passes.
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("bucket", String(400), primary_key=True),
+    Column("window_start", BigInteger, primary_key=True),  # Unix seconds
+    Column("hits", Integer, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),  # Unix seconds
+    Index("ix_rate_limits_expires", "expires_at"),
+)
+
+# Per-account, per-day API request counts for GET /api/v1/usage (messages are counted from
+# ``events``, written in the transaction that stores them).
+usage_counters = Table(
+    "usage_counters",
+    metadata,
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD, UTC
+    Column("api_requests", BigInteger, nullable=False, server_default="0"),
 )

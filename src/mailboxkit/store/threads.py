@@ -12,9 +12,11 @@ that shares a participant.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
@@ -22,6 +24,7 @@ from mailboxkit.store.ids import new_id
 from mailboxkit.store.mime import ParsedMessage, has_reply_prefix, normalize_subject
 
 SUBJECT_WINDOW = timedelta(days=30)
+QUERY_CHUNK = 500  # ids per IN (...) query, well under every driver's parameter limit
 MAX_ID_LENGTH = 998  # RFC 5322 §2.1.1 line limit; longer "ids" are garbage, not keys
 
 
@@ -74,49 +77,90 @@ async def _thread_by_subject(
     return None
 
 
-async def assign_thread(
-    conn: AsyncConnection, inbox_id: str, parsed: ParsedMessage, when: datetime
-) -> str:
-    """Find or start the thread of a new message and index its ids; returns the thread id."""
-    keys = thread_keys(parsed)
-    known: dict[str, str] = {}
-    if keys:
+@dataclass(frozen=True, slots=True)
+class ThreadRequest:
+    inbox_id: str
+    parsed: ParsedMessage
+    when: datetime
+
+
+async def _known_refs(
+    conn: AsyncConnection, requests: Sequence[ThreadRequest], keys: set[str]
+) -> dict[tuple[str, str], str]:
+    known: dict[tuple[str, str], str] = {}
+    inbox_ids = {r.inbox_id for r in requests}
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), QUERY_CHUNK):
         rows = await conn.execute(
-            select(m.thread_refs.c.message_id_header, m.thread_refs.c.thread_id).where(
-                m.thread_refs.c.inbox_id == inbox_id,
-                m.thread_refs.c.message_id_header.in_(keys),
+            select(
+                m.thread_refs.c.inbox_id,
+                m.thread_refs.c.message_id_header,
+                m.thread_refs.c.thread_id,
+            ).where(
+                m.thread_refs.c.inbox_id.in_(inbox_ids),
+                m.thread_refs.c.message_id_header.in_(ordered[start : start + QUERY_CHUNK]),
             )
         )
-        known = {row.message_id_header: row.thread_id for row in rows}
-    thread_id = next((known[k] for k in keys if k in known), None)
-    if thread_id is None and not (parsed.in_reply_to or parsed.references):
-        thread_id = await _thread_by_subject(conn, inbox_id, parsed, when)
-    if thread_id is None:
-        thread_id = new_id()
-        await conn.execute(
-            insert(m.threads).values(
-                id=thread_id,
-                inbox_id=inbox_id,
-                subject=parsed.subject,
-                normalized_subject=normalize_subject(parsed.subject),
-                message_count=1,
-                created_at=when,
-                last_message_at=when,
-            )
+        known.update({(r.inbox_id, r.message_id_header): r.thread_id for r in rows})
+    return known
+
+
+async def assign_threads(conn: AsyncConnection, requests: Sequence[ThreadRequest]) -> list[str]:
+    """Find or start the thread of each new message, in order, and index their ids.
+
+    Messages of one batch see each other: a reply stored with its parent joins its thread.
+    Returns one thread id per request.
+    """
+    keys = [thread_keys(r.parsed) for r in requests]
+    known = await _known_refs(conn, requests, {k for ks in keys for k in ks})
+    new_threads: dict[str, dict[str, Any]] = {}
+    grown: dict[str, tuple[int, datetime]] = {}
+    new_refs: list[dict[str, str]] = []
+    chosen: list[str] = []
+    for request, ids in zip(requests, keys, strict=True):
+        p = request.parsed
+        thread_id = next(
+            (known[(request.inbox_id, k)] for k in ids if (request.inbox_id, k) in known), None
         )
-    else:
-        await conn.execute(
-            update(m.threads)
-            .where(m.threads.c.id == thread_id)
-            .values(message_count=m.threads.c.message_count + 1, last_message_at=when)
-        )
-    missing = [k for k in keys if k not in known]
-    if missing:
-        await conn.execute(
-            insert(m.thread_refs),
-            [
-                {"inbox_id": inbox_id, "message_id_header": k, "thread_id": thread_id}
-                for k in missing
-            ],
-        )
-    return thread_id
+        if thread_id is None and not (p.in_reply_to or p.references):
+            await _flush_new(conn, new_threads)
+            thread_id = await _thread_by_subject(conn, request.inbox_id, p, request.when)
+        if thread_id is None:
+            thread_id = new_id()
+            new_threads[thread_id] = {
+                "id": thread_id,
+                "inbox_id": request.inbox_id,
+                "subject": p.subject,
+                "normalized_subject": normalize_subject(p.subject),
+                "message_count": 0,
+                "created_at": request.when,
+                "last_message_at": request.when,
+            }
+        count, last = grown.get(thread_id, (0, request.when))
+        grown[thread_id] = (count + 1, max(last, request.when))
+        for k in ids:
+            if (request.inbox_id, k) not in known:
+                known[(request.inbox_id, k)] = thread_id
+                new_refs.append(
+                    {"inbox_id": request.inbox_id, "message_id_header": k, "thread_id": thread_id}
+                )
+        chosen.append(thread_id)
+    await _flush_new(conn, new_threads)
+    if new_refs:
+        await conn.execute(insert(m.thread_refs), new_refs)
+    await conn.execute(
+        update(m.threads)
+        .where(m.threads.c.id == bindparam("tid"))
+        .values(
+            message_count=m.threads.c.message_count + bindparam("n"),
+            last_message_at=bindparam("last"),
+        ),
+        [{"tid": t, "n": n, "last": last} for t, (n, last) in grown.items()],
+    )
+    return chosen
+
+
+async def _flush_new(conn: AsyncConnection, new_threads: dict[str, dict[str, Any]]) -> None:
+    if new_threads:
+        await conn.execute(insert(m.threads), list(new_threads.values()))
+        new_threads.clear()

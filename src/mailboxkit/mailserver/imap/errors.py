@@ -7,7 +7,12 @@ place, writes ``serialize(error.response())`` and either continues (:class:`Comm
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mailboxkit.mailserver.imap.responses import Condition, ResponseCode, StatusResponse
+
+if TYPE_CHECKING:
+    from mailboxkit.mailserver.imap.state import State
 
 
 class ImapError(Exception):
@@ -63,3 +68,32 @@ class FramingError(ImapError):
 
     def response(self) -> StatusResponse:
         return StatusResponse(Condition.BYE, self.message)
+
+
+class CommandFailed(ImapError):
+    """A handler's refusal: ``tag NO [code] text`` (or BAD), the session carries on.
+
+    The session adds the tag; :meth:`response` without one renders the untagged form.
+    ``state`` is the state to continue in when a failure still changes it (a failed SELECT
+    leaves the previous mailbox deselected, RFC 3501 §6.3.1).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        code: ResponseCode | None = None,
+        condition: Condition = Condition.NO,
+        state: State | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.condition = condition
+        self.state = state
+
+    def response(self, tag: str | None = None) -> StatusResponse:
+        return StatusResponse(self.condition, self.message, tag=tag, code=self.code)
+
+
+class ClientDisconnected(Exception):
+    """The client closed the connection in the middle of a command."""

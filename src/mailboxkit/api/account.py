@@ -1,0 +1,107 @@
+"""``/account`` and ``/usage``: the caller's account and what it has used."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from mailboxkit.api import schemas as s
+from mailboxkit.api.auth import AccountPrincipal, Principal
+from mailboxkit.api.context import Ctx
+from mailboxkit.api.errors import ApiError, not_found
+from mailboxkit.api.params import utc
+from mailboxkit.store import accounts, usage
+
+router = APIRouter(tags=["account"], responses=s.AUTHENTICATED)
+
+
+def _account(a: accounts.Account) -> s.Account:
+    return s.Account(
+        account_id=a.id,
+        name=a.name,
+        owner_email=a.owner_email,
+        status=a.status,
+        created_at=a.created_at,
+    )
+
+
+@router.get(
+    "/account",
+    response_model=s.Account,
+    summary="Get the account",
+    description="The account the API key belongs to.",
+    responses=s.error_responses(404),
+)
+async def get_account(owner: Principal, ctx: Ctx) -> s.Account:
+    async with ctx.db.read() as conn:
+        found = await accounts.get_account(conn, owner.account_id)
+    if found is None:
+        raise not_found("account")
+    return _account(found)
+
+
+@router.patch(
+    "/account",
+    response_model=s.Account,
+    summary="Update the account",
+    description="Changes the account's name and/or owner email. Needs an account key.",
+    responses=s.error_responses(403, 404),
+)
+async def update_account(body: s.AccountUpdate, owner: AccountPrincipal, ctx: Ctx) -> s.Account:
+    changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    if "owner_email" in changes:
+        changes["owner_email"] = str(changes["owner_email"]).lower()
+    async with ctx.db.write() as conn:
+        found = await accounts.update_account(conn, owner.account_id, changes)
+    if found is None:
+        raise not_found("account")
+    return _account(found)
+
+
+def _month_start(now: datetime) -> datetime:
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def _next_month(start: datetime) -> datetime:
+    return (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else start.replace(month=start.month + 1)
+    )
+
+
+@router.get(
+    "/usage",
+    response_model=s.Usage,
+    summary="Get usage counters",
+    description="API requests, messages received and messages sent by the account between "
+    "`since` (default: the start of this month, UTC) and `until` (default: the start of "
+    "next month).",
+)
+async def get_usage(
+    owner: Principal,
+    ctx: Ctx,
+    since: Annotated[datetime | None, Query(examples=["2026-11-01T00:00:00Z"])] = None,
+    until: Annotated[datetime | None, Query(examples=["2026-12-01T00:00:00Z"])] = None,
+) -> s.Usage:
+    start = utc(since, "since") or _month_start(ctx.clock.now().astimezone(UTC))
+    end = utc(until, "until") or _next_month(_month_start(start))
+    if end <= start:
+        raise ApiError(
+            422,
+            "validation_error",
+            "until must be after since",
+            fields=[{"field": "query.until", "message": "must be after since"}],
+        )
+    async with ctx.db.read() as conn:
+        counted = await usage.usage(conn, owner.account_id, since=start, until=end)
+    return s.Usage(
+        account_id=owner.account_id,
+        since=start,
+        until=end,
+        api_requests=counted.api_requests,
+        messages_received=counted.messages_received,
+        messages_sent=counted.messages_sent,
+    )

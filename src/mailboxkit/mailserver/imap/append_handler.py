@@ -1,0 +1,86 @@
+"""APPEND, with MULTIAPPEND (RFC 3501 §6.3.11, RFC 3502, RFC 4315 APPENDUID, RFC 7889).
+
+Implementation notes (the store path of every new message, STYLE.md "stage, commit,
+publish"):
+
+- Every blob (raw message, attachments) is written durably first, then all messages are
+  stored in one transaction (all or none, RFC 3502 §6.3.11), then the events are published
+  and the change watch rung; ``OK [APPENDUID]`` is sent only after the commit.
+- The raw message is kept byte-exact; its INTERNALDATE is the date given or now.
+- Messages filed into \\Sent or \\Drafts are stored as outbound (a client saving what it
+  sent), others as inbound; each records the usual message event.
+- The literal size limit (APPENDLIMIT) is enforced by the framer before any octet is read.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mailboxkit.mailserver.delivery import attachment_key, new_queue_id, raw_key
+from mailboxkit.mailserver.imap import commands as c
+from mailboxkit.mailserver.imap.context import Context, Outcome
+from mailboxkit.mailserver.imap.errors import CommandFailed
+from mailboxkit.mailserver.imap.message_handlers import split_flags
+from mailboxkit.mailserver.imap.responses import AppendUid, Code
+from mailboxkit.mailserver.imap.state import Authenticated, Selected
+from mailboxkit.store.accounts import Inbox
+from mailboxkit.store.mailboxes import SystemFlag, find_folder, set_entry_flags
+from mailboxkit.store.messages import NewMessage, insert_messages
+from mailboxkit.store.mime import parse_message
+
+log = logging.getLogger(__name__)
+
+OUTBOUND_USES = frozenset({"\\Sent", "\\Drafts"})
+
+
+async def handle_append(
+    ctx: Context, state: Authenticated | Selected, command: c.Append
+) -> Outcome:
+    """Store messages in a mailbox. State: Authenticated, Selected. RFC 3501 §6.3.11,
+    RFC 3502, RFC 4315 §3."""
+    services, user = ctx.services, state.user
+    async with services.db.read() as conn:
+        folder = await find_folder(conn, user.inbox_id, command.mailbox)
+    if folder is None:
+        raise CommandFailed("Mailbox does not exist", Code.TRYCREATE)
+    inbox = Inbox(user.inbox_id, user.account_id, user.address, "")
+    direction = "outbound" if folder.special_use in OUTBOUND_USES else "inbound"
+    now = services.clock.now()
+    blobs: dict[str, bytes] = {}
+    news: list[tuple[NewMessage, list[SystemFlag], list[str]]] = []
+    for message in command.messages:
+        system, keywords = split_flags(message.flags)
+        parsed = parse_message(message.data)
+        key = raw_key(now, new_queue_id())
+        blobs[key] = message.data
+        keys = [attachment_key(a.sha256) for a in parsed.attachments]
+        blobs.update(zip(keys, (a.data for a in parsed.attachments), strict=True))
+        new = NewMessage(
+            inbox=inbox,
+            parsed=parsed,
+            raw_key=key,
+            size=len(message.data),
+            received_at=message.internal_date or now,
+            attachment_keys=keys,
+            direction=direction,
+            folder=folder.name,
+            seen=SystemFlag.SEEN in system,
+        )
+        news.append((new, system, keywords))
+    await services.blobs.put_many(list(blobs.items()))
+    async with services.db.write() as conn:
+        stored = await insert_messages(conn, [new for new, _, _ in news])
+        for row, (_, system, keywords) in zip(stored, news, strict=True):
+            if set(system) - {SystemFlag.SEEN} or keywords:
+                await set_entry_flags(
+                    conn, folder_id=row.folder_id, uid=row.uid, flags=system, keywords=keywords
+                )
+    services.bus.publish(event for row in stored for event in row.events)
+    services.changes.notify(user.inbox_id)
+    log.info(
+        "event=imap_append session=%s inbox=%s count=%d",
+        ctx.conn.session_id,
+        user.inbox_id,
+        len(stored),
+    )
+    return Outcome("APPEND completed", AppendUid(folder.uidvalidity, tuple(s.uid for s in stored)))

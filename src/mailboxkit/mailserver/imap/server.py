@@ -1,0 +1,123 @@
+"""The IMAP listeners: STARTTLS and implicit-TLS sockets, connection limits, shutdown, and
+the bridge from the event bus to the sessions' change watches.
+
+Implementation notes:
+
+- ``app.py`` owns the sockets, the event bus and the change notices; this server only
+  serves. Plain listeners offer STARTTLS and advertise LOGINDISABLED until TLS is active,
+  unless ``allow_plaintext`` (the listener binds to loopback only; RFC 3501 §6.2.3).
+- Connections are counted in all and per client address; one over the limit gets
+  ``* BYE [UNAVAILABLE]`` and is closed before any command is read.
+- Committed events (deliveries, sends) carry an inbox id; each rings that inbox's watches.
+  A subscription that overflowed rings every watch: sessions re-read their folders anyway.
+- Shutdown: stop accepting, end sessions waiting for a command at once (``* BYE``), let
+  sessions in the middle of a command finish it for up to the grace period, then end them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections import Counter
+
+from mailboxkit.mailserver.imap.context import Services
+from mailboxkit.mailserver.imap.session import Session
+
+log = logging.getLogger(__name__)
+
+TLS_HANDSHAKE_TIMEOUT = 30.0
+"""Seconds an implicit-TLS client has to complete its handshake."""
+
+
+class ImapServer:
+    """Every IMAP listener of the process and their sessions."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._servers: list[asyncio.Server] = []
+        self._sessions: dict[asyncio.Task[None], Session] = {}
+        self._per_ip: Counter[str] = Counter()
+        self._bridge: asyncio.Task[None] | None = None
+
+    async def listen(self, sock: socket.socket, *, implicit_tls: bool) -> int:
+        """Serve on a bound, listening socket; returns its port."""
+        context = self.services.tls_context if implicit_tls else None
+        if implicit_tls and context is None:
+            raise ValueError("implicit TLS needs a TLS context")
+        server = await asyncio.start_server(
+            lambda reader, writer: self._serve(reader, writer, secure=implicit_tls),
+            sock=sock,
+            ssl=context,
+            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if context else None,
+            limit=self.services.limits.max_line + 2,
+        )
+        self._servers.append(server)
+        if self._bridge is None:
+            self._bridge = asyncio.create_task(self._forward_events(), name="imap-events")
+        port: int = server.sockets[0].getsockname()[1]
+        return port
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, secure: bool
+    ) -> None:
+        peer = writer.get_extra_info("peername")
+        ip = str(peer[0]) if isinstance(peer, tuple) else "unknown"
+        limits = self.services.limits
+        if (
+            len(self._sessions) >= limits.max_connections
+            or self._per_ip[ip] >= limits.max_connections_per_ip
+        ):
+            log.info("event=imap_connection_refused ip=%s reason=limit", ip)
+            writer.write(b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n")
+            with contextlib.suppress(Exception):
+                await writer.drain()
+                writer.close()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        session = Session(self.services, reader, writer, secure=secure, peer_ip=ip)
+        self._sessions[task] = session
+        self._per_ip[ip] += 1
+        try:
+            await session.run()
+        finally:
+            del self._sessions[task]
+            self._per_ip[ip] -= 1
+            if self._per_ip[ip] <= 0:
+                del self._per_ip[ip]
+
+    async def _forward_events(self) -> None:
+        changes = self.services.changes
+        with self.services.bus.subscribe() as subscription:
+            while True:
+                event = await subscription.get()
+                if subscription.overflowed:
+                    subscription.overflowed = False
+                    changes.notify_all()
+                if event.inbox_id is not None:
+                    changes.notify(event.inbox_id)
+
+    async def stop(self, grace: float) -> None:
+        """Stop listening and end every session (see the module notes)."""
+        for server in self._servers:
+            server.close()
+        for task, session in tuple(self._sessions.items()):
+            session.closing = True
+            if not session.busy:
+                task.cancel()
+        busy = set(self._sessions)
+        if busy:
+            await asyncio.wait(busy, timeout=grace)
+        for task in tuple(self._sessions):
+            task.cancel()
+        if self._sessions:
+            await asyncio.wait(set(self._sessions), timeout=5)
+        if self._bridge is not None:
+            self._bridge.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._bridge
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 5)

@@ -1,0 +1,375 @@
+"""Messages as the HTTP API lists and shows them: filters, cursor pages, labels and read state.
+
+Implementation notes:
+
+- Pages are newest first, ordered by ``(received_at, id)`` descending; ``id`` breaks ties, so a
+  cursor (the last row's pair) continues exactly where the page ended even when messages keep
+  arriving: new ones sort before it.
+- A message's *read* state and *labels* come from its IMAP entries (``models`` notes): read when
+  any entry has ``\\Seen``, labels the union of the entries' keywords. A message with no entry
+  (all expunged) is unread and has no label.
+- Text filters are case-insensitive substring matches, portable across SQLite and PostgreSQL;
+  wildcards in the user's text are escaped. Address filters match inside the stored JSON lists.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Text, and_, cast, exists, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mailboxkit.store import models as m
+
+
+class InvalidCursor(ValueError):
+    """A page token that this server did not make (or that belongs to another listing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a page ended: the last row's sort time and id."""
+
+    at: datetime
+    id: str
+
+    def encode(self) -> str:
+        raw = json.dumps([self.at.isoformat(), self.id]).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+    @classmethod
+    def decode(cls, token: str) -> Cursor:
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            at, id_ = json.loads(raw)
+            when = datetime.fromisoformat(at)
+        except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+            raise InvalidCursor(token) from None
+        if not isinstance(id_, str) or when.tzinfo is None:
+            raise InvalidCursor(token)
+        return cls(when, id_)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFilter:
+    before: datetime | None = None
+    after: datetime | None = None
+    from_: str | None = None
+    to: str | None = None
+    subject: str | None = None
+    label: str | None = None
+    unread: bool | None = None
+    direction: str | None = None
+    q: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentRecord:
+    id: str
+    message_id: str
+    filename: str | None
+    content_type: str
+    disposition: str
+    content_id: str | None
+    size: int
+    blob_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """A message with its read state and labels; the detail fields are None in listings."""
+
+    id: str
+    inbox_id: str
+    thread_id: str | None
+    direction: str
+    received_at: datetime
+    sent_at: datetime | None
+    size: int
+    subject: str
+    from_name: str
+    from_email: str
+    to: list[dict[str, str]]
+    cc: list[dict[str, str]]
+    reply_to: list[dict[str, str]]
+    preview: str
+    has_attachments: bool
+    read: bool
+    labels: list[str]
+    raw_key: str
+    message_id_header: str | None = None
+    in_reply_to: str | None = None
+    references: list[str] = field(default_factory=list)
+    headers: list[list[str]] | None = None
+    text: str | None = None
+    html: str | None = None
+    extracted_text: str | None = None
+    auth: dict[str, Any] | None = None
+    attachments: list[AttachmentRecord] = field(default_factory=list)
+
+
+SUMMARY_COLUMNS = (
+    m.messages.c.id,
+    m.messages.c.inbox_id,
+    m.messages.c.thread_id,
+    m.messages.c.direction,
+    m.messages.c.received_at,
+    m.messages.c.sent_at,
+    m.messages.c.size,
+    m.messages.c.subject,
+    m.messages.c.from_name,
+    m.messages.c.from_email,
+    m.messages.c.to_addrs,
+    m.messages.c.cc_addrs,
+    m.messages.c.reply_to_addrs,
+    m.messages.c.preview,
+    m.messages.c.has_attachments,
+    m.messages.c.raw_key,
+)
+DETAIL_COLUMNS = (
+    m.messages.c.message_id_header,
+    m.messages.c.in_reply_to,
+    m.messages.c.reference_ids,
+    m.messages.c.headers,
+    m.messages.c.text,
+    m.messages.c.html,
+    m.messages.c.extracted_text,
+    m.messages.c.auth,
+)
+
+
+def _json_text(column: Any) -> Any:
+    return cast(column, Text)
+
+
+def _conditions(f: MessageFilter) -> list[ColumnElement[bool]]:
+    c = m.messages.c
+    out: list[ColumnElement[bool]] = []
+    if f.before is not None:
+        out.append(c.received_at < f.before)
+    if f.after is not None:
+        out.append(c.received_at > f.after)
+    if f.from_:
+        out.append(
+            or_(
+                c.from_email.icontains(f.from_, autoescape=True),
+                c.from_name.icontains(f.from_, autoescape=True),
+            )
+        )
+    if f.to:
+        out.append(
+            or_(
+                _json_text(c.to_addrs).icontains(f.to, autoescape=True),
+                _json_text(c.cc_addrs).icontains(f.to, autoescape=True),
+                _json_text(c.envelope_to).icontains(f.to, autoescape=True),
+            )
+        )
+    if f.subject:
+        out.append(c.subject.icontains(f.subject, autoescape=True))
+    if f.q:
+        out.append(
+            or_(
+                c.subject.icontains(f.q, autoescape=True),
+                c.text.icontains(f.q, autoescape=True),
+            )
+        )
+    if f.direction:
+        out.append(c.direction == f.direction)
+    if f.unread is not None:
+        seen = exists().where(m.entries.c.message_id == c.id, m.entries.c.seen.is_(True))
+        out.append(~seen if f.unread else seen)
+    if f.label:
+        out.append(
+            exists().where(
+                m.entries.c.message_id == c.id,
+                _json_text(m.entries.c.keywords).contains(json.dumps(f.label), autoescape=True),
+            )
+        )
+    return out
+
+
+async def _flags(
+    conn: AsyncConnection, message_ids: Sequence[str]
+) -> dict[str, tuple[bool, list[str]]]:
+    """Read state and labels of each message, from its entries."""
+    out: dict[str, tuple[bool, list[str]]] = {}
+    if not message_ids:
+        return out
+    rows = await conn.execute(
+        select(m.entries.c.message_id, m.entries.c.seen, m.entries.c.keywords)
+        .where(m.entries.c.message_id.in_(list(message_ids)))
+        .order_by(m.entries.c.id)
+    )
+    for row in rows:
+        read, labels = out.get(row.message_id, (False, []))
+        for keyword in row.keywords or ():
+            if keyword not in labels:
+                labels.append(keyword)
+        out[row.message_id] = (read or bool(row.seen), labels)
+    return out
+
+
+def _record(row: Any, flags: tuple[bool, list[str]], detail: bool) -> MessageRecord:
+    read, labels = flags
+    extra: dict[str, Any] = {}
+    if detail:
+        extra = {
+            "message_id_header": row.message_id_header,
+            "in_reply_to": row.in_reply_to,
+            "references": list(row.reference_ids or []),
+            "headers": [list(h) for h in row.headers or []],
+            "text": row.text,
+            "html": row.html,
+            "extracted_text": row.extracted_text,
+            "auth": row.auth,
+        }
+    return MessageRecord(
+        id=row.id,
+        inbox_id=row.inbox_id,
+        thread_id=row.thread_id,
+        direction=row.direction,
+        received_at=row.received_at,
+        sent_at=row.sent_at,
+        size=int(row.size),
+        subject=row.subject,
+        from_name=row.from_name,
+        from_email=row.from_email,
+        to=list(row.to_addrs or []),
+        cc=list(row.cc_addrs or []),
+        reply_to=list(row.reply_to_addrs or []),
+        preview=row.preview,
+        has_attachments=bool(row.has_attachments),
+        read=read,
+        labels=labels,
+        raw_key=row.raw_key,
+        **extra,
+    )
+
+
+async def list_messages(
+    conn: AsyncConnection,
+    inbox_id: str,
+    filters: MessageFilter,
+    *,
+    limit: int,
+    cursor: Cursor | None = None,
+) -> tuple[list[MessageRecord], Cursor | None]:
+    """One page of an inbox's messages, newest first, and the cursor of the next page.
+
+    The caller has checked that the inbox is in the caller's scope.
+    """
+    c = m.messages.c
+    query = select(*SUMMARY_COLUMNS).where(c.inbox_id == inbox_id, *_conditions(filters))
+    if cursor is not None:
+        query = query.where(
+            or_(c.received_at < cursor.at, and_(c.received_at == cursor.at, c.id < cursor.id))
+        )
+    query = query.order_by(c.received_at.desc(), c.id.desc()).limit(limit + 1)
+    rows = (await conn.execute(query)).all()
+    page = rows[:limit]
+    flags = await _flags(conn, [r.id for r in page])
+    records = [_record(r, flags.get(r.id, (False, [])), False) for r in page]
+    last = records[-1] if records else None
+    more = len(rows) > limit and last is not None
+    return records, (Cursor(last.received_at, last.id) if more and last else None)
+
+
+async def attachments_of(
+    conn: AsyncConnection, message_ids: Sequence[str]
+) -> dict[str, list[AttachmentRecord]]:
+    out: dict[str, list[AttachmentRecord]] = {mid: [] for mid in message_ids}
+    if not message_ids:
+        return out
+    a = m.attachments.c
+    rows = await conn.execute(
+        select(m.attachments)
+        .where(a.message_id.in_(list(message_ids)))
+        .order_by(a.message_id, a.position)
+    )
+    for r in rows:
+        out[r.message_id].append(
+            AttachmentRecord(
+                r.id,
+                r.message_id,
+                r.filename,
+                r.content_type,
+                r.disposition,
+                r.content_id,
+                int(r.size),
+                r.blob_key,
+            )
+        )
+    return out
+
+
+async def messages_by(
+    conn: AsyncConnection, condition: ColumnElement[bool], *, oldest_first: bool = True
+) -> list[MessageRecord]:
+    """Full messages matching ``condition`` (the caller scopes it), with attachments."""
+    c = m.messages.c
+    order = (c.received_at, c.id) if oldest_first else (c.received_at.desc(), c.id.desc())
+    rows = (
+        await conn.execute(
+            select(*SUMMARY_COLUMNS, *DETAIL_COLUMNS).where(condition).order_by(*order)
+        )
+    ).all()
+    ids = [r.id for r in rows]
+    flags = await _flags(conn, ids)
+    files = await attachments_of(conn, ids)
+    return [
+        replace(_record(r, flags.get(r.id, (False, [])), True), attachments=files.get(r.id, []))
+        for r in rows
+    ]
+
+
+async def get_message(
+    conn: AsyncConnection, inbox_id: str, message_id: str
+) -> MessageRecord | None:
+    """One message of an inbox (the caller has checked the inbox's scope)."""
+    found = await messages_by(
+        conn, and_(m.messages.c.inbox_id == inbox_id, m.messages.c.id == message_id)
+    )
+    return found[0] if found else None
+
+
+async def get_attachment(
+    conn: AsyncConnection, inbox_id: str, message_id: str, attachment_id: str
+) -> AttachmentRecord | None:
+    row = (
+        await conn.execute(
+            select(m.attachments)
+            .join(m.messages, m.messages.c.id == m.attachments.c.message_id)
+            .where(
+                m.messages.c.inbox_id == inbox_id,
+                m.messages.c.id == message_id,
+                m.attachments.c.id == attachment_id,
+            )
+        )
+    ).first()
+    if row is None:
+        return None
+    return AttachmentRecord(
+        row.id,
+        row.message_id,
+        row.filename,
+        row.content_type,
+        row.disposition,
+        row.content_id,
+        int(row.size),
+        row.blob_key,
+    )
+
+
+async def raw_key_of(conn: AsyncConnection, inbox_id: str, message_id: str) -> str | None:
+    found = await conn.scalar(
+        select(m.messages.c.raw_key).where(
+            m.messages.c.inbox_id == inbox_id, m.messages.c.id == message_id
+        )
+    )
+    return None if found is None else str(found)

@@ -1,0 +1,82 @@
+"""Rate limits as fixed-window counters in the database, so every node of a cluster shares them.
+
+Implementation notes:
+
+- A limit is ``limit`` hits per ``window`` seconds for one *bucket* (a string naming what is
+  limited: ``key:<id>``, ``register-ip:<address>``). Windows are aligned to multiples of
+  ``window`` seconds since the Unix epoch; a burst of up to twice the limit can straddle a
+  boundary, which is the usual price of fixed windows and fine for abuse control.
+- A hit is one upsert in the caller's transaction (``INSERT … ON CONFLICT DO UPDATE … RETURNING``
+  on both SQLite and PostgreSQL), so concurrent hits on PostgreSQL serialize on the row.
+- Every hit is counted, refused ones too: a client that keeps hammering stays refused until the
+  window ends, and ``retry_after`` says when that is.
+- Expired rows of the bucket are deleted on each hit, and expired rows of any bucket once a
+  ``PURGE_EVERY``-th hit, so the table stays small without a background task.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mailboxkit.store import models as m
+
+PURGE_EVERY = 100
+"""Purge every expired row (of every bucket) when a hit count is a multiple of this."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """``hits`` allowed per ``window`` seconds; ``hits == 0`` means unlimited."""
+
+    hits: int
+    window: int
+
+    def __post_init__(self) -> None:
+        if self.hits < 0 or self.window <= 0:
+            raise ValueError(f"invalid rate limit {self.hits}/{self.window}s")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    hits: int
+    retry_after: int  # whole seconds until the window ends (0 when allowed)
+
+
+def _upsert(conn: AsyncConnection) -> Any:
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+async def hit(conn: AsyncConnection, bucket: str, limit: Limit, *, now: datetime) -> Verdict:
+    """Count one hit on ``bucket``; whether it is within ``limit``."""
+    if limit.hits == 0:
+        return Verdict(True, 0, 0)
+    t = now.timestamp()
+    start = int(t // limit.window) * limit.window
+    end = start + limit.window
+    insert = _upsert(conn)
+    statement = insert(m.rate_limits).values(
+        bucket=bucket, window_start=start, hits=1, expires_at=end
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[m.rate_limits.c.bucket, m.rate_limits.c.window_start],
+        set_={"hits": m.rate_limits.c.hits + 1},
+    ).returning(m.rate_limits.c.hits)
+    hits = int(await conn.scalar(statement) or 0)
+    await conn.execute(
+        delete(m.rate_limits).where(
+            m.rate_limits.c.bucket == bucket, m.rate_limits.c.window_start < start
+        )
+    )
+    if hits % PURGE_EVERY == 0:
+        await conn.execute(delete(m.rate_limits).where(m.rate_limits.c.expires_at <= int(t)))
+    if hits <= limit.hits:
+        return Verdict(True, hits, 0)
+    return Verdict(False, hits, max(1, math.ceil(end - t)))

@@ -1,0 +1,17 @@
+"""Fixtures of the HTTP API tests: the whole server on loopback with a clock they move."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from api.apiserver import Api, start_api
+
+
+@pytest.fixture
+def api(tmp_path: Path, database_url: str) -> Iterator[Api]:
+    server, clock = start_api(tmp_path, database_url)
+    yield Api(server, clock)
+    server.stop()
