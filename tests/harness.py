@@ -69,6 +69,15 @@ class ServerThread:
         result: list[Any] = self.call(run())
         return result
 
+    def execute(self, statement: Any) -> None:
+        """Run a write statement on the server's own database."""
+
+        async def run() -> None:
+            async with self.app.db.write() as conn:
+                await conn.execute(statement)
+
+        self.call(run())
+
     def blob(self, key: str) -> bytes:
         data: bytes = self.call(self.app.blobs.get(key))
         return data
@@ -101,6 +110,43 @@ class ServerThread:
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.app.ports['http']}"
+
+
+class ImapLine:
+    """A raw IMAP connection read line by line, for exact-byte checks and unsolicited
+    responses (a read waits on the protocol, never on a clock)."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.file = self.sock.makefile("rb")
+
+    def read(self) -> bytes:
+        return self.file.readline()
+
+    def read_literal(self, size: int) -> bytes:
+        return self.file.read(size)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def command(self, tag: str, text: str | bytes) -> list[bytes]:
+        """Send ``tag text`` and return every line up to and including the tagged one."""
+        line = text.encode() if isinstance(text, str) else text
+        self.send(tag.encode() + b" " + line + b"\r\n")
+        return self.until_tagged(tag)
+
+    def until_tagged(self, tag: str) -> list[bytes]:
+        lines = []
+        while True:
+            line = self.read()
+            assert line, "connection closed"
+            lines.append(line)
+            if line.startswith(tag.encode() + b" "):
+                return lines
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
 
 
 def server_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settings:

@@ -10,7 +10,7 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 import trustme
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from mailboxkit.store import models as m
 
@@ -263,3 +263,22 @@ def test_too_many_connections_from_one_address(tmp_path: Path, database_url: str
         second.quit()
     finally:
         running.stop()
+
+
+def test_inbox_deleted_during_the_transaction_gets_a_temporary_error(
+    server: ServerThread,
+) -> None:
+    """RCPT answers from a short cache; a vanished inbox fails at delivery with 451, not 250."""
+    gone = server.create_inbox("gone@example.test")
+    kept = server.create_inbox("kept@example.test")
+    with smtplib.SMTP("127.0.0.1", server.smtp_port) as client:
+        client.ehlo()
+        client.mail("alice@sender.test")
+        assert client.rcpt("gone@example.test")[0] == 250
+        server.execute(delete(m.inboxes).where(m.inboxes.c.id == gone.id))
+        code, text = client.data(_message("gone@example.test"))
+        assert (code, text[:6]) == (451, b"4.3.0 ")
+        # The session and the server carry on.
+        assert client.sendmail("alice@sender.test", ["kept@example.test"], _message("kept")) == {}
+    assert len(_stored(server, kept.id)) == 1
+    assert server.query(select(m.messages.c.id).where(m.messages.c.inbox_id == gone.id)) == []

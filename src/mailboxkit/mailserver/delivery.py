@@ -7,6 +7,8 @@ Implementation notes:
   ``put_many`` (files fsynced, directories fsynced), stores all rows in one transaction, and only
   then resolves each session's future, so the session answers 250 after the data is durable.
   Under load, batches grow and the cost of fsync and commit is shared.
+- Two stages overlap: while one batch commits its rows, the next batch's blobs are written.
+  Rows commit in arrival order, and only after their batch's blobs are durable.
 - A failing batch is retried one message at a time, so one bad message cannot fail the others;
   a message that still fails gets a temporary error (451) and the sender retries.
 - Events are published after commit.
@@ -69,6 +71,8 @@ class _Job:
 
 
 class DeliveryPipeline:
+    """Two stages, so the blobs of one batch are written while the previous batch commits."""
+
     def __init__(
         self, db: Database, blobs: BlobStore, bus: EventBus, *, batch_size: int = 64
     ) -> None:
@@ -77,51 +81,68 @@ class DeliveryPipeline:
         self._bus = bus
         self._batch_size = batch_size
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self._worker: asyncio.Task[None] | None = None
+        # Batches whose blobs are being written, in arrival order; bounded so that under load
+        # messages wait in _queue and the next batch grows.
+        self._staged: asyncio.Queue[tuple[list[_Job], asyncio.Task[None]]] = asyncio.Queue(2)
+        self._workers: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self._worker = asyncio.create_task(self._run(), name="delivery-pipeline")
+        self._workers = [
+            asyncio.create_task(self._stage_blobs(), name="delivery-blobs"),
+            asyncio.create_task(self._commit_rows(), name="delivery-rows"),
+        ]
 
     async def stop(self) -> None:
         """Finish what is queued, then stop."""
         await self._queue.join()
-        if self._worker is not None:
-            self._worker.cancel()
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+                await worker
 
     async def deliver(self, message: Inbound) -> list[StoredMessage]:
         """Store ``message`` durably for each of its inboxes. Raises :class:`DeliveryFailed`."""
-        if self._worker is None or self._worker.done():
+        if not self._workers or any(w.done() for w in self._workers):
             raise DeliveryFailed("delivery pipeline is not running")
         job = _Job(message, asyncio.get_running_loop().create_future())
         self._queue.put_nowait(job)
         return await job.done
 
-    async def _run(self) -> None:
+    async def _stage_blobs(self) -> None:
         while True:
             batch = [await self._queue.get()]
             while len(batch) < self._batch_size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            writing = asyncio.create_task(self._write_blobs(batch))
+            await self._staged.put((batch, writing))
+
+    async def _commit_rows(self) -> None:
+        while True:
+            batch, writing = await self._staged.get()
             try:
-                await self._process(batch)
+                await writing
+                await self._commit(batch)
+            except Exception:
+                await self._one_by_one(batch)
             finally:
                 for _ in batch:
                     self._queue.task_done()
 
-    async def _process(self, batch: list[_Job]) -> None:
-        try:
-            await self._store(batch)
-        except Exception:
-            if len(batch) == 1:
-                log.exception("event=delivery_failed queue_id=%s", batch[0].message.queue_id)
-                _fail(batch[0])
-                return
+    async def _one_by_one(self, batch: list[_Job]) -> None:
+        """After a failed batch: each message on its own, so one bad message fails alone."""
+        if len(batch) > 1:
             log.warning("event=batch_failed size=%d: retrying one by one", len(batch))
-            for job in batch:
-                await self._process([job])
+        for job in batch:
+            try:
+                await self._write_blobs([job])
+                await self._commit([job])
+            except Exception:
+                log.exception("event=delivery_failed queue_id=%s", job.message.queue_id)
+                if not job.done.done():
+                    job.done.set_exception(DeliveryFailed(job.message.queue_id))
 
-    async def _store(self, batch: list[_Job]) -> None:
+    async def _write_blobs(self, batch: list[_Job]) -> None:
         blobs: dict[str, bytes] = {}
         for job in batch:
             msg = job.message
@@ -129,14 +150,15 @@ class DeliveryPipeline:
             for attachment in msg.parsed.attachments:
                 blobs[attachment_key(attachment.sha256)] = attachment.data
         await self._blobs.put_many(list(blobs.items()))
+
+    async def _commit(self, batch: list[_Job]) -> None:
         news = [_new_messages(job) for job in batch]
         async with self._db.write() as conn:
             flat = await insert_messages(conn, [new for group in news for new in group])
-        results, start = [], 0
-        for group in news:
-            results.append(flat[start : start + len(group)])
+        start = 0
+        for job, group in zip(batch, news, strict=True):
+            stored = flat[start : start + len(group)]
             start += len(group)
-        for job, stored in zip(batch, results, strict=True):
             self._bus.publish(event for s in stored for event in s.events)
             if not job.done.done():
                 job.done.set_result(stored)
@@ -161,11 +183,6 @@ def _new_messages(job: _Job) -> list[NewMessage]:
         )
         for inbox, rcpts in msg.inboxes
     ]
-
-
-def _fail(job: _Job) -> None:
-    if not job.done.done():
-        job.done.set_exception(DeliveryFailed(job.message.queue_id))
 
 
 def new_queue_id() -> str:
