@@ -14,7 +14,6 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from mailboxkit.app import MailboxKit
 from mailboxkit.config import Settings
 from mailboxkit.dns import dkimkeys
 from mailboxkit.dns.check import check_domain, check_report
@@ -89,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve(settings: Settings) -> None:
+    # Imported here: the web framework and servers take most of a second to load, which every
+    # other command would pay for nothing.
+    from mailboxkit.app import MailboxKit
+
     server = MailboxKit(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
