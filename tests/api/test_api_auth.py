@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from api.apiserver import Api, start_api
+from mailboxkit.api.app import ApiContext, create_app
 
 
 @pytest.fixture
@@ -155,8 +156,6 @@ def test_every_request_is_logged_once(api: Api, caplog: pytest.LogCaptureFixture
 async def test_unexpected_failure_is_a_generic_500_without_a_trace(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from mailboxkit.api.app import ApiContext, create_app
-
     broken = create_app(ApiContext(db=None, blobs=None))  # type: ignore[arg-type]
     transport = httpx.ASGITransport(app=broken, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
