@@ -2,7 +2,7 @@
 
 Usage (from the repository root, with the project's virtualenv)::
 
-    .venv/bin/python bench/smtp_ingest.py            # full run, about 10-15 minutes
+    .venv/bin/python bench/smtp_ingest.py            # full run, about 7-10 minutes
     .venv/bin/python bench/smtp_ingest.py --quick    # smoke run, under 2 minutes
 
 What runs, each in its own process:
@@ -16,6 +16,9 @@ What runs, each in its own process:
   PIPELINING. Each session says EHLO once, then per message writes MAIL+RCPT+DATA in one write,
   reads three replies, writes the dot-stuffed body and CRLF.CRLF, and reads the final reply.
   Sessions stay open. The same generator drives both servers.
+
+Ours runs a copy of the mailboxkit package taken when the run starts (``--no-snapshot`` runs the
+live tree), so edits made to the tree during a run cannot mix code versions between rows.
 
 A measurement opens the sessions, warms up, then times from the first send to the last 250 and
 counts only 250 replies; server CPU is user+system time of the server process (psutil), and for
