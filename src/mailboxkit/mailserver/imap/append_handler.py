@@ -15,16 +15,19 @@ publish"):
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import datetime
 
 from mailboxkit.mailserver.delivery import attachment_key, new_queue_id, raw_key
 from mailboxkit.mailserver.imap import commands as c
 from mailboxkit.mailserver.imap.context import Context, Outcome
 from mailboxkit.mailserver.imap.errors import CommandFailed
+from mailboxkit.mailserver.imap.mailbox_commands import AppendMessage
 from mailboxkit.mailserver.imap.message_handlers import split_flags
 from mailboxkit.mailserver.imap.responses import AppendUid, Code
 from mailboxkit.mailserver.imap.state import Authenticated, Selected
 from mailboxkit.store.accounts import Inbox
-from mailboxkit.store.mailboxes import SystemFlag, find_folder, set_entry_flags
+from mailboxkit.store.mailboxes import Folder, SystemFlag, find_folder, set_entry_flags
 from mailboxkit.store.messages import NewMessage, insert_messages
 from mailboxkit.store.mime import parse_message
 
@@ -33,47 +36,59 @@ log = logging.getLogger(__name__)
 OUTBOUND_USES = frozenset({"\\Sent", "\\Drafts"})
 
 
+@dataclass(frozen=True, slots=True)
+class _Staged:
+    """One message to append: its row-to-be, its flags, and its blobs."""
+
+    new: NewMessage
+    flags: list[SystemFlag]
+    keywords: list[str]
+    blobs: dict[str, bytes]
+
+
+def _stage(message: AppendMessage, inbox: Inbox, folder: Folder, now: datetime) -> _Staged:
+    system, keywords = split_flags(message.flags)
+    parsed = parse_message(message.data)
+    key = raw_key(now, new_queue_id())
+    keys = [attachment_key(a.sha256) for a in parsed.attachments]
+    blobs = {
+        key: message.data,
+        **dict(zip(keys, (a.data for a in parsed.attachments), strict=True)),
+    }
+    new = NewMessage(
+        inbox=inbox,
+        parsed=parsed,
+        raw_key=key,
+        size=len(message.data),
+        received_at=message.internal_date or now,
+        attachment_keys=keys,
+        direction="outbound" if folder.special_use in OUTBOUND_USES else "inbound",
+        folder=folder.name,
+        seen=SystemFlag.SEEN in system,
+    )
+    return _Staged(new, system, keywords, blobs)
+
+
 async def handle_append(
     ctx: Context, state: Authenticated | Selected, command: c.Append
 ) -> Outcome:
-    """Store messages in a mailbox. State: Authenticated, Selected. RFC 3501 §6.3.11,
-    RFC 3502, RFC 4315 §3."""
+    """Store messages in a mailbox: blobs first, then one transaction, then the events.
+    State: Authenticated, Selected. RFC 3501 §6.3.11, RFC 3502, RFC 4315 §3."""
     services, user = ctx.services, state.user
     async with services.db.read() as conn:
         folder = await find_folder(conn, user.inbox_id, command.mailbox)
     if folder is None:
         raise CommandFailed("Mailbox does not exist", Code.TRYCREATE)
     inbox = Inbox(user.inbox_id, user.account_id, user.address, "")
-    direction = "outbound" if folder.special_use in OUTBOUND_USES else "inbound"
     now = services.clock.now()
-    blobs: dict[str, bytes] = {}
-    news: list[tuple[NewMessage, list[SystemFlag], list[str]]] = []
-    for message in command.messages:
-        system, keywords = split_flags(message.flags)
-        parsed = parse_message(message.data)
-        key = raw_key(now, new_queue_id())
-        blobs[key] = message.data
-        keys = [attachment_key(a.sha256) for a in parsed.attachments]
-        blobs.update(zip(keys, (a.data for a in parsed.attachments), strict=True))
-        new = NewMessage(
-            inbox=inbox,
-            parsed=parsed,
-            raw_key=key,
-            size=len(message.data),
-            received_at=message.internal_date or now,
-            attachment_keys=keys,
-            direction=direction,
-            folder=folder.name,
-            seen=SystemFlag.SEEN in system,
-        )
-        news.append((new, system, keywords))
-    await services.blobs.put_many(list(blobs.items()))
+    staged = [_stage(message, inbox, folder, now) for message in command.messages]
+    await services.blobs.put_many([item for s in staged for item in s.blobs.items()])
     async with services.db.write() as conn:
-        stored = await insert_messages(conn, [new for new, _, _ in news])
-        for row, (_, system, keywords) in zip(stored, news, strict=True):
-            if set(system) - {SystemFlag.SEEN} or keywords:
+        stored = await insert_messages(conn, [s.new for s in staged])
+        for row, s in zip(stored, staged, strict=True):
+            if set(s.flags) - {SystemFlag.SEEN} or s.keywords:
                 await set_entry_flags(
-                    conn, folder_id=row.folder_id, uid=row.uid, flags=system, keywords=keywords
+                    conn, folder_id=row.folder_id, uid=row.uid, flags=s.flags, keywords=s.keywords
                 )
     services.bus.publish(event for row in stored for event in row.events)
     services.changes.notify(user.inbox_id)

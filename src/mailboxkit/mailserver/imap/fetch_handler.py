@@ -94,10 +94,10 @@ async def handle_fetch(ctx: Context, state: Selected, command: c.Fetch) -> Outco
     view = state.view
     uids = view.resolve(command.sequence_set, uid=command.uid)
     attributes = _attributes(command)
-    if FetchItem.MODSEQ in attributes:
-        await enable_condstore(ctx, view)
     if command.vanished and not ctx.qresync:
         raise CommandFailed("Enable QRESYNC first", condition=Condition.BAD)
+    if FetchItem.MODSEQ in attributes:
+        await enable_condstore(ctx, view)
     async with ctx.services.db.read() as conn:
         if command.vanished and command.changed_since is not None:
             gone = await expunged_since(conn, view.folder_id, modseq=command.changed_since)
@@ -160,8 +160,11 @@ async def _items(
     items: list[tuple[str, Value]] = []
     for attribute in attributes:
         items.append((response_name(attribute), _value(attribute, row, entry, message)))
-    if flags_changed and FetchItem.FLAGS not in attributes:
-        items.append(("FLAGS", _value(FetchItem.FLAGS, row, entry, message)))
+    if flags_changed:  # RFC 3501 §6.4.5; with CONDSTORE, UID and MODSEQ too (RFC 7162 §3.1)
+        extra = [FetchItem.FLAGS, *([FetchItem.UID, FetchItem.MODSEQ] if view.condstore else [])]
+        for attribute in extra:
+            if attribute not in attributes:
+                items.append((attribute.value, _value(attribute, row, entry, message)))
     return tuple(items)
 
 

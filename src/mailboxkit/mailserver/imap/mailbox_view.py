@@ -15,7 +15,7 @@ Implementation notes:
 - ``known_uid`` is the largest UID the view has accounted for; every entry above it is new.
 - A FETCH of flags is sent when they differ from what this session last reported, so a
   session's own STORE is not echoed twice; with CONDSTORE a new MODSEQ alone is reported
-  too (RFC 7162 §3.1.4). With QRESYNC every unsolicited FETCH carries the UID (§3.2.4).
+  too, and every such FETCH carries UID and MODSEQ (RFC 7162 §3.1).
 """
 
 from __future__ import annotations
@@ -122,15 +122,17 @@ class MailboxView:
                 grew = True
         return grew
 
-    def fetch_flags(self, entry: EntryFlags, *, uid: bool = False) -> FetchData:
-        """``* n FETCH (FLAGS (...))`` for a message in the view, with UID and MODSEQ as the
-        session's extensions ask."""
+    def fetch_flags(self, entry: EntryFlags, *, uid: bool = False, flags: bool = True) -> FetchData:
+        """``* n FETCH (FLAGS (...))`` for a message of the view whose flags changed. Once
+        CONDSTORE is on it carries UID and MODSEQ too (RFC 7162 §3.1); ``flags=False`` is the
+        MODSEQ-only form of a ``.SILENT`` STORE (§3.1.3)."""
         sequence = self.sequence_number(entry.uid)
         assert sequence is not None
         items: list[tuple[str, Value]] = []
-        if uid or self.qresync:
+        if uid or self.condstore:
             items.append(("UID", entry.uid))
-        items.append(("FLAGS", tuple(Atom(flag) for flag in entry.imap_flags())))
+        if flags:
+            items.append(("FLAGS", tuple(Atom(flag) for flag in entry.imap_flags())))
         if self.condstore:
             items.append(("MODSEQ", (entry.modseq,)))
         return FetchData(sequence, tuple(items))

@@ -99,7 +99,7 @@ async def handle_store(ctx: Context, state: Selected, command: c.Store) -> Outco
     elif view.condstore and command.unchanged_since is not None:
         for entry in changes.updated:
             if entry.uid in view.flags:
-                await ctx.conn.send(view.fetch_flags(entry, uid=command.uid))
+                await ctx.conn.send(view.fetch_flags(entry, uid=True, flags=False))
     code = None
     if changes.conflicts:
         numbers = changes.conflicts

@@ -10,7 +10,7 @@ Implementation notes:
   ``* BYE [UNAVAILABLE]`` and is closed before any command is read.
 - Committed events (deliveries, sends) carry an inbox id; each rings that inbox's watches.
   A subscription that overflowed rings every watch: sessions re-read their folders anyway.
-- Shutdown: stop accepting, end sessions waiting for a command at once (``* BYE``), let
+- Shutdown: stop accepting, end sessions waiting for a command or in IDLE at once (``* BYE``), let
   sessions in the middle of a command finish it for up to the grace period, then end them.
 """
 
@@ -22,6 +22,7 @@ import logging
 import socket
 from collections import Counter
 
+from mailboxkit.mailserver.imap.commands import Idle
 from mailboxkit.mailserver.imap.context import Services
 from mailboxkit.mailserver.imap.session import Session
 
@@ -75,18 +76,26 @@ class ImapServer:
                 await writer.drain()
                 writer.close()
             return
-        task = asyncio.current_task()
-        assert task is not None
         session = Session(self.services, reader, writer, secure=secure, peer_ip=ip)
+        # The session runs in a task of its own that shutdown may cancel: cancelling the task
+        # asyncio made for this callback would make asyncio log it as an error.
+        task = asyncio.create_task(session.run(), name=f"imap-{session.session_id}")
         self._sessions[task] = session
         self._per_ip[ip] += 1
+        task.add_done_callback(lambda _: self._release(task, ip))
         try:
-            await session.run()
-        finally:
-            del self._sessions[task]
-            self._per_ip[ip] -= 1
-            if self._per_ip[ip] <= 0:
-                del self._per_ip[ip]
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                task.cancel()
+                raise
+
+    def _release(self, task: asyncio.Task[None], ip: str) -> None:
+        self._sessions.pop(task, None)
+        self._per_ip[ip] -= 1
+        if self._per_ip[ip] <= 0:
+            del self._per_ip[ip]
 
     async def _forward_events(self) -> None:
         changes = self.services.changes
@@ -105,7 +114,7 @@ class ImapServer:
             server.close()
         for task, session in tuple(self._sessions.items()):
             session.closing = True
-            if not session.busy:
+            if session.command is None or isinstance(session.command, Idle):
                 task.cancel()
         busy = set(self._sessions)
         if busy:

@@ -83,7 +83,8 @@ class Session:
         self.session_id = secrets.token_hex(4)
         self.peer_ip = peer_ip
         self.state: State = NotAuthenticated()
-        self.busy = False
+        self.command: c.Command | None = None
+        """The command being executed, if any (shutdown lets it finish, IDLE aside)."""
         self.closing = False
         self._reader = reader
         self._writer = writer
@@ -158,7 +159,7 @@ class Session:
                     await self.flush()
                     await self._after_reply()
                 finally:
-                    self.busy = False
+                    self.command = None
         except asyncio.CancelledError:
             await self._bye("Server shutting down", Code.UNAVAILABLE)
             raise
@@ -182,7 +183,7 @@ class Session:
         except CommandSyntaxError as error:
             await self.send(error.response())
             return
-        tag = command.tag
+        tag, self.command = command.tag, command
         if not allowed(self.state, command):
             await self.send(StatusResponse(Condition.BAD, self._refusal(command), tag=tag))
             return
