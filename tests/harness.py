@@ -87,6 +87,14 @@ class ServerThread:
         return self.app.ports["smtp"]
 
     @property
+    def submission_port(self) -> int:
+        return self.app.ports["submission"]
+
+    @property
+    def submissions_port(self) -> int:
+        return self.app.ports["submissions"]
+
+    @property
     def imap_port(self) -> int:
         return self.app.ports["imap"]
 

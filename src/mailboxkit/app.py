@@ -7,25 +7,43 @@ here and is passed down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import socket
 from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
+import httpx
 import uvicorn
 from publicsuffixlist import PublicSuffixList
 
 from mailboxkit.api.app import ApiConfig, ApiContext, create_app
+from mailboxkit.api.context import EventsConfig
+from mailboxkit.api.dispatcher import USER_AGENT, DispatchConfig, Dispatcher
+from mailboxkit.api.payloads import PayloadLimits
+from mailboxkit.api.send import SendContext
 from mailboxkit.config import Settings
 from mailboxkit.dns.authresults import AuthVerdicts
+from mailboxkit.dns.check import RecordResolver
 from mailboxkit.dns.inbound import verify_inbound
+from mailboxkit.dns.records import DomainProfile
 from mailboxkit.dns.resolver import DnsResolver, Resolver
+from mailboxkit.dns.signing import DkimSigner
 from mailboxkit.mailserver.delivery import DeliveryPipeline
 from mailboxkit.mailserver.imap.auth import AuthThrottle
 from mailboxkit.mailserver.imap.context import ImapLimits, Services
 from mailboxkit.mailserver.imap.server import ImapServer
+from mailboxkit.mailserver.outbound.mx import MxTransport
+from mailboxkit.mailserver.outbound.retry import RetryPolicy
+from mailboxkit.mailserver.outbound.ses import SesTransport, ses_client
+from mailboxkit.mailserver.outbound.smarthost import SmarthostTransport
+from mailboxkit.mailserver.outbound.smtpclient import SmtpClientPool, TlsMode
+from mailboxkit.mailserver.outbound.transport import Transport
+from mailboxkit.mailserver.outbound.worker import QueueWorker, WorkerConfig
 from mailboxkit.mailserver.smtp import (
     ConnectionLimiter,
     MxHandler,
@@ -33,14 +51,22 @@ from mailboxkit.mailserver.smtp import (
     MxServer,
     Verifier,
 )
+from mailboxkit.mailserver.submission import (
+    SubmissionConfig,
+    SubmissionHandler,
+    SubmissionServer,
+)
 from mailboxkit.mailserver.tls import self_signed, server_context
 from mailboxkit.store.accounts import ensure_domain
 from mailboxkit.store.blobs import BlobStore, open_blob_store
 from mailboxkit.store.clock import Clock, SystemClock
 from mailboxkit.store.db import Database
 from mailboxkit.store.events import EventBus
+from mailboxkit.store.mailbox_changes import relay_events
 from mailboxkit.store.mailboxes import MailboxChanges
 from mailboxkit.store.migrate import upgrade_async
+from mailboxkit.store.notify import ChangeNotifier, NotifyConfig, listen_dsn
+from mailboxkit.store.outbox import OutboxWriter
 from mailboxkit.store.ratelimit import Limit
 
 log = logging.getLogger(__name__)
@@ -79,8 +105,54 @@ def api_config(settings: Settings) -> ApiConfig:
         registration_per_ip=Limit(settings.registration_limit_per_ip, 3600),
         registration_per_email=Limit(settings.registration_limit_per_email, 3600),
         requests_per_key=Limit(settings.api_rate_limit, 60),
+        auth_failures_per_ip=Limit(
+            settings.api_max_auth_failures, settings.api_auth_failure_window
+        ),
         max_body_size=settings.api_max_body_size,
         download_url_ttl=settings.download_url_ttl,
+    )
+
+
+def outbound_transport(settings: Settings, resolver: Resolver) -> Transport:
+    """The transport outbound mail leaves through (``outbound_transport``)."""
+    s = settings
+    if s.outbound_transport == "ses":
+        return SesTransport(
+            ses_client(s.ses_region, s.ses_endpoint_url),
+            configuration_set=s.ses_configuration_set,
+        )
+    pool = SmtpClientPool(
+        helo=s.hostname, timeout=s.outbound_timeout, max_idle=s.outbound_concurrency
+    )
+    if s.outbound_transport == "smarthost":
+        tls = {"starttls": TlsMode.STARTTLS, "implicit": TlsMode.IMPLICIT, "none": TlsMode.NONE}
+        return SmarthostTransport(
+            pool,
+            host=s.smarthost_host,
+            port=s.smarthost_port,
+            tls=tls[s.smarthost_tls],
+            username=s.smarthost_username,
+            password=s.smarthost_password,
+        )
+    return MxTransport(resolver, pool, port=s.outbound_mx_port)
+
+
+def payload_limits(settings: Settings) -> PayloadLimits:
+    return PayloadLimits(
+        base_url=settings.base_url,
+        max_size=settings.event_max_payload_size,
+        url_ttl=settings.download_url_ttl,
+    )
+
+
+def events_config(settings: Settings) -> EventsConfig:
+    """The settings of webhooks, the live stream and waits, as the API takes them."""
+    return EventsConfig(
+        poll_interval=settings.event_poll_interval,
+        wait_max_timeout=settings.event_wait_max_timeout,
+        stream_keepalive=settings.event_stream_keepalive,
+        allow_private_targets=settings.webhook_allow_private_targets,
+        payload=payload_limits(settings),
     )
 
 
@@ -106,7 +178,7 @@ class MailboxKit:
     blobs: BlobStore = field(init=False)
     bus: EventBus = field(default_factory=EventBus)
     changes: MailboxChanges = field(default_factory=MailboxChanges)
-    resolver: Resolver | None = None  # None: a DnsResolver from the settings
+    resolver: RecordResolver | None = None  # None: a DnsResolver from the settings
     ports: dict[str, int] = field(default_factory=dict)
     _servers: list[asyncio.Server] = field(default_factory=list)
     _limiter: ConnectionLimiter | None = None
@@ -115,6 +187,16 @@ class MailboxKit:
     _http: uvicorn.Server | None = None
     _http_task: asyncio.Task[None] | None = None
     _http_socket: socket.socket | None = None
+    transport: Transport | None = None  # None: the one the settings choose
+    outbound: QueueWorker | None = None
+    signer: DkimSigner | None = None
+    outbox: OutboxWriter | None = None
+    _submission_limiter: ConnectionLimiter | None = None
+    webhooks: Dispatcher | None = None
+    _webhook_client: httpx.AsyncClient | None = None
+    _api: ApiContext | None = None
+    _notifier: ChangeNotifier | None = None
+    _relay: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -127,17 +209,31 @@ class MailboxKit:
             self.resolver = DnsResolver(s.nameservers, timeout=s.dns_timeout)
         async with self.db.write() as conn:
             await ensure_domain(conn, s.domain, now=self.clock.now())
+        await self._start_change_notices()
         self._pipeline = DeliveryPipeline(
             self.db, self.blobs, self.bus, batch_size=s.ingest_batch_size
         )
         self._pipeline.start()
+        self._start_outbound()
+        await self._start_webhooks()
         if s.smtp_port:
             await self._start_mx()
+        if s.submission_port or s.submissions_port:
+            await self._start_submission()
         if s.imap_port or s.imaps_port:
             await self._start_imap()
         if s.http_port:
             await self._start_http()
         log.info("event=started %s", " ".join(f"{k}={v}" for k, v in self.ports.items()))
+
+    async def _start_change_notices(self) -> None:
+        """Committed events ring their inbox; on PostgreSQL, notices reach other processes."""
+        s = self.settings
+        self._relay = asyncio.create_task(relay_events(self.bus, self.changes), name="changes")
+        if not self.db.is_sqlite:
+            config = NotifyConfig(s.change_notify_retry_max, s.change_notify_keepalive)
+            self._notifier = ChangeNotifier(listen_dsn(s.sqlalchemy_url), self.changes, config)
+            await self._notifier.start()
 
     def _tls(self) -> tuple[Path, Path]:
         s = self.settings
@@ -163,6 +259,89 @@ class MailboxKit:
             )
 
         return verify
+
+    def _start_outbound(self) -> None:
+        """The DKIM signer and the queue worker with its transport."""
+        s = self.settings
+        assert self.resolver is not None
+        self.signer = DkimSigner(self.db, self.clock)
+        self.outbox = OutboxWriter(
+            self.db,
+            self.blobs,
+            max_age=timedelta(seconds=s.outbound_max_age),
+            batch_size=s.ingest_batch_size,
+        )
+        self.outbox.start()
+        if self.transport is None:
+            self.transport = outbound_transport(s, self.resolver)
+        config = WorkerConfig(
+            hostname=s.hostname,
+            concurrency=s.outbound_concurrency,
+            batch_size=s.outbound_batch_size,
+            lease=s.outbound_lease,
+            poll_interval=s.outbound_poll_interval,
+            exclusive=self.db.is_sqlite,
+            policy=RetryPolicy(s.outbound_retry_first, s.outbound_retry_max),
+        )
+        self.outbound = QueueWorker(
+            self.db, self.blobs, self.bus, self.clock, self.transport, config, changes=self.changes
+        )
+        self.outbound.start()
+
+    def _queued(self, inbox_id: str) -> None:
+        """A message was queued from ``inbox_id``: deliver it now, and tell IMAP (Sent)."""
+        if self.outbound is not None:
+            self.outbound.wake()
+        self.changes.notify(inbox_id)
+
+    async def _start_submission(self) -> None:
+        s = self.settings
+        assert self.signer is not None and self.outbox is not None
+        context = server_context(*self._tls())
+        handler = SubmissionHandler(
+            self.db,
+            self.outbox,
+            self.clock,
+            self.signer,
+            SubmissionConfig(
+                hostname=s.hostname,
+                max_recipients=s.send_max_recipients,
+                auth_failure_delay=s.submission_auth_failure_delay,
+            ),
+            AuthThrottle(s.submission_max_auth_failures, s.submission_auth_failure_window),
+            on_queued=self._queued,
+        )
+        limits = MxLimits(
+            max_message_size=s.smtp_max_message_size,
+            max_recipients=s.send_max_recipients,
+            max_line_length=s.smtp_max_line_length,
+            timeout=s.smtp_timeout,
+        )
+        self._submission_limiter = limiter = ConnectionLimiter(
+            s.smtp_max_connections, s.smtp_max_connections_per_ip
+        )
+        loop = asyncio.get_running_loop()
+        for name, port, implicit in (
+            ("submission", s.submission_port, False),
+            ("submissions", s.submissions_port, True),
+        ):
+            if not port:
+                continue
+            server = await loop.create_server(
+                partial(
+                    SubmissionServer,
+                    handler,
+                    limiter,
+                    limits,
+                    hostname=s.hostname,
+                    tls_context=context,
+                    implicit_tls=implicit,
+                ),
+                sock=listen_socket(s.bind, port),
+                ssl=context if implicit else None,
+            )
+            self._servers.append(server)
+            self.ports[name] = server.sockets[0].getsockname()[1]
 
     async def _start_mx(self) -> None:
         s = self.settings
@@ -227,19 +406,62 @@ class MailboxKit:
                 sock = listen_socket(s.bind, port)
                 self.ports[name] = await self._imap.listen(sock, implicit_tls=implicit_tls)
 
+    async def _start_webhooks(self) -> None:
+        """The webhook dispatcher, with its own HTTP client (no redirects, no proxies)."""
+        s = self.settings
+        self._webhook_client = httpx.AsyncClient(
+            timeout=httpx.Timeout(s.webhook_timeout),
+            follow_redirects=False,
+            trust_env=False,
+            limits=httpx.Limits(max_connections=s.webhook_concurrency),
+            headers={"user-agent": USER_AGENT},
+        )
+        self.webhooks = Dispatcher(
+            self.db,
+            self.bus,
+            self._webhook_client,
+            self.blobs,
+            clock=self.clock,
+            resolver=self.resolver,
+            config=DispatchConfig(
+                timeout=s.webhook_timeout,
+                concurrency=s.webhook_concurrency,
+                poll_interval=s.event_poll_interval,
+                allow_private_targets=s.webhook_allow_private_targets,
+                payload=payload_limits(s),
+            ),
+        )
+        await self.webhooks.start()
+
     async def _start_http(self) -> None:
         s = self.settings
-        app = create_app(
-            ApiContext(
-                db=self.db,
-                blobs=self.blobs,
-                clock=self.clock,
-                config=api_config(s),
-                changes=self.changes,
-            )
+        self._api = ApiContext(
+            db=self.db,
+            blobs=self.blobs,
+            clock=self.clock,
+            config=api_config(s),
+            changes=self.changes,
+            bus=self.bus,
+            resolver=self.resolver,
+            profile=partial(DomainProfile.from_settings, s),
+            events=events_config(s),
+            dispatcher=self.webhooks,
+        )
+        app = create_app(self._api)
+        assert self.signer is not None and self.outbox is not None
+        app.state.send = SendContext(
+            self.signer,
+            self.outbox,
+            max_recipients=s.send_max_recipients,
+            queued=self._queued,
         )
         config = uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="off", server_header=False
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            server_header=False,
+            forwarded_allow_ips=s.http_trusted_proxies,
         )
         self._http = uvicorn.Server(config)
         self._http_socket = sock = listen_socket(s.bind, s.http_port)
@@ -257,6 +479,10 @@ class MailboxKit:
             server.close()
         if self._limiter is not None:
             await self._limiter.drain(self.settings.shutdown_grace)
+        if self._submission_limiter is not None:
+            await self._submission_limiter.drain(self.settings.shutdown_grace)
+        if self._api is not None:
+            self._api.closing.set()  # event streams and waits end
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
             await self._http_task
@@ -265,6 +491,22 @@ class MailboxKit:
             await self._imap.stop(self.settings.shutdown_grace)
         if self._pipeline is not None:
             await self._pipeline.stop()
+        if self.outbox is not None:
+            await self.outbox.stop()
+        if self.outbound is not None:
+            await self.outbound.stop(self.settings.shutdown_grace)
+        if self.webhooks is not None:
+            await self.webhooks.stop(
+                min(self.settings.shutdown_grace, self.settings.webhook_timeout)
+            )
+        if self._webhook_client is not None:
+            await self._webhook_client.aclose()
+        if self._relay is not None:
+            self._relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._relay
+        if self._notifier is not None:
+            await self._notifier.stop()
         await self.blobs.close()
         await self.db.close()
         log.info("event=stopped")

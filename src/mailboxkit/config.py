@@ -7,6 +7,7 @@ Every field is documented in ``docs/config.md``; keep the two in step.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 from pathlib import Path
@@ -145,6 +146,75 @@ class Settings(BaseSettings):
         3600, ge=60, le=604800, description="TTL, in seconds, of the DNS records printed."
     )
 
+    # Sending: submission, the outbound queue and its transports.
+    send_max_recipients: int = Field(
+        50,
+        gt=0,
+        description="Most recipients (To, Cc and Bcc together) of one message an inbox sends, "
+        "over the API or SMTP submission.",
+    )
+    submission_auth_failure_delay: float = Field(
+        2.0, ge=0, description="Seconds before a failed submission AUTH is answered."
+    )
+    submission_max_auth_failures: int = Field(
+        10,
+        gt=0,
+        description="Failed submission AUTHs from one client address within "
+        "SUBMISSION_AUTH_FAILURE_WINDOW before its further attempts are refused.",
+    )
+    submission_auth_failure_window: float = Field(
+        900, gt=0, description="Seconds over which failed submission AUTHs are counted."
+    )
+    outbound_max_age: int = Field(
+        5 * 24 * 3600,
+        ge=60,
+        description="Seconds a message is retried before it bounces (RFC 5321 suggests 4-5 days).",
+    )
+    outbound_retry_first: float = Field(
+        60, gt=0, description="Seconds before the first retry; each later one waits twice as long."
+    )
+    outbound_retry_max: float = Field(
+        3600, gt=0, description="Longest wait, in seconds, between two delivery attempts."
+    )
+    outbound_concurrency: int = Field(
+        20, gt=0, description="Deliveries in flight at once in this process."
+    )
+    outbound_batch_size: int = Field(
+        100, gt=0, description="Most recipients the queue worker claims at a time."
+    )
+    outbound_lease: float = Field(
+        900,
+        gt=0,
+        description="Seconds a worker holds the recipients it claimed; if it dies, another "
+        "node delivers them after this (SQLite: at the next start).",
+    )
+    outbound_poll_interval: float = Field(
+        5, gt=0, description="Seconds between looks at the queue when nothing wakes the worker."
+    )
+    outbound_timeout: float = Field(
+        120, gt=0, description="Seconds the SMTP client waits for a reply before giving up."
+    )
+    outbound_mx_port: Port = Field(
+        25, ge=1, le=65535, description="Port direct MX delivery connects to (tests change it)."
+    )
+    smarthost_host: str = Field(
+        "", description="With OUTBOUND_TRANSPORT=smarthost: the relay's host name."
+    )
+    smarthost_port: Port = Field(587, ge=1, le=65535, description="The relay's port.")
+    smarthost_tls: Literal["starttls", "implicit", "none"] = Field(
+        "starttls",
+        description="TLS to the relay: starttls (587), implicit (465), both verifying its "
+        "certificate, or none (a relay on this host or network only).",
+    )
+    smarthost_username: str = Field("", description="User name for AUTH at the relay, if any.")
+    smarthost_password: str = Field("", description="Password for AUTH at the relay.")
+    ses_endpoint_url: str | None = Field(
+        None, description="SES API endpoint; unset: the region's (set it for VPC endpoints)."
+    )
+    ses_configuration_set: str = Field(
+        "", description="SES configuration set for sending events, if any."
+    )
+
     # SMTP limits.
     smtp_max_message_size: int = Field(
         25 * 1024 * 1024, gt=0, description="Largest message accepted, in bytes (SIZE)."
@@ -206,6 +276,20 @@ class Settings(BaseSettings):
         900, gt=0, description="Seconds over which failed IMAP logins are counted."
     )
 
+    # Change notices between server processes (PostgreSQL LISTEN/NOTIFY; IMAP IDLE).
+    change_notify_retry_max: float = Field(
+        30,
+        gt=0,
+        description="Most seconds between attempts to reopen the PostgreSQL connection that "
+        "carries mailbox change notices between server processes (backoff from 0.1).",
+    )
+    change_notify_keepalive: float = Field(
+        30,
+        gt=0,
+        description="Seconds without traffic before that connection is checked; also its "
+        "connect and query timeout.",
+    )
+
     # Delivery pipeline.
     ingest_batch_size: int = Field(
         64, gt=0, description="Most messages committed together (group commit)."
@@ -225,6 +309,22 @@ class Settings(BaseSettings):
     api_rate_limit: int = Field(
         600, ge=0, description="API requests per key per minute (0: unlimited)."
     )
+    api_max_auth_failures: int = Field(
+        20,
+        ge=0,
+        description="Failed API authentications (401) from one client address (IPv6: its /64) "
+        "within API_AUTH_FAILURE_WINDOW; after that every API request from it, valid keys "
+        "included, gets 429 until the window ends (0: unlimited).",
+    )
+    api_auth_failure_window: int = Field(
+        300, gt=0, description="Seconds over which failed API authentications are counted."
+    )
+    http_trusted_proxies: str = Field(
+        "127.0.0.1,::1",
+        description="Reverse proxies whose X-Forwarded-For (the client address per-address "
+        "limits count) and X-Forwarded-Proto are believed: addresses or networks separated by "
+        "commas, * for any. Other peers are the client themselves.",
+    )
     api_max_body_size: int = Field(
         10 * 1024 * 1024, gt=0, description="Largest HTTP request body accepted, in bytes."
     )
@@ -233,6 +333,38 @@ class Settings(BaseSettings):
         ge=1,
         le=7 * 24 * 3600,
         description="Seconds an attachment download URL works when the client names none.",
+    )
+
+    # Events: webhooks, the live stream and waits.
+    webhook_allow_private_targets: bool = Field(
+        False,
+        description="Let webhook URLs reach private, loopback and link-local addresses "
+        "(development only: otherwise such URLs are refused, when created and at each request).",
+    )
+    webhook_timeout: float = Field(
+        15, gt=0, le=300, description="Seconds one webhook request may take in all."
+    )
+    webhook_concurrency: int = Field(
+        32, gt=0, description="Webhook requests in flight at once, per server process."
+    )
+    event_poll_interval: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Seconds between looks at the event table for what other server processes "
+        "wrote (webhooks, streams, waits) and for webhook retries that fell due.",
+    )
+    event_max_payload_size: int = Field(
+        256 * 1024,
+        ge=4096,
+        description="Largest event body in bytes (webhook, stream); longer fields are cut and "
+        "the event points at the API for the whole message.",
+    )
+    event_wait_max_timeout: float = Field(
+        300, gt=0, description="Most seconds a request to wait for a message is held."
+    )
+    event_stream_keepalive: float = Field(
+        15, gt=0, description="Seconds between keep-alive comments on an idle event stream."
     )
 
     # Process.
@@ -265,11 +397,35 @@ class Settings(BaseSettings):
             raise ValueError("must be one email address such as reports@example.com")
         return value
 
+    @field_validator("http_trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        if items == ["*"]:
+            return "*"
+        for item in items:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or network (e.g. 10.0.0.0/8), or *"
+                ) from None
+        return ",".join(items)
+
     @model_validator(mode="after")
     def _check_imap_sizes(self) -> Settings:
         if self.imap_max_command_size < self.imap_max_literal_size:
             raise ValueError(
                 "MAILBOXKIT_IMAP_MAX_COMMAND_SIZE must be at least MAILBOXKIT_IMAP_MAX_LITERAL_SIZE"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_smarthost(self) -> Settings:
+        if self.outbound_transport == "smarthost" and not self.smarthost_host:
+            raise ValueError(
+                "MAILBOXKIT_OUTBOUND_TRANSPORT=smarthost needs MAILBOXKIT_SMARTHOST_HOST "
+                "(and usually MAILBOXKIT_SMARTHOST_USERNAME and MAILBOXKIT_SMARTHOST_PASSWORD)"
             )
         return self
 

@@ -77,6 +77,8 @@ def start_api(
         "registration_limit_per_ip": 1000,
         "registration_limit_per_email": 1000,
         "api_rate_limit": 0,
+        # Webhook receivers in tests listen on loopback (SSRF checks: test_webhooks_ssrf.py).
+        "webhook_allow_private_targets": True,
     }
     values.update(overrides)
     server = ServerThread(server_settings(tmp_path / "data", database_url, **values))

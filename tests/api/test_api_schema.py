@@ -51,7 +51,9 @@ def test_generated_requests_get_no_server_error_and_match_the_schema(api: Api) -
     schema.config.update(base_url=api.server.http_url)
     headers = {"Authorization": f"Bearer {key}"}
     checks: list[Any] = [not_a_server_error, response_schema_conformance, content_type_conformance]
-    operations = [result.ok() for result in schema.get_all_operations()]
+    # The event stream and the wait hold the request open by design (tests/api/test_stream*.py).
+    held = ("/api/v1/events", "/api/v1/inboxes/{inbox_id}/messages/wait")
+    operations = [r.ok() for r in schema.get_all_operations() if r.ok().path not in held]
     operations.sort(key=lambda op: op.method.upper() == "DELETE")
     assert len(operations) > 10
     statuses: Counter[int] = Counter()

@@ -9,6 +9,7 @@ no message may be stored twice.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import random
 import re
@@ -36,6 +37,7 @@ class ServerProcess:
         self.env = env
         self.proc: asyncio.subprocess.Process | None = None
         self.up = asyncio.Event()
+        self.recent: collections.deque[str] = collections.deque(maxlen=200)
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -51,11 +53,16 @@ class ServerProcess:
             stderr=asyncio.subprocess.PIPE,
         )
         self._reader = asyncio.create_task(self._read(self.proc))
-        await asyncio.wait_for(self.up.wait(), 60)
+        try:
+            await asyncio.wait_for(self.up.wait(), 120)
+        except TimeoutError:
+            sys.stderr.write("".join(self.recent))
+            raise
 
     async def _read(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stderr is not None
         async for line in proc.stderr:
+            self.recent.append(line.decode(errors="replace"))
             if b"event=started" in line:
                 self.up.set()
             if b"Traceback" in line or b" ERROR " in line:

@@ -21,7 +21,11 @@ from mailboxkit.api import (
     inboxes,
     messages,
     register,
+    send,
+    stream,
     threads,
+    webhooks,
+    wellknown,
 )
 from mailboxkit.api.context import ApiConfig, ApiContext
 from mailboxkit.api.errors import error, install_handlers
@@ -128,7 +132,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.ctx = ctx
     install_handlers(app)
     app.include_router(_operations(ctx))
-    for module in (register, account, api_keys, domains, inboxes, messages, threads, attachments):
+    app.include_router(wellknown.router)  # MTA-STS, autoconfig, autodiscover: public
+    # stream before messages: /inboxes/{id}/messages/wait is not a message id.
+    for module in (register, account, api_keys, domains, inboxes, stream, messages, threads):
+        app.include_router(module.router, prefix=PREFIX)
+    for module in (attachments, webhooks, send):
         app.include_router(module.router, prefix=PREFIX)
     app.add_middleware(BodyLimit, max_size=ctx.config.max_body_size)
     app.add_middleware(AccessLog)

@@ -1,4 +1,5 @@
-"""What the HTTP API is given: the database, the blob store, the clock and its own limits.
+"""What the HTTP API is given: the database, the blob store, the clock, its own limits, and for
+the DNS routes the resolver and how a domain's records are made.
 
 Built by the composition root (``mailboxkit.app``) from settings; the API never reads settings.
 Routes reach it through :func:`context`, from the application's state.
@@ -6,14 +7,21 @@ Routes reach it through :func:`context`, from the application's state.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from mailboxkit.api.dispatcher import Dispatcher
+from mailboxkit.api.payloads import PayloadLimits
+from mailboxkit.dns.check import RecordResolver
+from mailboxkit.dns.records import DomainProfile, PublishedKey, normalize_domain
 from mailboxkit.store.blobs import BlobStore
 from mailboxkit.store.clock import Clock, SystemClock
 from mailboxkit.store.db import Database
+from mailboxkit.store.events import EventBus
 from mailboxkit.store.mailboxes import MailboxChanges
 from mailboxkit.store.ratelimit import Limit
 
@@ -30,8 +38,55 @@ class ApiConfig:
     registration_per_ip: Limit = field(default_factory=lambda: Limit(5, HOUR))
     registration_per_email: Limit = field(default_factory=lambda: Limit(3, HOUR))
     requests_per_key: Limit = field(default_factory=lambda: Limit(600, MINUTE))
+    auth_failures_per_ip: Limit = field(default_factory=lambda: Limit(20, 5 * MINUTE))
     max_body_size: int = 10 * 1024 * 1024
     download_url_ttl: int = HOUR
+
+
+@dataclass(frozen=True, slots=True)
+class EventsConfig:
+    """Webhooks, the live stream and waits (``docs/config.md``, the ``EVENT_*`` settings)."""
+
+    poll_interval: float = 1.0
+    wait_max_timeout: float = 300.0
+    stream_keepalive: float = 15.0
+    allow_private_targets: bool = False
+    payload: PayloadLimits = field(default_factory=PayloadLimits)
+
+
+ProfileFactory = Callable[[str, Sequence[PublishedKey]], DomainProfile]
+"""The profile a domain's DNS records are made from, given its name and DKIM keys."""
+
+
+def default_profile(domain: str, keys: Sequence[PublishedKey]) -> DomainProfile:
+    """Records for a server named ``localhost`` with the default choices (tests, tools)."""
+    return DomainProfile(normalize_domain(domain), "localhost", tuple(keys))
+
+
+class FailedClients:
+    """Client addresses that failed to authenticate lately, as this process saw it.
+
+    Requests from other addresses skip the database check of the failed-authentication limit
+    (``api/auth.py``), so clean clients pay nothing for it. An address is remembered for a
+    whole window after its last failure seen here; when too many are remembered the expired
+    ones go, then all (every address is then checked again only after its next failure).
+    """
+
+    MAX_ENTRIES = 100_000
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+
+    def suspect(self, client: str, now: float) -> bool:
+        until = self._until.get(client)
+        return until is not None and until > now
+
+    def note(self, client: str, now: float, window: float) -> None:
+        if len(self._until) >= self.MAX_ENTRIES and client not in self._until:
+            self._until = {k: v for k, v in self._until.items() if v > now}
+            if len(self._until) >= self.MAX_ENTRIES:
+                self._until.clear()
+        self._until[client] = now + window
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +96,16 @@ class ApiContext:
     clock: Clock = field(default_factory=SystemClock)
     config: ApiConfig = field(default_factory=ApiConfig)
     changes: MailboxChanges | None = None  # rung after the API changes flags (IMAP IDLE)
+    bus: EventBus | None = None  # committed events are published here
+    resolver: RecordResolver | None = None  # None: live DNS checks answer 503
+    profile: ProfileFactory = default_profile
+    failed_clients: FailedClients = field(default_factory=FailedClients)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    dispatcher: Dispatcher | None = None  # this process's webhook worker, woken by the API
+    closing: asyncio.Event = field(default_factory=asyncio.Event)  # set: streams and waits end
 
 
-def context(request: Request) -> ApiContext:
+async def context(request: Request) -> ApiContext:  # async: no threadpool hop per request
     ctx = request.app.state.ctx
     assert isinstance(ctx, ApiContext)
     return ctx

@@ -1,15 +1,49 @@
-"""``/domains``: the account's own domains, and the operator's shared ones (read-only)."""
+"""``/domains``: the account's own domains, and the operator's shared ones (read-only), with
+the DNS records each should publish and a live check of them.
+
+Implementation notes:
+
+- The records are those of ``mailboxkit dns records`` (``dns.records``, from the operator's
+  settings through ``ApiContext.profile``), with the domain's DKIM keys, made on first use as
+  the CLI makes them. A domain deleted meanwhile is not brought back (404).
+- ``verify`` asks the live DNS through the application's resolver (``dns.check``); it does not
+  change DNS. The first time every required record is right it sets ``verified_at`` and, for
+  an account's own domain, writes a ``domain.verified`` event (published after the commit).
+  ``verified_at`` stays set when a later check fails: it says the domain was once proven, and
+  the check itself says what is wrong now. The operator's shared domains are checked and
+  marked alike, but have no account to tell.
+"""
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime
+from typing import Any
+
 from fastapi import APIRouter, Response
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from mailboxkit.api import schemas as s
 from mailboxkit.api.auth import AccountPrincipal
-from mailboxkit.api.context import Ctx
+from mailboxkit.api.context import ApiContext, Ctx
 from mailboxkit.api.errors import ApiError, not_found
 from mailboxkit.api.params import DomainId
+from mailboxkit.dns import dkimkeys
+from mailboxkit.dns.check import CheckStatus, check_domain
+from mailboxkit.dns.records import (
+    DomainProfile,
+    RecordPurpose,
+    RecordType,
+    domain_records,
+    operator_notes,
+    zone_fragment,
+)
 from mailboxkit.store import domains
+from mailboxkit.store.accounts import KeyOwner
+from mailboxkit.store.events import EventType, record_event
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["domains"], responses=s.AUTHENTICATED | s.error_responses(403))
 
@@ -94,3 +128,229 @@ async def delete_domain(domain_id: DomainId, owner: AccountPrincipal, ctx: Ctx) 
         except domains.DomainInUse:
             raise ApiError(409, "conflict", "delete the domain's inboxes first") from None
     return Response(status_code=204)
+
+
+# DNS records and their check.
+
+_EXAMPLE_HOST = "mail.example.com"
+_EXAMPLE_RECORD = {
+    "name": "agents.example.com",
+    "type": "MX",
+    "value": f"10 {_EXAMPLE_HOST}.",
+    "ttl": 3600,
+    "purpose": "mx",
+    "required": True,
+    "note": "",
+}
+_EXAMPLE_PROFILE = DomainProfile("agents.example.com", _EXAMPLE_HOST)
+_EXAMPLE_ZONE = zone_fragment(
+    domain_records(_EXAMPLE_PROFILE), _EXAMPLE_PROFILE.domain, operator_notes(_EXAMPLE_PROFILE)
+)
+_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"model": s.Error, "description": "This server has no DNS resolver (`unavailable`)."}
+}
+_ZONE_FILE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The zone-file fragment.",
+        "content": {"text/plain": {"schema": {"type": "string"}, "example": _EXAMPLE_ZONE}},
+    }
+}
+_EXAMPLE_CHECK = {
+    "purpose": "spf",
+    "name": "agents.example.com",
+    "type": "TXT",
+    "status": "wrong",
+    "required": True,
+    "expected": "v=spf1 mx -all",
+    "found": ["v=spf1 include:_spf.example.net ~all"],
+    "detail": f"does not authorize {_EXAMPLE_HOST} (203.0.113.7: softfail)",
+}
+
+
+def _examples(example: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": [example]})
+
+
+class DnsRecord(BaseModel):
+    model_config = _examples(_EXAMPLE_RECORD)
+    name: str = Field(description="The absolute name, lower case, without the final dot.")
+    type: RecordType
+    value: str = Field(
+        description="As entered at a DNS host: TXT values unquoted and whole, host names "
+        "inside values ending with a dot."
+    )
+    ttl: int
+    purpose: RecordPurpose
+    required: bool = Field(description="Needed for mail to work; the others improve it.")
+    note: str = Field(description="Where the record goes or what it serves, when not obvious.")
+
+
+class DnsRecords(BaseModel):
+    model_config = _examples(
+        {
+            "domain_id": s.DOMAIN_ID,
+            "domain": "agents.example.com",
+            "hostname": _EXAMPLE_HOST,
+            "records": [_EXAMPLE_RECORD],
+            "notes": [f"{_EXAMPLE_HOST} needs A/AAAA records with this server's addresses."],
+        }
+    )
+    domain_id: str
+    domain: str
+    hostname: str = Field(description="This server's host name, the MX target.")
+    records: list[DnsRecord] = Field(description="Required records first.")
+    notes: list[str] = Field(description="What the records alone do not cover.")
+
+
+class RecordCheck(BaseModel):
+    model_config = _examples(_EXAMPLE_CHECK)
+    purpose: RecordPurpose
+    name: str
+    type: str = Field(
+        description="MX, TXT, CNAME, SRV; A/AAAA for this host, PTR for its addresses."
+    )
+    status: CheckStatus = Field(
+        description="ok; missing; wrong (found, but it would not work: see `found` and "
+        "`detail`); error (DNS failed for now, try again)."
+    )
+    required: bool
+    expected: str
+    found: list[str] = Field(description="What the DNS holds there now.")
+    detail: str = Field(description="Why the record is not ok, or a note on an ok one.")
+
+
+class DomainVerification(BaseModel):
+    model_config = _examples(
+        {
+            "domain_id": s.DOMAIN_ID,
+            "domain": "agents.example.com",
+            "hostname": _EXAMPLE_HOST,
+            "ok": False,
+            "verified": False,
+            "verified_at": None,
+            "checks": [_EXAMPLE_CHECK],
+        }
+    )
+    domain_id: str
+    domain: str
+    hostname: str
+    ok: bool = Field(description="Every required record is right now.")
+    verified: bool = Field(description="The required records have been right at least once.")
+    verified_at: datetime | None
+    checks: list[RecordCheck]
+
+
+async def _records_profile(
+    ctx: ApiContext, owner: KeyOwner, domain_id: str
+) -> tuple[domains.Domain, DomainProfile]:
+    """The domain (404 unless visible to the account) and what its records are made from."""
+    async with ctx.db.read() as conn:
+        found = await domains.get_domain(conn, owner.account_id, domain_id)
+    if found is None:
+        raise not_found("domain")
+    try:
+        keys = await dkimkeys.ensure_keys(
+            ctx.db, found.name, now=ctx.clock.now(), create_domain=False
+        )
+    except dkimkeys.UnknownDomain:
+        raise not_found("domain") from None
+    return found, ctx.profile(found.name, [k.published for k in keys])
+
+
+@router.get(
+    "/domains/{domain_id}/dns-records",
+    response_model=DnsRecords,
+    summary="DNS records to publish",
+    description="Every record the domain should publish for this server, exactly as entered "
+    "at a DNS host: MX, SPF, DKIM for each selector, DMARC (required), MTA-STS, TLS-RPT, SRV "
+    "and autoconfig (recommended). The same as `mailboxkit dns records`; the domain's DKIM "
+    "keys are made on first use.",
+    responses=s.error_responses(404),
+)
+async def get_dns_records(domain_id: DomainId, owner: AccountPrincipal, ctx: Ctx) -> DnsRecords:
+    found, profile = await _records_profile(ctx, owner, domain_id)
+    return DnsRecords(
+        domain_id=found.id,
+        domain=found.name,
+        hostname=profile.hostname,
+        records=[
+            DnsRecord.model_validate(r, from_attributes=True) for r in domain_records(profile)
+        ],
+        notes=list(operator_notes(profile)),
+    )
+
+
+@router.get(
+    "/domains/{domain_id}/zone-file",
+    response_class=Response,
+    summary="DNS records as a zone file",
+    description="The records of `dns-records` as a BIND zone-file fragment (RFC 1035 §5) for "
+    "the domain's zone, long TXT values split into 255-byte strings; records in other zones "
+    "and the notes are comments. The same as `mailboxkit dns records --zone`.",
+    responses=_ZONE_FILE | s.error_responses(404),
+)
+async def get_zone_file(domain_id: DomainId, owner: AccountPrincipal, ctx: Ctx) -> Response:
+    found, profile = await _records_profile(ctx, owner, domain_id)
+    text = zone_fragment(domain_records(profile), found.name, operator_notes(profile))
+    return PlainTextResponse(text)
+
+
+@router.post(
+    "/domains/{domain_id}/verify",
+    response_model=DomainVerification,
+    summary="Check the domain's DNS",
+    description="Looks up each record of `dns-records` in the live DNS and reports it as ok, "
+    "missing, wrong (with what was found beside what is expected, and why) or error (DNS "
+    "failed; try again), plus this host's addresses and their reverse DNS. Meaning is compared, "
+    "not text: SPF is evaluated for this host's addresses, DKIM by key. The first time every "
+    "required record is right, the domain becomes verified and a `domain.verified` event is "
+    "sent; it stays verified.",
+    responses=s.error_responses(404) | _UNAVAILABLE,
+)
+async def verify_domain(
+    domain_id: DomainId, owner: AccountPrincipal, ctx: Ctx
+) -> DomainVerification:
+    if ctx.resolver is None:
+        raise ApiError(503, "unavailable", "DNS checks are not available on this server")
+    found, profile = await _records_profile(ctx, owner, domain_id)
+    result = await check_domain(profile, ctx.resolver)
+    verified_at = found.verified_at
+    if result.ok and verified_at is None:
+        verified_at = await _mark_verified(ctx, owner, found)
+    log.info(
+        "event=domain_checked domain_id=%s domain=%s ok=%s problems=%d",
+        found.id,
+        found.name,
+        result.ok,
+        len(result.problems),
+    )
+    return DomainVerification(
+        domain_id=found.id,
+        domain=found.name,
+        hostname=result.hostname,
+        ok=result.ok,
+        verified=verified_at is not None,
+        verified_at=verified_at,
+        checks=[RecordCheck.model_validate(c, from_attributes=True) for c in result.checks],
+    )
+
+
+async def _mark_verified(
+    ctx: ApiContext, owner: KeyOwner, domain: domains.Domain
+) -> datetime | None:
+    """Set ``verified_at`` now and tell the account, unless another request did first."""
+    now = ctx.clock.now()
+    event = None
+    async with ctx.db.write() as conn:
+        if not await domains.mark_verified(conn, domain.id, now=now):
+            current = await domains.get_domain(conn, owner.account_id, domain.id)
+            return None if current is None else current.verified_at
+        if domain.account_id is not None:
+            data = {"domain_id": domain.id, "domain": domain.name, "verified_at": now.isoformat()}
+            event = await record_event(
+                conn, EventType.DOMAIN_VERIFIED, account_id=domain.account_id, data=data, now=now
+            )
+    log.info("event=domain_verified domain_id=%s domain=%s", domain.id, domain.name)
+    if event is not None and ctx.bus is not None:
+        ctx.bus.publish([event])
+    return now

@@ -17,6 +17,7 @@ from mailboxkit.api.params import InboxId, Limit, MessageId, PageToken, cursor, 
 from mailboxkit.store import mailboxes
 from mailboxkit.store import models as m
 from mailboxkit.store.blobs import BlobNotFound
+from mailboxkit.store.codes import find_codes_and_links
 from mailboxkit.store.inboxes import visible_inbox
 from mailboxkit.store.listing import (
     MessageFilter,
@@ -83,6 +84,7 @@ def message_schema(r: MessageRecord) -> s.Message:
                 for a in r.attachments
             ],
             "auth": r.auth,
+            **find_codes_and_links(r.subject, r.text, r.html).as_dict(),
         }
     )
 

@@ -358,6 +358,11 @@ class MessageItem(BaseModel):
     sent_at: datetime | None
 
 
+class FoundLink(BaseModel):
+    url: str
+    text: str = Field(description="The link's anchor text, or the words before it in text.")
+
+
 class Header(BaseModel):
     name: str
     value: str
@@ -377,6 +382,8 @@ class Message(MessageItem):
             "references": [],
             "attachments": [ATTACHMENT_EXAMPLE],
             "auth": {"spf": "pass", "dkim": "pass", "dmarc": "pass"},
+            "codes": [],
+            "links": [],
         }
     )
     reply_to: list[Address]
@@ -389,6 +396,14 @@ class Message(MessageItem):
     references: list[str]
     attachments: list[AttachmentInfo]
     auth: dict[str, Any] | None = Field(description="SPF, DKIM and DMARC verdicts, if checked.")
+    codes: list[str] = Field(
+        default_factory=list,
+        description="One-time codes found in the message (verification, sign-in), likeliest first.",
+    )
+    links: list[FoundLink] = Field(
+        default_factory=list,
+        description="Verification, sign-in, reset and invitation links found in the message.",
+    )
 
 
 class MessageList(BaseModel):

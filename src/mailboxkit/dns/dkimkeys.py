@@ -236,15 +236,25 @@ async def _store(
     return {str(row["selector"]) for row in rows}
 
 
-async def ensure_keys(db: Database, domain: str, *, now: datetime) -> list[DkimKey]:
-    """The domain's active keys, making the domain (unverified) and a key pair if absent."""
+async def ensure_keys(
+    db: Database, domain: str, *, now: datetime, create_domain: bool = True
+) -> list[DkimKey]:
+    """The domain's active keys, making a key pair if it has none, and the domain itself
+    (unverified, the operator's) if absent. With ``create_domain=False`` an absent domain is
+    :class:`UnknownDomain` instead (the API: a domain deleted meanwhile stays deleted)."""
     async with db.read() as conn:
         keys = await domain_keys(conn, domain)
     if keys:
         return keys
     generated = await _generate_pair()
     async with db.write() as conn:
-        domain_id = await ensure_domain(conn, domain, now=now)
+        if create_domain:
+            domain_id = await ensure_domain(conn, domain, now=now)
+        else:
+            found = await conn.scalar(select(m.domains.c.id).where(m.domains.c.name == domain))
+            if found is None:
+                raise UnknownDomain(domain)
+            domain_id = str(found)
         keys = await domain_keys(conn, domain)
         if keys:  # another process was quicker
             return keys

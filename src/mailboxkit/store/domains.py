@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, or_, select
+from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
@@ -76,6 +76,24 @@ async def find_usable_domain(conn: AsyncConnection, account_id: str, name: str) 
         )
     )
     return None if found is None else str(found)
+
+
+async def is_served(conn: AsyncConnection, name: str) -> bool:
+    """Whether ``name`` is a domain of this server (any account's, or the operator's)."""
+    found = await conn.scalar(
+        select(m.domains.c.id).where(m.domains.c.name == name.rstrip(".").lower())
+    )
+    return found is not None
+
+
+async def mark_verified(conn: AsyncConnection, domain_id: str, *, now: datetime) -> bool:
+    """Set ``verified_at`` unless it is set already; whether this call set it."""
+    result = await conn.execute(
+        update(m.domains)
+        .where(m.domains.c.id == domain_id, m.domains.c.verified_at.is_(None))
+        .values(verified_at=now)
+    )
+    return bool(result.rowcount)
 
 
 async def create_domain(

@@ -6,8 +6,10 @@ Implementation notes:
   cursor (the last row's pair) continues exactly where the page ended even when messages keep
   arriving: new ones sort before it.
 - A message's *read* state and *labels* come from its IMAP entries (``models`` notes): read when
-  any entry has ``\\Seen``, labels the union of the entries' keywords. A message with no entry
-  (all expunged) is unread and has no label.
+  any entry has ``\\Seen``, labels the union of the entries' keywords in entry order. A message
+  with no entry (all expunged) is unread and has no label. Both come with the message query
+  itself, as one JSON aggregate over the message's entries (an index lookup on
+  ``ix_entries_message``), so a page costs one round trip to the database, not two.
 - Text filters are case-insensitive substring matches, portable across SQLite and PostgreSQL;
   wildcards in the user's text are escaped. Address filters match inside the stored JSON lists.
 """
@@ -22,7 +24,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, and_, cast, exists, or_, select
+from sqlalchemy import JSON, ColumnElement, Text, and_, cast, exists, func, or_, select, type_coerce
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
@@ -83,7 +86,8 @@ class AttachmentRecord:
 
 @dataclass(frozen=True, slots=True)
 class MessageRecord:
-    """A message with its read state and labels; the detail fields are None in listings."""
+    """A message with its read state and labels; the detail fields are None (or empty) in
+    listings."""
 
     id: str
     inbox_id: str
@@ -97,12 +101,12 @@ class MessageRecord:
     from_email: str
     to: list[dict[str, str]]
     cc: list[dict[str, str]]
-    reply_to: list[dict[str, str]]
     preview: str
     has_attachments: bool
     read: bool
     labels: list[str]
     raw_key: str
+    reply_to: list[dict[str, str]] = field(default_factory=list)  # detail only
     message_id_header: str | None = None
     in_reply_to: str | None = None
     references: list[str] = field(default_factory=list)
@@ -127,12 +131,12 @@ SUMMARY_COLUMNS = (
     m.messages.c.from_email,
     m.messages.c.to_addrs,
     m.messages.c.cc_addrs,
-    m.messages.c.reply_to_addrs,
     m.messages.c.preview,
     m.messages.c.has_attachments,
     m.messages.c.raw_key,
 )
 DETAIL_COLUMNS = (
+    m.messages.c.reply_to_addrs,
     m.messages.c.message_id_header,
     m.messages.c.in_reply_to,
     m.messages.c.reference_ids,
@@ -194,25 +198,33 @@ def _conditions(f: MessageFilter) -> list[ColumnElement[bool]]:
     return out
 
 
-async def _flags(
-    conn: AsyncConnection, message_ids: Sequence[str]
-) -> dict[str, tuple[bool, list[str]]]:
-    """Read state and labels of each message, from its entries."""
-    out: dict[str, tuple[bool, list[str]]] = {}
-    if not message_ids:
-        return out
-    rows = await conn.execute(
-        select(m.entries.c.message_id, m.entries.c.seen, m.entries.c.keywords)
-        .where(m.entries.c.message_id.in_(list(message_ids)))
-        .order_by(m.entries.c.id)
-    )
-    for row in rows:
-        read, labels = out.get(row.message_id, (False, []))
-        for keyword in row.keywords or ():
+def _flag_column(conn: AsyncConnection) -> Any:
+    """A column for the message query: ``[[seen, keywords], ...]`` of the message's entries in
+    entry order (JSON; NULL or ``[]`` without entries). One correlated aggregate, so each row
+    costs one lookup on ``ix_entries_message`` (an EXISTS for ``seen`` would be planned by
+    PostgreSQL as a hash of every seen entry of every inbox)."""
+    e = m.entries.c
+    mine = e.message_id == m.messages.c.id
+    if conn.dialect.name == "postgresql":
+        pair = func.json_build_array(e.seen, e.keywords)
+        flags = select(func.json_agg(aggregate_order_by(pair, e.id))).where(mine)
+    else:
+        pair = func.json_array(e.seen, func.json(e.keywords))
+        ordered = select(pair.label("pair")).where(mine).order_by(e.id)
+        inner = ordered.correlate(m.messages).subquery()
+        flags = select(func.json_group_array(func.json(inner.c.pair)))
+    return type_coerce(flags.scalar_subquery(), JSON).label("entry_flags")
+
+
+def _flags(row: Any) -> tuple[bool, list[str]]:
+    """Read state and labels of a row that has the :func:`_flag_column`."""
+    read, labels = False, []
+    for seen, keywords in row.entry_flags or ():
+        read = read or bool(seen)
+        for keyword in keywords or ():
             if keyword not in labels:
                 labels.append(keyword)
-        out[row.message_id] = (read or bool(row.seen), labels)
-    return out
+    return read, labels
 
 
 def _record(row: Any, flags: tuple[bool, list[str]], detail: bool) -> MessageRecord:
@@ -223,6 +235,7 @@ def _record(row: Any, flags: tuple[bool, list[str]], detail: bool) -> MessageRec
             "message_id_header": row.message_id_header,
             "in_reply_to": row.in_reply_to,
             "references": list(row.reference_ids or []),
+            "reply_to": list(row.reply_to_addrs or []),
             "headers": [list(h) for h in row.headers or []],
             "text": row.text,
             "html": row.html,
@@ -242,7 +255,6 @@ def _record(row: Any, flags: tuple[bool, list[str]], detail: bool) -> MessageRec
         from_email=row.from_email,
         to=list(row.to_addrs or []),
         cc=list(row.cc_addrs or []),
-        reply_to=list(row.reply_to_addrs or []),
         preview=row.preview,
         has_attachments=bool(row.has_attachments),
         read=read,
@@ -265,16 +277,16 @@ async def list_messages(
     The caller has checked that the inbox is in the caller's scope.
     """
     c = m.messages.c
-    query = select(*SUMMARY_COLUMNS).where(c.inbox_id == inbox_id, *_conditions(filters))
+    query = select(*SUMMARY_COLUMNS, _flag_column(conn)).where(
+        c.inbox_id == inbox_id, *_conditions(filters)
+    )
     if cursor is not None:
         query = query.where(
             or_(c.received_at < cursor.at, and_(c.received_at == cursor.at, c.id < cursor.id))
         )
     query = query.order_by(c.received_at.desc(), c.id.desc()).limit(limit + 1)
     rows = (await conn.execute(query)).all()
-    page = rows[:limit]
-    flags = await _flags(conn, [r.id for r in page])
-    records = [_record(r, flags.get(r.id, (False, [])), False) for r in page]
+    records = [_record(r, _flags(r), False) for r in rows[:limit]]
     last = records[-1] if records else None
     more = len(rows) > limit and last is not None
     return records, (Cursor(last.received_at, last.id) if more and last else None)
@@ -316,16 +328,13 @@ async def messages_by(
     order = (c.received_at, c.id) if oldest_first else (c.received_at.desc(), c.id.desc())
     rows = (
         await conn.execute(
-            select(*SUMMARY_COLUMNS, *DETAIL_COLUMNS).where(condition).order_by(*order)
+            select(*SUMMARY_COLUMNS, *DETAIL_COLUMNS, _flag_column(conn))
+            .where(condition)
+            .order_by(*order)
         )
     ).all()
-    ids = [r.id for r in rows]
-    flags = await _flags(conn, ids)
-    files = await attachments_of(conn, ids)
-    return [
-        replace(_record(r, flags.get(r.id, (False, [])), True), attachments=files.get(r.id, []))
-        for r in rows
-    ]
+    files = await attachments_of(conn, [r.id for r in rows])
+    return [replace(_record(r, _flags(r), True), attachments=files.get(r.id, [])) for r in rows]
 
 
 async def get_message(

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
 from mailboxkit.store.accounts import Inbox
+from mailboxkit.store.codes import find_codes_and_links
 from mailboxkit.store.events import Event, EventType, NewEvent, record_events
 from mailboxkit.store.ids import new_id
 from mailboxkit.store.mime import Address, ParsedMessage
@@ -88,7 +89,8 @@ async def allocate_uids(
 
 
 def message_summary(message_id: str, thread_id: str, new: NewMessage) -> dict[str, Any]:
-    """The thin description of a message that events carry (never attachment bytes)."""
+    """The thin description of a message that events carry (never attachment bytes): with
+    its SPF/DKIM/DMARC verdicts, and the one-time codes and links found in it."""
     p = new.parsed
     return {
         "message_id": message_id,
@@ -106,6 +108,8 @@ def message_summary(message_id: str, thread_id: str, new: NewMessage) -> dict[st
             {"filename": a.filename, "content_type": a.content_type, "size": a.size}
             for a in p.attachments
         ],
+        "auth": new.auth,
+        **find_codes_and_links(p.subject, p.text, p.html).as_dict(),
     }
 
 

@@ -277,6 +277,9 @@ events = Table(
     Column("payload", JSON, nullable=False),
     Column("created_at", Timestamp, nullable=False),
     Index("ix_events_account_seq", "account_id", "seq"),
+    # A seq is never handed out twice, even after the newest rows are deleted (readers resume
+    # by seq). PostgreSQL's sequence already behaves so.
+    sqlite_autoincrement=True,
 )
 
 # Fixed-window counters behind every rate limit (API keys, registration). ``bucket`` names what
@@ -299,4 +302,136 @@ usage_counters = Table(
     Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
     Column("day", String(10), primary_key=True),  # YYYY-MM-DD, UTC
     Column("api_requests", BigInteger, nullable=False, server_default="0"),
+)
+
+# The outbound queue (``store/outbox.py``). One ``outbound_messages`` row per message sent (its
+# raw bytes, already DKIM-signed, are the blob ``raw_key``, shared with the Sent copy
+# ``message_id``); one ``outbound_recipients`` row per envelope recipient carries that
+# recipient's delivery state. A worker claims due recipients by setting ``status='sending'``
+# and ``lease_until``; a claim whose lease passed (its worker died) is due again.
+outbound_messages = Table(
+    "outbound_messages",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("inbox_id", Id, ForeignKey("inboxes.id", ondelete="CASCADE"), nullable=False),
+    Column("message_id", Id),  # the Sent copy (no FK: expunging it does not stop delivery)
+    Column("raw_key", String(512), nullable=False),
+    Column("envelope_from", String(320), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("expires_at", Timestamp, nullable=False),  # give up retrying after this
+    Index("ix_outbound_messages_inbox", "inbox_id", "created_at"),
+)
+
+outbound_recipients = Table(
+    "outbound_recipients",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column(
+        "outbound_id",
+        Id,
+        ForeignKey("outbound_messages.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("recipient", String(320), nullable=False),
+    Column("domain", String(253), nullable=False),
+    Column("status", String(16), nullable=False),  # queued | sending | sent | bounced
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", Timestamp, nullable=False),
+    Column("lease_until", Timestamp),
+    Column("last_reply", Text, nullable=False, server_default=""),
+    Column("updated_at", Timestamp, nullable=False),
+    Index("ix_outbound_recipients_due", "status", "next_attempt_at"),
+    Index("ix_outbound_recipients_outbound", "outbound_id"),
+)
+
+# Idempotency keys of the send routes: the first request with a key is remembered with a hash of
+# its body; a repeat with the same body gets the original answer and sends nothing, a repeat
+# with another body is a conflict.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("message_id", Id, nullable=False),
+    Column("thread_id", Id, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+)
+
+# Webhooks (``store/webhooks.py``). An endpoint receives the events of its account whose type
+# matches one of ``events`` (names or dot-boundary prefixes, "*" for all) and, when
+# ``inbox_ids`` is set, whose inbox is one of them; only events after ``after_seq`` (the head of
+# the outbox when it was made), so a new endpoint is not sent the past. ``secret`` signs
+# (Standard Webhooks); after a rotation ``previous_secret`` also signs until it expires.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("description", String(500), nullable=False, server_default=""),
+    Column("events", JSON, nullable=False),
+    Column("inbox_ids", JSON),  # NULL: every inbox of the account
+    Column("secret", String(100), nullable=False),
+    Column("previous_secret", String(100)),
+    Column("previous_secret_expires_at", Timestamp),
+    Column("enabled", Boolean, nullable=False, server_default="1"),
+    Column("disabled_reason", String(200)),
+    Column("after_seq", BigInteger, nullable=False, server_default="0"),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    Index("ix_webhooks_account", "account_id", "id"),
+)
+
+# One row per (event, endpoint): the unit of at-least-once delivery. ``pending`` rows are due at
+# ``next_attempt_at``; a worker claims one by moving ``next_attempt_at`` past its request's
+# timeout and bumping ``attempts`` (the claim's token), so a claim whose worker died is due
+# again. Test events have no outbox row: their payload is kept here.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("webhook_id", Id, ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
+    Column("event_seq", BigInteger, ForeignKey("events.seq", ondelete="CASCADE")),
+    Column("event_id", Id, nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("payload", JSON),
+    Column("status", String(16), nullable=False),  # pending | succeeded | failed
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", Timestamp),
+    Column("last_attempt_at", Timestamp),
+    Column("last_status_code", Integer),
+    Column("last_error", String(500)),
+    Column("delivered_at", Timestamp),
+    Column("created_at", Timestamp, nullable=False),
+    UniqueConstraint("webhook_id", "event_seq", name="uq_webhook_deliveries_webhook_event"),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_webhook_deliveries_webhook", "webhook_id", "id"),
+)
+
+# Every request made for a delivery: the delivery log.
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column(
+        "delivery_id", Id, ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("attempt", Integer, nullable=False),
+    Column("attempted_at", Timestamp, nullable=False),
+    Column("status_code", Integer),
+    Column("error", String(500)),
+    Column("response", Text, nullable=False, server_default=""),  # the start of the body
+    Column("duration_ms", Integer, nullable=False, server_default="0"),
+    Index("ix_webhook_attempts_delivery", "delivery_id", "id"),
+)
+
+# How far a consumer of the outbox has read, by ``events.seq``: ``webhooks`` is the fan-out of
+# events to deliveries, shared by every server process (its row is locked while it moves).
+event_cursors = Table(
+    "event_cursors",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
 )

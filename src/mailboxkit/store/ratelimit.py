@@ -10,6 +10,8 @@ Implementation notes:
   on both SQLite and PostgreSQL), so concurrent hits on PostgreSQL serialize on the row.
 - Every hit is counted, refused ones too: a client that keeps hammering stays refused until the
   window ends, and ``retry_after`` says when that is.
+- ``peek`` reads a bucket without counting, for limits on failures only (``auth-fail:<address>``:
+  every request from a blocked address is refused, but only failures count).
 - Expired rows of the bucket are deleted on each hit, and expired rows of any bucket once a
   ``PURGE_EVERY``-th hit, so the table stays small without a background task.
 """
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -80,3 +82,20 @@ async def hit(conn: AsyncConnection, bucket: str, limit: Limit, *, now: datetime
     if hits <= limit.hits:
         return Verdict(True, hits, 0)
     return Verdict(False, hits, max(1, math.ceil(end - t)))
+
+
+async def peek(conn: AsyncConnection, bucket: str, limit: Limit, *, now: datetime) -> Verdict:
+    """Whether one more hit on ``bucket`` would be within ``limit``, without counting one."""
+    if limit.hits == 0:
+        return Verdict(True, 0, 0)
+    t = now.timestamp()
+    start = int(t // limit.window) * limit.window
+    found = await conn.scalar(
+        select(m.rate_limits.c.hits).where(
+            m.rate_limits.c.bucket == bucket, m.rate_limits.c.window_start == start
+        )
+    )
+    hits = int(found or 0)
+    if hits < limit.hits:
+        return Verdict(True, hits, 0)
+    return Verdict(False, hits, max(1, math.ceil(start + limit.window - t)))

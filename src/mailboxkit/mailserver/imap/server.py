@@ -1,5 +1,4 @@
-"""The IMAP listeners: STARTTLS and implicit-TLS sockets, connection limits, shutdown, and
-the bridge from the event bus to the sessions' change watches.
+"""The IMAP listeners: STARTTLS and implicit-TLS sockets, connection limits, shutdown.
 
 Implementation notes:
 
@@ -8,8 +7,9 @@ Implementation notes:
   unless ``allow_plaintext`` (the listener binds to loopback only; RFC 3501 §6.2.3).
 - Connections are counted in all and per client address; one over the limit gets
   ``* BYE [UNAVAILABLE]`` and is closed before any command is read.
-- Committed events (deliveries, sends) carry an inbox id; each rings that inbox's watches.
-  A subscription that overflowed rings every watch: sessions re-read their folders anyway.
+- Sessions learn of changes through their inbox's change watch; ``app.py`` rings it for
+  committed events and for other processes' notices (``store.mailbox_changes``,
+  ``store.notify``).
 - Shutdown: stop accepting, end sessions waiting for a command or in IDLE at once (``* BYE``), let
   sessions in the middle of a command finish it for up to the grace period, then end them.
 """
@@ -40,7 +40,6 @@ class ImapServer:
         self._servers: list[asyncio.Server] = []
         self._sessions: dict[asyncio.Task[None], Session] = {}
         self._per_ip: Counter[str] = Counter()
-        self._bridge: asyncio.Task[None] | None = None
 
     async def listen(self, sock: socket.socket, *, implicit_tls: bool) -> int:
         """Serve on a bound, listening socket; returns its port."""
@@ -55,8 +54,6 @@ class ImapServer:
             limit=self.services.limits.max_line + 2,
         )
         self._servers.append(server)
-        if self._bridge is None:
-            self._bridge = asyncio.create_task(self._forward_events(), name="imap-events")
         port: int = server.sockets[0].getsockname()[1]
         return port
 
@@ -97,17 +94,6 @@ class ImapServer:
         if self._per_ip[ip] <= 0:
             del self._per_ip[ip]
 
-    async def _forward_events(self) -> None:
-        changes = self.services.changes
-        with self.services.bus.subscribe() as subscription:
-            while True:
-                event = await subscription.get()
-                if subscription.overflowed:
-                    subscription.overflowed = False
-                    changes.notify_all()
-                if event.inbox_id is not None:
-                    changes.notify(event.inbox_id)
-
     async def stop(self, grace: float) -> None:
         """Stop listening and end every session (see the module notes)."""
         for server in self._servers:
@@ -123,10 +109,6 @@ class ImapServer:
             task.cancel()
         if self._sessions:
             await asyncio.wait(set(self._sessions), timeout=5)
-        if self._bridge is not None:
-            self._bridge.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._bridge
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 5)

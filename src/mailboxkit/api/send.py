@@ -1,0 +1,489 @@
+"""Sending: ``/inboxes/{inbox_id}/messages/send`` and a message's ``reply``, ``reply-all`` and
+``forward``.
+
+Implementation notes:
+
+- The API never delivers: it composes the message (``compose``), DKIM-signs it
+  (``dns.signing``), and queues it with its Sent copy in one transaction
+  (``store.outbox.submit``). The 2xx comes only after that commit; the queue worker delivers.
+- ``Idempotency-Key``: the first request with a key is remembered per account with a hash of
+  the route, the ids in the path and the body. A repeat with the same request answers the
+  original ``message_id``/``thread_id`` and sends nothing, even when both arrive at once; a
+  repeat with another request is a 409.
+- Recipients: To, Cc and Bcc together, at least one and at most the server's limit; Bcc is in
+  the envelope only. Addresses are ``a@b`` or ``Name <a@b>``.
+- Anything that cannot be composed (a header the email package refuses, a non-ASCII address)
+  is a 422, never a 500.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from email.errors import MessageError
+from email.utils import parseaddr
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Request
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from mailboxkit.api import schemas as s
+from mailboxkit.api.auth import Principal
+from mailboxkit.api.compose import (
+    RESERVED_HEADERS,
+    Attachment,
+    Draft,
+    Mailbox,
+    compose,
+    forward_threading,
+    forwarded_html,
+    forwarded_text,
+    reply_threading,
+    valid_address,
+)
+from mailboxkit.api.context import Ctx
+from mailboxkit.api.errors import ApiError, not_found
+from mailboxkit.api.params import InboxId, MessageId
+from mailboxkit.dns.signing import DkimSigner
+from mailboxkit.store import outbox
+from mailboxkit.store.accounts import Inbox, KeyOwner
+from mailboxkit.store.blobs import BlobNotFound
+from mailboxkit.store.inboxes import InboxRecord, get_inbox
+from mailboxkit.store.listing import MessageRecord, get_message
+from mailboxkit.store.mime import parse_message
+
+MAX_ATTACHMENTS = 100
+MAX_HEADERS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class SendContext:
+    """What sending needs beyond :class:`~mailboxkit.api.context.ApiContext`; the composition
+    root puts it in ``app.state.send``."""
+
+    signer: DkimSigner
+    outbox: outbox.OutboxWriter
+    max_recipients: int = 50
+    queued: Callable[[str], None] = lambda _inbox_id: None  # wakes the worker, rings IMAP
+
+
+def send_context(request: Request) -> SendContext:
+    found = getattr(request.app.state, "send", None)
+    if not isinstance(found, SendContext):
+        raise ApiError(503, "unavailable", "sending is not configured on this server")
+    return found
+
+
+def _utf8(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+OneLine = r"^[^\x00\r\n]*$"
+HeaderText = Annotated[str, Field(max_length=998, pattern=OneLine), AfterValidator(_utf8)]
+BodyText = Annotated[str, Field(pattern=s.NO_NUL), AfterValidator(_utf8)]
+AddressText = Annotated[
+    str, Field(min_length=3, max_length=400, pattern=OneLine), AfterValidator(_utf8)
+]
+Addresses = AddressText | Annotated[list[AddressText], Field(max_length=1000)]
+MEDIA_TYPE = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
+HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")
+
+
+class AttachmentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    filename: Annotated[
+        str, Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")
+    ] = Field(examples=["invoice.pdf"])
+    content_type: Annotated[str, Field(pattern=MEDIA_TYPE)] = "application/octet-stream"
+    content: str = Field(description="The file's bytes, base64.", examples=["JVBERi0xLjQK"])
+    disposition: Literal["attachment", "inline"] = "attachment"
+    content_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._@$+-]{1,200}$")] | None = Field(
+        None, description="For inline parts referenced as cid: from the HTML."
+    )
+
+
+class _Common(BaseModel):
+    text: BodyText | None = Field(None, description="The plain-text body.")
+    html: BodyText | None = Field(None, description="The HTML body.")
+    headers: dict[str, HeaderText] | None = Field(
+        None, description="Extra header fields, e.g. X- headers (not From, To, Subject…)."
+    )
+    labels: list[s.Label] = Field(
+        default_factory=list, max_length=50, description="Labels of the Sent copy."
+    )
+    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
+
+
+class SendRequest(_Common):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "to": ["Alice <alice@example.org>"],
+                    "subject": "Invoice 42",
+                    "text": "Hi Alice, the invoice is attached.",
+                    "labels": ["billing"],
+                    "attachments": [
+                        {
+                            "filename": "invoice.pdf",
+                            "content_type": "application/pdf",
+                            "content": "JVBERi0xLjQK",
+                        }
+                    ],
+                }
+            ]
+        },
+    )
+    to: Addresses | None = None
+    cc: Addresses | None = None
+    bcc: Addresses | None = None
+    reply_to: Addresses | None = None
+    subject: HeaderText = ""
+
+
+class ReplyRequest(_Common):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"text": "Thanks, paid today.", "labels": ["done"]}]},
+    )
+    to: Addresses | None = Field(None, description="Replaces the recipients the reply would get.")
+    cc: Addresses | None = Field(None, description="Added to the Cc the reply would get.")
+    bcc: Addresses | None = None
+
+
+class ForwardRequest(_Common):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"to": ["bob@example.org"], "text": "Bob, can you handle this?"}]
+        },
+    )
+    to: Addresses
+    cc: Addresses | None = None
+    bcc: Addresses | None = None
+    subject: HeaderText | None = Field(None, description="Default: Fwd: and the original's.")
+
+
+class SendResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"message_id": s.MESSAGE_ID, "thread_id": s.THREAD_ID}]}
+    )
+    message_id: str = Field(description="The Sent copy; delivery continues in the background.")
+    thread_id: str
+
+
+IdempotencyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=255,
+        pattern=r"^[!-~]+$",
+        description="Makes retries safe: the same key and request send once.",
+    ),
+]
+
+router = APIRouter(tags=["sending"], responses=s.AUTHENTICATED | s.error_responses(404, 409))
+
+
+def _invalid(field: str, message: str) -> ApiError:
+    return ApiError(
+        422,
+        "validation_error",
+        f"invalid request: {field}",
+        fields=[{"field": field, "message": message}],
+    )
+
+
+def _mailboxes(value: str | list[str] | None, field: str) -> tuple[Mailbox, ...]:
+    items = [value] if isinstance(value, str) else (value or [])
+    out = []
+    for item in items:
+        name, email = parseaddr(item)
+        if not valid_address(email):
+            raise _invalid(field, f"not an email address: {item[:100]!r}")
+        out.append(Mailbox(" ".join(name.split()), email))
+    return tuple(out)
+
+
+def _attachments(items: list[AttachmentIn]) -> tuple[Attachment, ...]:
+    out = []
+    for index, a in enumerate(items):
+        try:
+            data = base64.b64decode(a.content, validate=True)
+        except (binascii.Error, ValueError):
+            raise _invalid(f"body.attachments.{index}.content", "not base64") from None
+        out.append(
+            Attachment(a.filename, a.content_type.lower(), data, a.disposition, a.content_id)
+        )
+    return tuple(out)
+
+
+def _headers(headers: dict[str, str] | None) -> tuple[tuple[str, str], ...]:
+    items = list((headers or {}).items())
+    if len(items) > MAX_HEADERS:
+        raise _invalid("body.headers", f"at most {MAX_HEADERS} headers")
+    for name, _ in items:
+        if not HEADER_NAME.match(name) or name.lower() in RESERVED_HEADERS:
+            raise _invalid("body.headers", f"header {name[:80]!r} cannot be set")
+    return tuple(items)
+
+
+def _fingerprint(route: str, ids: list[str], body: BaseModel) -> str:
+    data = json.dumps([route, ids, body.model_dump(mode="json")], sort_keys=True)
+    return hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+Composer = Callable[[InboxRecord, MessageRecord | None], Awaitable[Draft]]
+
+
+async def _queue(
+    ctx: Ctx,
+    send: SendContext,
+    owner: KeyOwner,
+    inbox_id: str,
+    message_id: str | None,
+    body: _Common,
+    idempotency_key: str | None,
+    route: str,
+    make: Composer,
+) -> SendResponse:
+    async with ctx.db.read() as conn:
+        inbox = await get_inbox(conn, owner.scope, inbox_id)
+        if inbox is None:
+            raise not_found("inbox")
+        original = None
+        if message_id is not None:
+            original = await get_message(conn, inbox_id, message_id)
+            if original is None:
+                raise not_found("message")
+        key = None
+        if idempotency_key is not None:
+            ids = [inbox_id, message_id or ""]
+            key = outbox.IdempotencyKey(
+                owner.account_id, idempotency_key, _fingerprint(route, ids, body)
+            )
+            try:
+                found = await outbox.find_idempotent(conn, key)
+            except outbox.IdempotencyConflict:
+                raise _conflict() from None
+            if found is not None:
+                return SendResponse(message_id=found.message_id, thread_id=found.thread_id)
+    draft = await make(inbox, original)
+    recipients = draft.recipients
+    if not recipients:
+        raise _invalid("body.to", "at least one recipient (to, cc or bcc) is required")
+    if len(recipients) > send.max_recipients:
+        raise _invalid("body.to", f"at most {send.max_recipients} recipients in all")
+    now = ctx.clock.now()
+    try:
+        raw = compose(draft, now=now, domain=inbox.domain)
+    except (MessageError, ValueError, TypeError, UnicodeError) as error:
+        raise ApiError(
+            422, "validation_error", f"the message cannot be composed: {error}"
+        ) from None
+    signed = await send.signer.sign(raw, inbox.domain)
+    outgoing = outbox.Outgoing(
+        inbox=Inbox(inbox.id, inbox.account_id, inbox.address, inbox.display_name),
+        raw=signed,
+        parsed=parse_message(signed),
+        envelope_from=inbox.address,
+        recipients=recipients,
+        labels=tuple(dict.fromkeys(body.labels)),
+    )
+    try:
+        queued = await send.outbox.submit(outgoing, now=now, idempotency=key)
+    except outbox.IdempotencyConflict:
+        raise _conflict() from None
+    if not queued.replayed:
+        send.queued(inbox.id)
+    return SendResponse(message_id=queued.message_id, thread_id=queued.thread_id)
+
+
+def _conflict() -> ApiError:
+    return ApiError(
+        409, "conflict", "this Idempotency-Key was used with another request; use a new key"
+    )
+
+
+def _sender(inbox: InboxRecord) -> Mailbox:
+    return Mailbox(inbox.display_name, inbox.address)
+
+
+@router.post(
+    "/inboxes/{inbox_id}/messages/send",
+    response_model=SendResponse,
+    summary="Send a message",
+    description="Composes, DKIM-signs and queues a message from the inbox; answers once it is "
+    "durably queued (a copy is in Sent). Delivery happens in the background: `message.sent` "
+    "when the next hop accepts it, `message.bounced` (and a report in INBOX) if it cannot.",
+)
+async def send_message(
+    inbox_id: InboxId,
+    body: SendRequest,
+    owner: Principal,
+    ctx: Ctx,
+    request: Request,
+    idempotency_key: IdempotencyHeader = None,
+) -> SendResponse:
+    send = send_context(request)
+
+    async def make(inbox: InboxRecord, _original: MessageRecord | None) -> Draft:
+        return Draft(
+            sender=_sender(inbox),
+            to=_mailboxes(body.to, "body.to"),
+            cc=_mailboxes(body.cc, "body.cc"),
+            bcc=_mailboxes(body.bcc, "body.bcc"),
+            reply_to=_mailboxes(body.reply_to, "body.reply_to"),
+            subject=body.subject,
+            text=body.text,
+            html=body.html,
+            headers=_headers(body.headers),
+            attachments=_attachments(body.attachments),
+        )
+
+    return await _queue(ctx, send, owner, inbox_id, None, body, idempotency_key, "send", make)
+
+
+async def _reply(
+    ctx: Ctx,
+    request: Request,
+    owner: KeyOwner,
+    inbox_id: str,
+    message_id: str,
+    body: ReplyRequest,
+    idempotency_key: str | None,
+    *,
+    reply_all: bool,
+) -> SendResponse:
+    send = send_context(request)
+
+    async def make(inbox: InboxRecord, original: MessageRecord | None) -> Draft:
+        assert original is not None
+        thread = reply_threading(original, own=inbox.address, reply_all=reply_all)
+        to = _mailboxes(body.to, "body.to") if body.to is not None else thread.to
+        return Draft(
+            sender=_sender(inbox),
+            to=to,
+            cc=(*(thread.cc if body.to is None else ()), *_mailboxes(body.cc, "body.cc")),
+            bcc=_mailboxes(body.bcc, "body.bcc"),
+            subject=thread.subject,
+            text=body.text,
+            html=body.html,
+            headers=_headers(body.headers),
+            attachments=_attachments(body.attachments),
+            in_reply_to=thread.in_reply_to,
+            references=thread.references,
+        )
+
+    route = "reply-all" if reply_all else "reply"
+    return await _queue(ctx, send, owner, inbox_id, message_id, body, idempotency_key, route, make)
+
+
+@router.post(
+    "/inboxes/{inbox_id}/messages/{message_id}/reply",
+    response_model=SendResponse,
+    summary="Reply to a message",
+    description="Replies to the sender (its Reply-To if it has one) with In-Reply-To and the "
+    "full References chain, so the reply joins the thread here and in the recipient's client. "
+    "`to` replaces the recipients; `cc` adds to them.",
+)
+async def reply(
+    inbox_id: InboxId,
+    message_id: MessageId,
+    body: ReplyRequest,
+    owner: Principal,
+    ctx: Ctx,
+    request: Request,
+    idempotency_key: IdempotencyHeader = None,
+) -> SendResponse:
+    return await _reply(
+        ctx, request, owner, inbox_id, message_id, body, idempotency_key, reply_all=False
+    )
+
+
+@router.post(
+    "/inboxes/{inbox_id}/messages/{message_id}/reply-all",
+    response_model=SendResponse,
+    summary="Reply to everyone",
+    description="Like reply, with the original's To and Cc (except this inbox) in Cc.",
+)
+async def reply_all(
+    inbox_id: InboxId,
+    message_id: MessageId,
+    body: ReplyRequest,
+    owner: Principal,
+    ctx: Ctx,
+    request: Request,
+    idempotency_key: IdempotencyHeader = None,
+) -> SendResponse:
+    return await _reply(
+        ctx, request, owner, inbox_id, message_id, body, idempotency_key, reply_all=True
+    )
+
+
+@router.post(
+    "/inboxes/{inbox_id}/messages/{message_id}/forward",
+    response_model=SendResponse,
+    summary="Forward a message",
+    description="Sends the message on to new recipients: your text first, then the original "
+    "quoted, with its attachments. The forward stays in the original's thread here.",
+)
+async def forward(
+    inbox_id: InboxId,
+    message_id: MessageId,
+    body: ForwardRequest,
+    owner: Principal,
+    ctx: Ctx,
+    request: Request,
+    idempotency_key: IdempotencyHeader = None,
+) -> SendResponse:
+    send = send_context(request)
+
+    async def make(inbox: InboxRecord, original: MessageRecord | None) -> Draft:
+        assert original is not None
+        thread = forward_threading(original)
+        carried = []
+        for a in original.attachments:
+            try:
+                data = await ctx.blobs.get(a.blob_key)
+            except BlobNotFound:
+                continue
+            carried.append(
+                Attachment(
+                    a.filename or "attachment",
+                    a.content_type,
+                    data,
+                    "inline" if a.disposition == "inline" and a.content_id else "attachment",
+                    a.content_id,
+                )
+            )
+        html = None
+        if body.html is not None or original.html is not None:
+            html = forwarded_html(original, body.html, body.text)
+        return Draft(
+            sender=_sender(inbox),
+            to=_mailboxes(body.to, "body.to"),
+            cc=_mailboxes(body.cc, "body.cc"),
+            bcc=_mailboxes(body.bcc, "body.bcc"),
+            subject=body.subject if body.subject is not None else thread.subject,
+            text=forwarded_text(original, body.text),
+            html=html,
+            headers=_headers(body.headers),
+            attachments=(*_attachments(body.attachments), *carried),
+            in_reply_to=thread.in_reply_to,
+            references=thread.references,
+        )
+
+    return await _queue(
+        ctx, send, owner, inbox_id, message_id, body, idempotency_key, "forward", make
+    )

@@ -1,0 +1,425 @@
+"""The queue worker: claims due recipients, delivers them, records what happened.
+
+Implementation notes:
+
+- Loop: claim up to ``batch_size`` due recipients (``store.deliveries.claim``, a lease of ``lease``
+  seconds), group them, deliver the groups concurrently (at most ``concurrency`` at a time),
+  then wait until woken (a message was queued: :meth:`QueueWorker.wake`), a delivery finished,
+  the next retry falls due, or ``poll_interval`` passed (other nodes' messages).
+- Groups: one per message and route. Recipients in one of our own domains are delivered
+  locally (straight into the recipient inbox, the same signed bytes, so DKIM still verifies and
+  threading works); an unknown mailbox in our domain bounces (550 5.1.1). Others go to the
+  transport, one group per recipient domain when it delivers per domain (MX).
+- Outcomes: accepted → ``sent``; temporary → ``queued`` again at the retry policy's next time
+  (the clock is the injected :class:`~mailboxkit.store.clock.Clock`, so tests move it); past
+  the message's expiry, or permanent → ``bounced`` with a DSN (RFC 3464) to the sender.
+- Settling is group-committed: every finished group waiting at that moment is recorded in one
+  transaction (``store.deliveries.settle``), then its events are published and IMAP is told. If the
+  batch fails, each group is retried alone; a group that still fails keeps its claim and is
+  delivered again when the lease ends (at least once, never lost).
+- A delivery that raises unexpectedly is logged once and treated as a temporary failure.
+- With SQLite this process is the queue's only worker (``exclusive``): claims left by a
+  previous run (killed mid-delivery) are released at start instead of waiting for their lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from mailboxkit.mailserver.outbound.dsn import FailedRecipient, build_report, original_header
+from mailboxkit.mailserver.outbound.retry import RetryPolicy
+from mailboxkit.mailserver.outbound.transport import (
+    Accepted,
+    Parcel,
+    PermanentFailure,
+    Result,
+    TemporaryFailure,
+    Transport,
+    every,
+    status_code,
+)
+from mailboxkit.mailserver.recipients import RecipientDirectory, Refusal
+from mailboxkit.store import deliveries, outbox
+from mailboxkit.store.accounts import Inbox
+from mailboxkit.store.blobs import BlobNotFound, BlobStore
+from mailboxkit.store.clock import Clock
+from mailboxkit.store.db import Database
+from mailboxkit.store.deliveries import Bounce, Claimed, Settlement
+from mailboxkit.store.events import EventBus
+from mailboxkit.store.mailbox_changes import MailboxChanges
+from mailboxkit.store.messages import NewMessage
+from mailboxkit.store.mime import parse_message
+from mailboxkit.store.outbox import RecipientStatus
+
+log = logging.getLogger(__name__)
+
+LOCAL = "\x00local"  # the route of recipients in our own domains
+MIN_WAIT = 0.05  # seconds: never spin when due work is held by another node
+CONTENT_GONE = "554 5.3.0 The message content is no longer stored"
+INTERNAL_ERROR = "451 4.3.0 Internal error while delivering; will retry"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    hostname: str
+    concurrency: int = 20
+    batch_size: int = 100
+    lease: float = 900.0
+    poll_interval: float = 5.0
+    exclusive: bool = False
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass(slots=True)
+class _Outcome:
+    settlements: list[Settlement] = field(default_factory=list)
+    local: list[tuple[int, NewMessage]] = field(default_factory=list)
+    bounces: list[Bounce] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Pending:
+    outcome: _Outcome
+    done: asyncio.Future[None]
+
+
+class QueueWorker:
+    """Delivers the outbound queue through one transport (and locally for our domains)."""
+
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        bus: EventBus,
+        clock: Clock,
+        transport: Transport,
+        config: WorkerConfig,
+        *,
+        changes: MailboxChanges | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._db = db
+        self._blobs = blobs
+        self._bus = bus
+        self._clock = clock
+        self.transport = transport
+        self._config = config
+        self._changes = changes
+        self._rng = rng or random.Random()
+        self._recipients = RecipientDirectory(db)
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(config.concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._settling: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._loops: list[asyncio.Task[None]] = []
+        self.attempts_settled = 0  # recipients whose attempt was recorded, since start
+        self._progress = asyncio.Condition()
+
+    def wake(self) -> None:
+        """Look for due work now (a message was queued, or a test moved the clock)."""
+        self._wakeup.set()
+
+    async def settled(self, at_least: int) -> None:
+        """Wait until ``at_least`` recipient attempts have been recorded (for tests and
+        operators' tools: wait on the worker, never on a clock)."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.attempts_settled >= at_least)
+
+    def start(self) -> None:
+        self._loops = [
+            asyncio.create_task(self._run(), name="outbound-claims"),
+            asyncio.create_task(self._settle_loop(), name="outbound-settle"),
+        ]
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """Stop claiming; let deliveries in flight finish (up to ``grace``), then close."""
+        if self._loops:
+            self._loops[0].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loops[0]
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        await self._settling.join()
+        for loop in self._loops[1:]:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        self._loops = []
+        await self.transport.close()
+
+    # --- claiming ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        if self._config.exclusive:
+            async with self._db.write() as conn:
+                released = await deliveries.release_claims(conn, now=self._clock.now())
+            if released:
+                log.info("event=outbound_claims_released count=%d", released)
+        while True:
+            self._wakeup.clear()
+            if len(self._tasks) < self._config.concurrency:
+                try:
+                    claimed = await self._claim()
+                except Exception:
+                    log.exception("event=outbound_claim_failed")
+                    claimed = []
+                if claimed:
+                    await self._dispatch(claimed)
+                if len(claimed) >= self._config.batch_size:
+                    continue  # more may be due now
+            try:
+                timeout = await self._wait_time()
+            except Exception:
+                log.exception("event=outbound_next_due_failed")
+                timeout = self._config.poll_interval
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wakeup.wait()
+
+    async def _claim(self) -> list[Claimed]:
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            return await deliveries.claim(
+                conn,
+                now=now,
+                lease_until=now + timedelta(seconds=self._config.lease),
+                limit=self._config.batch_size,
+            )
+
+    async def _wait_time(self) -> float:
+        if len(self._tasks) >= self._config.concurrency:
+            return self._config.poll_interval
+        async with self._db.read() as conn:
+            due = await deliveries.next_due(conn)
+        if due is None:
+            return self._config.poll_interval
+        until = (due - self._clock.now()).total_seconds()
+        return min(self._config.poll_interval, max(MIN_WAIT, until))
+
+    async def _dispatch(self, claimed: Sequence[Claimed]) -> None:
+        groups: dict[tuple[str, str], list[Claimed]] = {}
+        targets: dict[int, Inbox | Refusal] = {}
+        for c in claimed:
+            target = await self._recipients.lookup(c.recipient)
+            targets[c.id] = target
+            if target is Refusal.NOT_LOCAL:
+                route = c.domain if self.transport.per_domain else ""
+            else:
+                route = LOCAL
+            groups.setdefault((c.outbound_id, route), []).append(c)
+        for (_, route), group in groups.items():
+            task = asyncio.create_task(self._deliver(route, group, targets))
+            self._tasks.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._wakeup.set()
+
+    # --- delivering -------------------------------------------------------------------------
+
+    async def _deliver(
+        self, route: str, group: list[Claimed], targets: dict[int, Inbox | Refusal]
+    ) -> None:
+        async with self._slots:
+            try:
+                outcome = await self._attempt(route, group, targets)
+            except Exception:
+                # Nothing recorded: the claims are delivered again when their lease ends.
+                log.exception("event=outbound_attempt_failed outbound_id=%s", group[0].outbound_id)
+                return
+            await self._record(outcome)
+
+    async def _attempt(
+        self, route: str, group: list[Claimed], targets: dict[int, Inbox | Refusal]
+    ) -> _Outcome:
+        outcome = _Outcome()
+        recipients = [c.recipient for c in group]
+        try:
+            raw = await self._blobs.get(group[0].raw_key)
+        except BlobNotFound:
+            log.error("event=outbound_content_missing outbound_id=%s", group[0].outbound_id)
+            await self._judge(
+                group, every(recipients, PermanentFailure(CONTENT_GONE)), b"", outcome
+            )
+            return outcome
+        try:
+            if route == LOCAL:
+                results = self._deliver_locally(group, targets, raw, outcome)
+            else:
+                parcel = Parcel(group[0].envelope_from, tuple(recipients), raw, route)
+                results = await self.transport.deliver(parcel)
+        except Exception:
+            log.exception("event=outbound_delivery_error outbound_id=%s", group[0].outbound_id)
+            outcome = _Outcome()
+            results = every(recipients, TemporaryFailure(INTERNAL_ERROR))
+        await self._judge(group, results, raw, outcome)
+        return outcome
+
+    def _deliver_locally(
+        self,
+        group: list[Claimed],
+        targets: dict[int, Inbox | Refusal],
+        raw: bytes,
+        outcome: _Outcome,
+    ) -> dict[str, Result]:
+        parsed = parse_message(raw)
+        keys = [outbox.attachment_key(a.sha256) for a in parsed.attachments]
+        now = self._clock.now()
+        host = self._config.hostname
+        results: dict[str, Result] = {}
+        stored: set[str] = set()
+        for c in group:
+            target = targets.get(c.id)
+            if not isinstance(target, Inbox):
+                results[c.recipient] = PermanentFailure(
+                    "550 5.1.1 Recipient address rejected: no such mailbox here", host
+                )
+                continue
+            results[c.recipient] = Accepted("250 2.0.0 Delivered to a local inbox", host)
+            if target.id in stored:  # two addresses of one inbox: one copy
+                continue
+            stored.add(target.id)
+            copy = NewMessage(
+                inbox=target,
+                parsed=parsed,
+                raw_key=c.raw_key,
+                size=len(raw),
+                received_at=now,
+                attachment_keys=keys,
+                envelope_from=c.envelope_from,
+                envelope_to=(c.recipient,),
+            )
+            outcome.local.append((c.id, copy))
+        return results
+
+    async def _judge(
+        self, group: list[Claimed], results: dict[str, Result], raw: bytes, outcome: _Outcome
+    ) -> None:
+        """Turn results into settlements, and permanent failures into one DSN."""
+        now = self._clock.now()
+        failed: list[FailedRecipient] = []
+        for c in group:
+            result = results.get(c.recipient) or TemporaryFailure(INTERNAL_ERROR)
+            if isinstance(result, Accepted):
+                outcome.settlements.append(Settlement(c, RecipientStatus.SENT, result.reply))
+                continue
+            if isinstance(result, TemporaryFailure):
+                retry = self._config.policy.next_attempt(now, c.attempts, c.expires_at, self._rng)
+                if retry is not None:
+                    outcome.settlements.append(
+                        Settlement(c, RecipientStatus.QUEUED, result.reply, retry)
+                    )
+                    continue
+                status = "4.4.7"
+                diagnostic = f"delivery time expired; last reply: {result.reply}"
+                from_remote = False
+            else:
+                status = status_code(result.reply, permanent=True)
+                diagnostic, from_remote = result.reply, True
+            outcome.settlements.append(Settlement(c, RecipientStatus.BOUNCED, diagnostic))
+            failed.append(
+                FailedRecipient(c.recipient, status, diagnostic, result.remote, from_remote)
+            )
+        if failed:
+            outcome.bounces.append(await self._bounce(group[0], raw, failed))
+        for c in group:
+            log.info(
+                "event=outbound_attempt outbound_id=%s recipient_id=%d attempt=%d result=%s",
+                c.outbound_id,
+                c.id,
+                c.attempts,
+                type(results.get(c.recipient)).__name__,
+            )
+
+    async def _bounce(self, c: Claimed, raw: bytes, failed: list[FailedRecipient]) -> Bounce:
+        now = self._clock.now()
+        host = self._config.hostname
+        original_id = parse_message(original_header(raw)).message_id if raw else None
+        report = build_report(
+            reporting_mta=host,
+            postmaster=f"MAILER-DAEMON@{host}",
+            recipient=c.envelope_from,
+            original=raw,
+            failures=failed,
+            arrival=c.created_at,
+            now=now,
+            original_message_id=original_id,
+        )
+        parsed = parse_message(report)
+        key = await outbox.stage(self._blobs, report, parsed, at=now)
+        sender = Inbox(c.inbox_id, c.account_id, c.envelope_from, "")
+        new = NewMessage(
+            inbox=sender,
+            parsed=parsed,
+            raw_key=key,
+            size=len(report),
+            received_at=now,
+            attachment_keys=[outbox.attachment_key(a.sha256) for a in parsed.attachments],
+            envelope_to=(c.envelope_from,),
+        )
+        recipients = [
+            {"email": f.recipient, "status": f.status, "diagnostic": f.diagnostic} for f in failed
+        ]
+        return Bounce(c.outbound_id, new, recipients)
+
+    # --- settling ---------------------------------------------------------------------------
+
+    async def _record(self, outcome: _Outcome) -> None:
+        pending = _Pending(outcome, asyncio.get_running_loop().create_future())
+        self._settling.put_nowait(pending)
+        await pending.done
+
+    async def _settle_loop(self) -> None:
+        while True:
+            batch = [await self._settling.get()]
+            while not self._settling.empty():
+                batch.append(self._settling.get_nowait())
+            try:
+                await self._commit(batch)
+            except Exception:
+                log.exception("event=outbound_settle_failed size=%d", len(batch))
+                if len(batch) > 1:
+                    await self._commit_one_by_one(batch)
+            finally:
+                for one in batch:
+                    if not one.done.done():
+                        one.done.set_result(None)
+                    self._settling.task_done()
+
+    async def _commit_one_by_one(self, batch: list[_Pending]) -> None:
+        """After a failed batch: each group alone, so one bad group fails alone (its claims
+        are then delivered again when their lease ends)."""
+        for one in batch:
+            try:
+                await self._commit([one])
+            except Exception:
+                log.exception("event=outbound_settle_failed size=1")
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        settlements = [s for p in batch for s in p.outcome.settlements]
+        local = [item for p in batch for item in p.outcome.local]
+        bounces = [b for p in batch for b in p.outcome.bounces]
+        async with self._db.write() as conn:
+            settled = await deliveries.settle(
+                conn, settlements, now=self._clock.now(), local=local, bounces=bounces
+            )
+        for p in batch:
+            if not p.done.done():
+                p.done.set_result(None)
+        self._bus.publish(settled.events)
+        if self._changes is not None:
+            for inbox_id in {e.inbox_id for e in settled.events if e.inbox_id}:
+                self._changes.notify(inbox_id)
+        async with self._progress:
+            self.attempts_settled += len(settlements)
+            self._progress.notify_all()

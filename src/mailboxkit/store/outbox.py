@@ -1,0 +1,424 @@
+"""The outbound queue: messages waiting to leave, their per-recipient state, idempotency keys.
+
+Implementation notes (invariants the API, the submission server and the queue worker share):
+
+- Queueing (:func:`submit`, :class:`OutboxWriter`) is "stage, commit": the signed message and
+  its attachments are written durably to the blob store first, then one transaction stores the
+  Sent copy (through ``messages.insert_messages``, direction ``outbound``, already \\Seen), the
+  outbound row and one row per envelope recipient. A caller answers 2xx/250 only after it
+  returns: nothing acknowledged is lost, and a crash before the commit leaves at most an
+  unreferenced blob. The writer group-commits: concurrent sends share one blob write and one
+  transaction.
+- The Sent copy and every local recipient's copy share the one raw blob (blobs are shared by
+  the recipients of one transaction, as for inbound mail; deletion checks references).
+- ``message.sent`` is recorded when a transport accepts the message (or it is delivered to a
+  local inbox), not when it is queued: the event ``insert_messages`` writes for the Sent copy is
+  removed in the same transaction.
+- The worker's side (claims, leases, outcomes) is ``store.deliveries``.
+- Idempotency keys are per account. The key row is inserted first in the queueing
+  transaction with ``ON CONFLICT DO NOTHING``: a concurrent request with the same key waits on
+  it (PostgreSQL) or runs after it (SQLite), then finds the original and sends nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mailboxkit.store import models as m
+from mailboxkit.store.accounts import Inbox
+from mailboxkit.store.blobs import BlobStore
+from mailboxkit.store.db import Database
+from mailboxkit.store.ids import new_id
+from mailboxkit.store.mailboxes import SystemFlag, set_entry_flags
+from mailboxkit.store.messages import NewMessage, insert_messages
+from mailboxkit.store.mime import ParsedMessage
+
+log = logging.getLogger(__name__)
+
+
+class RecipientStatus(StrEnum):
+    QUEUED = "queued"  # waiting for next_attempt_at
+    SENDING = "sending"  # claimed by a worker until lease_until
+    SENT = "sent"  # accepted by the transport, or stored in a local inbox
+    BOUNCED = "bounced"  # failed permanently or expired; the sender got a DSN
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key was used before with another request."""
+
+
+def message_key(at: datetime, queue_id: str) -> str:
+    """Blob key of a raw message: the layout inbound delivery uses."""
+    return f"msg/{at:%Y/%m/%d}/{queue_id}.eml"
+
+
+def attachment_key(sha256: str) -> str:
+    return f"att/{sha256}"
+
+
+def new_queue_id() -> str:
+    return new_id().replace("-", "").upper()
+
+
+def recipient_domain(address: str) -> str:
+    return address.rpartition("@")[2].rstrip(".").lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message ready to queue: signed bytes, parsed, and its envelope."""
+
+    inbox: Inbox
+    raw: bytes
+    parsed: ParsedMessage
+    envelope_from: str
+    recipients: Sequence[str]
+    labels: Sequence[str] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    account_id: str
+    key: str
+    request_hash: str  # what the request said, so a reuse with another request is refused
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    message_id: str  # the Sent copy
+    thread_id: str
+    outbound_id: str | None  # None when this is the answer remembered for an idempotency key
+    queue_id: str = ""
+
+    @property
+    def replayed(self) -> bool:
+        return self.outbound_id is None
+
+
+def _upsert(conn: AsyncConnection) -> Any:
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+async def find_idempotent(conn: AsyncConnection, key: IdempotencyKey) -> Queued | None:
+    """The answer remembered for ``key``; raises :class:`IdempotencyConflict` on another body."""
+    row = (
+        await conn.execute(
+            select(m.idempotency_keys).where(
+                m.idempotency_keys.c.account_id == key.account_id,
+                m.idempotency_keys.c.key == key.key,
+            )
+        )
+    ).first()
+    if row is None or not row.message_id:
+        return None
+    if row.request_hash != key.request_hash:
+        raise IdempotencyConflict(key.key)
+    return Queued(row.message_id, row.thread_id, None)
+
+
+async def _claim_key(conn: AsyncConnection, key: IdempotencyKey, now: datetime) -> bool:
+    """Insert the key row; False when it exists (after waiting for its writer to commit)."""
+    statement = (
+        _upsert(conn)(m.idempotency_keys)
+        .values(
+            account_id=key.account_id,
+            key=key.key,
+            request_hash=key.request_hash,
+            message_id="",
+            thread_id="",
+            created_at=now,
+        )
+        .on_conflict_do_nothing()
+        .returning(m.idempotency_keys.c.key)
+    )
+    return (await conn.scalar(statement)) is not None
+
+
+async def stage(
+    blobs: BlobStore, raw: bytes, parsed: ParsedMessage, *, at: datetime, queue_id: str = ""
+) -> str:
+    """Write a message and its attachments durably; the message's blob key."""
+    key = message_key(at, queue_id or new_queue_id())
+    items = {key: raw}
+    items.update((attachment_key(a.sha256), a.data) for a in parsed.attachments)
+    await blobs.put_many(list(items.items()))
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One message to queue: what to send, and the idempotency key it came with, if any."""
+
+    outgoing: Outgoing
+    now: datetime
+    idempotency: IdempotencyKey | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Staged:
+    submission: Submission
+    raw_key: str
+    queue_id: str
+
+
+async def submit(
+    db: Database,
+    blobs: BlobStore,
+    outgoing: Outgoing,
+    *,
+    now: datetime,
+    max_age: timedelta,
+    idempotency: IdempotencyKey | None = None,
+) -> Queued:
+    """Queue one message durably: blobs first, then one transaction. See the module notes."""
+    [result] = await submit_many(db, blobs, [Submission(outgoing, now, idempotency)], max_age)
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+async def submit_many(
+    db: Database, blobs: BlobStore, batch: Sequence[Submission], max_age: timedelta
+) -> list[Queued | IdempotencyConflict]:
+    """Queue a batch with one blob write and one transaction (group commit).
+
+    Each item's answer, in order: its :class:`Queued`, or the conflict of its idempotency key.
+    Raises when the batch as a whole fails (the caller may retry items one by one).
+    """
+    answers: dict[int, Queued | IdempotencyConflict] = {}
+    keyed = [(i, s.idempotency) for i, s in enumerate(batch) if s.idempotency is not None]
+    if keyed:
+        async with db.read() as conn:
+            for i, known in keyed:
+                answer = await _known(conn, known)
+                if answer is not None:
+                    answers[i] = answer
+    todo = [i for i in range(len(batch)) if i not in answers]
+    staged: dict[int, _Staged] = {}
+    items: dict[str, bytes] = {}
+    for i in todo:
+        sub = batch[i]
+        queue_id = new_queue_id()
+        raw_key = message_key(sub.now, queue_id)
+        staged[i] = _Staged(sub, raw_key, queue_id)
+        items[raw_key] = sub.outgoing.raw
+        items.update((attachment_key(a.sha256), a.data) for a in sub.outgoing.parsed.attachments)
+    if items:
+        await blobs.put_many(list(items.items()))
+    replays: list[str] = []
+    async with db.write() as conn:
+        plain = [i for i in todo if staged[i].submission.idempotency is None]
+        if plain:
+            queued = await enqueue_many(conn, [staged[i] for i in plain], max_age)
+            answers.update(zip(plain, queued, strict=True))
+        for i in todo:
+            item = staged[i]
+            key = item.submission.idempotency
+            if key is None:
+                continue
+            replay = await _replay(conn, key, item.submission.now)
+            if replay is not None:
+                answers[i] = replay
+                replays.append(item.raw_key)
+                continue
+            [one] = await enqueue_many(conn, [item], max_age)
+            await conn.execute(
+                update(m.idempotency_keys)
+                .where(
+                    m.idempotency_keys.c.account_id == key.account_id,
+                    m.idempotency_keys.c.key == key.key,
+                )
+                .values(message_id=one.message_id, thread_id=one.thread_id)
+            )
+            answers[i] = one
+    if replays:
+        await blobs.delete_many(replays)  # staged for nothing; attachments may be shared
+    return [answers[i] for i in range(len(batch))]
+
+
+async def _known(conn: AsyncConnection, key: IdempotencyKey) -> Queued | IdempotencyConflict | None:
+    try:
+        return await find_idempotent(conn, key)
+    except IdempotencyConflict as conflict:
+        return conflict
+
+
+async def _replay(
+    conn: AsyncConnection, key: IdempotencyKey, now: datetime
+) -> Queued | IdempotencyConflict | None:
+    """Claim ``key`` for this request (None), or the answer of the request that has it."""
+    if await _claim_key(conn, key, now):
+        return None
+    try:
+        found = await find_idempotent(conn, key)  # committed with its answer: the row exists
+    except IdempotencyConflict as conflict:
+        return conflict
+    return found if found is not None else IdempotencyConflict(key.key)
+
+
+async def enqueue_many(
+    conn: AsyncConnection, staged: Sequence[_Staged], max_age: timedelta
+) -> list[Queued]:
+    """Store Sent copies and queue rows in the caller's transaction (blobs are staged)."""
+    news = [
+        NewMessage(
+            inbox=s.submission.outgoing.inbox,
+            parsed=s.submission.outgoing.parsed,
+            raw_key=s.raw_key,
+            size=len(s.submission.outgoing.raw),
+            received_at=s.submission.now,
+            attachment_keys=[
+                attachment_key(a.sha256) for a in s.submission.outgoing.parsed.attachments
+            ],
+            direction="outbound",
+            folder="Sent",
+            envelope_from=s.submission.outgoing.envelope_from,
+            envelope_to=tuple(s.submission.outgoing.recipients),
+            seen=True,
+        )
+        for s in staged
+    ]
+    stored = await insert_messages(conn, news)
+    # message.sent is the transport's to say (module notes).
+    event_ids = [e.id for row in stored for e in row.events]
+    await conn.execute(delete(m.events).where(m.events.c.id.in_(event_ids)))
+    outbound_rows: list[dict[str, Any]] = []
+    recipient_rows: list[dict[str, Any]] = []
+    answers = []
+    for s, row in zip(staged, stored, strict=True):
+        out, now = s.submission.outgoing, s.submission.now
+        if out.labels:
+            await set_entry_flags(
+                conn,
+                folder_id=row.folder_id,
+                uid=row.uid,
+                flags=[SystemFlag.SEEN],
+                keywords=list(out.labels),
+            )
+        outbound_id = new_id()
+        outbound_rows.append(
+            {
+                "id": outbound_id,
+                "account_id": out.inbox.account_id,
+                "inbox_id": out.inbox.id,
+                "message_id": row.id,
+                "raw_key": s.raw_key,
+                "envelope_from": out.envelope_from,
+                "created_at": now,
+                "expires_at": now + max_age,
+            }
+        )
+        recipient_rows.extend(
+            {
+                "outbound_id": outbound_id,
+                "recipient": rcpt,
+                "domain": recipient_domain(rcpt),
+                "status": RecipientStatus.QUEUED.value,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "last_reply": "",
+                "updated_at": now,
+            }
+            for rcpt in dict.fromkeys(out.recipients)
+        )
+        answers.append(Queued(row.id, row.thread_id, outbound_id, s.queue_id))
+    await conn.execute(m.outbound_messages.insert(), outbound_rows)
+    await conn.execute(m.outbound_recipients.insert(), recipient_rows)
+    return answers
+
+
+@dataclass(slots=True)
+class _Job:
+    submission: Submission
+    done: asyncio.Future[Queued]
+
+
+class OutboxWriter:
+    """Group commit for queueing: every message submitted while the previous batch commits
+    goes into the next batch (one blob write, one transaction), as inbound delivery does.
+
+    A failing batch is retried item by item, so one bad message fails alone.
+    """
+
+    def __init__(
+        self, db: Database, blobs: BlobStore, *, max_age: timedelta, batch_size: int = 64
+    ) -> None:
+        self._db = db
+        self._blobs = blobs
+        self._max_age = max_age
+        self._batch_size = batch_size
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-writer")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop."""
+        await self._queue.join()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def submit(
+        self, outgoing: Outgoing, *, now: datetime, idempotency: IdempotencyKey | None = None
+    ) -> Queued:
+        """Queue ``outgoing`` durably; raises :class:`IdempotencyConflict`."""
+        if self._task is None or self._task.done():
+            raise RuntimeError("the outbox writer is not running")
+        job = _Job(
+            Submission(outgoing, now, idempotency), asyncio.get_running_loop().create_future()
+        )
+        self._queue.put_nowait(job)
+        return await job.done
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._write(batch)
+            except Exception:
+                if len(batch) > 1:
+                    log.warning("event=outbox_batch_failed size=%d: one by one", len(batch))
+                for job in batch:
+                    await self._write_alone(job)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _write(self, batch: list[_Job]) -> None:
+        answers = await submit_many(
+            self._db, self._blobs, [j.submission for j in batch], self._max_age
+        )
+        for job, answer in zip(batch, answers, strict=True):
+            if job.done.done():
+                continue
+            if isinstance(answer, IdempotencyConflict):
+                job.done.set_exception(answer)
+            else:
+                job.done.set_result(answer)
+
+    async def _write_alone(self, job: _Job) -> None:
+        if job.done.done():
+            return
+        try:
+            await self._write([job])
+        except Exception as error:
+            log.exception("event=outbox_write_failed")
+            if not job.done.done():
+                job.done.set_exception(error)

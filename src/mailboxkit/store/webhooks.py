@@ -1,0 +1,568 @@
+"""Webhook endpoints, their deliveries and attempts: the store side of at-least-once delivery.
+
+Implementation notes:
+
+- *Matching.* An endpoint lists event names or prefixes; a prefix matches on dot boundaries, so
+  ``message.received`` also matches ``message.received.spam`` and
+  ``message.received.unauthenticated``, and ``message`` matches every message event. ``*``
+  matches everything. ``inbox_ids`` (when set) limits it to events of those inboxes.
+- *Fan-out.* :func:`fan_out` turns new outbox events into one ``webhook_deliveries`` row per
+  matching endpoint. It reads through an :class:`~mailboxkit.store.eventfeed.EventFeed` from
+  the ``webhooks`` cursor row, which it locks (``FOR UPDATE``) so that server processes sharing
+  a PostgreSQL database take turns; the unique (endpoint, event) pair makes a repeat impossible.
+  An endpoint only gets events after its ``after_seq`` (the outbox head when it was made).
+- *Claims.* A delivery is claimed by bumping ``attempts`` (the claim's token) and moving
+  ``next_attempt_at`` to the end of the claim's lease; claims are taken with
+  ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so two processes never claim the same row. A
+  worker that dies leaves the lease to run out and the delivery is due again: a duplicate only
+  across a crash. An outcome is written only if the claim is still the current one.
+- Deliveries of a disabled endpoint stay pending and are not claimed until it is enabled again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mailboxkit.store import models as m
+from mailboxkit.store.eventfeed import EventFeed, head
+from mailboxkit.store.events import Event, EventType
+from mailboxkit.store.ids import new_id
+
+CURSOR = "webhooks"
+TEST_EVENT = "webhook.test"
+ALL = "*"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+def matches(patterns: Sequence[str], event_type: str) -> bool:
+    """Whether an endpoint subscribed to ``patterns`` gets ``event_type`` (see the notes)."""
+    return any(p == ALL or event_type == p or event_type.startswith(p + ".") for p in patterns)
+
+
+def valid_pattern(pattern: str) -> bool:
+    """A pattern that can match something: ``*``, an event name, or a dot-boundary prefix."""
+    return any(matches([pattern], str(t)) for t in EventType) or pattern in (ALL, TEST_EVENT)
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    id: str
+    account_id: str
+    url: str
+    description: str
+    events: list[str]
+    inbox_ids: list[str] | None
+    enabled: bool
+    disabled_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    secret: str
+    previous_secret: str | None
+    previous_secret_expires_at: datetime | None
+
+    def secrets(self, now: datetime) -> list[str]:
+        """The secrets that sign a request now: the current one, and the old one in its grace."""
+        found = [self.secret]
+        expires = self.previous_secret_expires_at
+        if self.previous_secret and expires is not None and now < expires:
+            found.append(self.previous_secret)
+        return found
+
+    def wants(self, event: Event) -> bool:
+        if not matches(self.events, str(event.type)):
+            return False
+        return self.inbox_ids is None or event.inbox_id in self.inbox_ids
+
+
+def _webhook(row: Any) -> Webhook:
+    return Webhook(
+        row.id,
+        row.account_id,
+        row.url,
+        row.description,
+        list(row.events),
+        None if row.inbox_ids is None else list(row.inbox_ids),
+        bool(row.enabled),
+        row.disabled_reason,
+        row.created_at,
+        row.updated_at,
+        row.secret,
+        row.previous_secret,
+        row.previous_secret_expires_at,
+    )
+
+
+# Endpoints.
+
+
+async def create_webhook(
+    conn: AsyncConnection,
+    *,
+    account_id: str,
+    url: str,
+    events: Sequence[str],
+    inbox_ids: Sequence[str] | None,
+    description: str,
+    secret: str,
+    now: datetime,
+) -> Webhook:
+    webhook_id = new_id()
+    await conn.execute(
+        insert(m.webhooks).values(
+            id=webhook_id,
+            account_id=account_id,
+            url=url,
+            description=description,
+            events=list(events),
+            inbox_ids=None if inbox_ids is None else list(inbox_ids),
+            secret=secret,
+            enabled=True,
+            after_seq=await head(conn),
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    found = await get_webhook(conn, account_id, webhook_id)
+    assert found is not None
+    return found
+
+
+async def get_webhook(conn: AsyncConnection, account_id: str, webhook_id: str) -> Webhook | None:
+    row = (
+        await conn.execute(
+            select(m.webhooks).where(
+                m.webhooks.c.id == webhook_id, m.webhooks.c.account_id == account_id
+            )
+        )
+    ).first()
+    return None if row is None else _webhook(row)
+
+
+async def list_webhooks(
+    conn: AsyncConnection, account_id: str, *, limit: int, after_id: str | None
+) -> tuple[list[Webhook], str | None]:
+    """Newest first (ids are time-ordered); the id to continue after, when there is more."""
+    query = select(m.webhooks).where(m.webhooks.c.account_id == account_id)
+    if after_id is not None:
+        query = query.where(m.webhooks.c.id < after_id)
+    rows = (await conn.execute(query.order_by(m.webhooks.c.id.desc()).limit(limit + 1))).all()
+    found = [_webhook(r) for r in rows[:limit]]
+    return found, (found[-1].id if len(rows) > limit else None)
+
+
+async def update_webhook(
+    conn: AsyncConnection,
+    account_id: str,
+    webhook_id: str,
+    changes: dict[str, Any],
+    *,
+    now: datetime,
+) -> Webhook | None:
+    """Apply ``changes`` (url, events, inbox_ids, description, enabled, disabled_reason,
+    secret, previous_secret, previous_secret_expires_at)."""
+    result = await conn.execute(
+        update(m.webhooks)
+        .where(m.webhooks.c.id == webhook_id, m.webhooks.c.account_id == account_id)
+        .values(**changes, updated_at=now)
+    )
+    if result.rowcount == 0:
+        return None
+    return await get_webhook(conn, account_id, webhook_id)
+
+
+async def delete_webhook(conn: AsyncConnection, account_id: str, webhook_id: str) -> bool:
+    result = await conn.execute(
+        delete(m.webhooks).where(
+            m.webhooks.c.id == webhook_id, m.webhooks.c.account_id == account_id
+        )
+    )
+    return result.rowcount > 0
+
+
+async def disable_gone(conn: AsyncConnection, webhook_id: str, *, now: datetime) -> None:
+    """The endpoint answered 410 Gone: it gets nothing more until enabled again."""
+    await conn.execute(
+        update(m.webhooks)
+        .where(m.webhooks.c.id == webhook_id)
+        .values(enabled=False, disabled_reason="endpoint answered 410 Gone", updated_at=now)
+    )
+
+
+# Deliveries.
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery claimed for one attempt, with all that is needed to make it."""
+
+    delivery_id: str
+    webhook_id: str
+    url: str
+    secrets: tuple[str, ...]
+    event_id: str
+    event_type: str
+    payload: dict[str, Any]
+    attempt: int  # this attempt's number, from 1; the claim's token
+
+
+async def ensure_cursor(conn: AsyncConnection) -> None:
+    """Make the fan-out cursor if missing: from the oldest endpoint's start, else the head."""
+    query = select(m.event_cursors.c.seq).where(m.event_cursors.c.name == CURSOR)
+    if await conn.scalar(query) is not None:
+        return
+    oldest = await conn.scalar(
+        select(func.min(m.webhooks.c.after_seq)).where(m.webhooks.c.enabled.is_(True))
+    )
+    start = int(oldest) if oldest is not None else await head(conn)
+    try:
+        async with conn.begin_nested():
+            await conn.execute(insert(m.event_cursors).values(name=CURSOR, seq=start))
+    except IntegrityError:
+        pass  # another process made it
+
+
+def _delivery_row(
+    webhook: Webhook, event: Event, now: datetime, claimed_until: datetime | None
+) -> dict[str, Any]:
+    return {
+        "id": new_id(),
+        "webhook_id": webhook.id,
+        "event_seq": event.seq,
+        "event_id": event.id,
+        "event_type": str(event.type),
+        "payload": None,
+        "status": DeliveryStatus.PENDING,
+        "attempts": 1 if claimed_until is not None else 0,
+        "next_attempt_at": claimed_until or now,
+        "created_at": now,
+    }
+
+
+async def fan_out(
+    conn: AsyncConnection,
+    feed: EventFeed,
+    *,
+    now: datetime,
+    lease_until: datetime,
+    claim: int,
+    lock: bool,
+) -> tuple[list[Claimed], bool]:
+    """New events to deliveries, the first ``claim`` of them claimed by the caller at once.
+
+    Returns the claimed ones and whether more events may be waiting. ``lock``: take the
+    cursor row ``FOR UPDATE`` (PostgreSQL).
+    """
+    query = select(m.event_cursors.c.seq).where(m.event_cursors.c.name == CURSOR)
+    stored = await conn.scalar(query.with_for_update() if lock else query)
+    if stored is None:
+        return [], False
+    if int(stored) != feed.cursor:
+        feed.cursor = int(stored)  # another process moved it
+    events, more = await feed.read(conn)
+    if feed.cursor != int(stored):
+        await conn.execute(
+            update(m.event_cursors).where(m.event_cursors.c.name == CURSOR).values(seq=feed.cursor)
+        )
+    if not events:
+        return [], more
+    accounts = {e.account_id for e in events}
+    rows = await conn.execute(
+        select(m.webhooks).where(
+            m.webhooks.c.account_id.in_(accounts), m.webhooks.c.enabled.is_(True)
+        )
+    )
+    hooks: dict[str, list[tuple[Webhook, int]]] = {}
+    for row in rows:
+        hooks.setdefault(row.account_id, []).append((_webhook(row), int(row.after_seq)))
+    new_rows: list[dict[str, Any]] = []
+    claimed: list[Claimed] = []
+    for event in events:
+        for hook, after_seq in hooks.get(event.account_id, ()):
+            if event.seq <= after_seq or not hook.wants(event):
+                continue
+            take = len(claimed) < claim
+            values = _delivery_row(hook, event, now, lease_until if take else None)
+            new_rows.append(values)
+            if take:
+                claimed.append(
+                    Claimed(
+                        values["id"],
+                        hook.id,
+                        hook.url,
+                        tuple(hook.secrets(now)),
+                        event.id,
+                        str(event.type),
+                        event.payload,
+                        1,
+                    )
+                )
+    if new_rows:
+        await conn.execute(insert(m.webhook_deliveries), new_rows)
+    return claimed, more
+
+
+async def claim_due(
+    conn: AsyncConnection, *, now: datetime, lease_until: datetime, limit: int, skip_locked: bool
+) -> list[Claimed]:
+    """Claim up to ``limit`` pending deliveries that are due, of enabled endpoints."""
+    if limit <= 0:
+        return []
+    d, w = m.webhook_deliveries.c, m.webhooks.c
+    query = (
+        select(d.id, d.attempts)
+        .join(m.webhooks, w.id == d.webhook_id)
+        .where(d.status == DeliveryStatus.PENDING, d.next_attempt_at <= now, w.enabled.is_(True))
+        .order_by(d.next_attempt_at)
+        .limit(limit)
+    )
+    if skip_locked:
+        query = query.with_for_update(of=m.webhook_deliveries, skip_locked=True)
+    due = (await conn.execute(query)).all()
+    if not due:
+        return []
+    ids = [r.id for r in due]
+    await conn.execute(
+        update(m.webhook_deliveries)
+        .where(d.id.in_(ids))
+        .values(attempts=d.attempts + 1, next_attempt_at=lease_until)
+    )
+    rows = await conn.execute(
+        select(
+            d.id,
+            d.webhook_id,
+            d.event_id,
+            d.event_type,
+            d.attempts,
+            d.payload,
+            m.events.c.payload.label("event_payload"),
+            m.webhooks,
+        )
+        .join(m.webhooks, w.id == d.webhook_id)
+        .outerjoin(m.events, m.events.c.seq == d.event_seq)
+        .where(d.id.in_(ids))
+    )
+    out = []
+    for r in rows:
+        hook = _webhook(r)
+        payload = r.payload if r.payload is not None else r.event_payload
+        out.append(
+            Claimed(
+                r.id,
+                r.webhook_id,
+                hook.url,
+                tuple(hook.secrets(now)),
+                r.event_id,
+                r.event_type,
+                dict(payload or {}),
+                int(r.attempts),
+            )
+        )
+    return out
+
+
+async def next_due(conn: AsyncConnection) -> datetime | None:
+    """When the next pending delivery of an enabled endpoint is due (or its lease ends)."""
+    d, w = m.webhook_deliveries.c, m.webhooks.c
+    found: datetime | None = await conn.scalar(
+        select(func.min(d.next_attempt_at))
+        .join(m.webhooks, w.id == d.webhook_id)
+        .where(d.status == DeliveryStatus.PENDING, w.enabled.is_(True))
+    )
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    attempted_at: datetime
+    status_code: int | None
+    error: str | None
+    response: str
+    duration_ms: int
+
+
+async def record_attempt(
+    conn: AsyncConnection,
+    claimed: Claimed,
+    outcome: Outcome,
+    *,
+    status: DeliveryStatus,
+    next_attempt_at: datetime | None,
+) -> bool:
+    """Log the attempt and move the delivery on, if the claim is still current."""
+    await conn.execute(
+        insert(m.webhook_attempts).values(
+            delivery_id=claimed.delivery_id,
+            attempt=claimed.attempt,
+            attempted_at=outcome.attempted_at,
+            status_code=outcome.status_code,
+            error=outcome.error,
+            response=outcome.response,
+            duration_ms=outcome.duration_ms,
+        )
+    )
+    d = m.webhook_deliveries.c
+    result = await conn.execute(
+        update(m.webhook_deliveries)
+        .where(
+            d.id == claimed.delivery_id,
+            d.attempts == claimed.attempt,
+            d.status == DeliveryStatus.PENDING,
+        )
+        .values(
+            status=status,
+            next_attempt_at=next_attempt_at,
+            last_attempt_at=outcome.attempted_at,
+            last_status_code=outcome.status_code,
+            last_error=outcome.error,
+            delivered_at=outcome.attempted_at if status is DeliveryStatus.SUCCEEDED else None,
+        )
+    )
+    return result.rowcount > 0
+
+
+async def add_test_delivery(
+    conn: AsyncConnection, webhook_id: str, payload: dict[str, Any], *, now: datetime
+) -> str:
+    """A ``webhook.test`` delivery to one endpoint, due now; its id."""
+    delivery_id = new_id()
+    await conn.execute(
+        insert(m.webhook_deliveries).values(
+            id=delivery_id,
+            webhook_id=webhook_id,
+            event_seq=None,
+            event_id=payload["event_id"],
+            event_type=TEST_EVENT,
+            payload=payload,
+            status=DeliveryStatus.PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+    )
+    return delivery_id
+
+
+async def replay(
+    conn: AsyncConnection, webhook_id: str, delivery_id: str, *, now: datetime
+) -> bool:
+    """Make a delivery due again now (same event id), whatever its state."""
+    d = m.webhook_deliveries.c
+    result = await conn.execute(
+        update(m.webhook_deliveries)
+        .where(d.id == delivery_id, d.webhook_id == webhook_id)
+        .values(status=DeliveryStatus.PENDING, next_attempt_at=now, delivered_at=None)
+    )
+    return result.rowcount > 0
+
+
+# The delivery log.
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    attempt: int
+    attempted_at: datetime
+    status_code: int | None
+    error: str | None
+    response: str
+    duration_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    id: str
+    webhook_id: str
+    event_id: str
+    event_type: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+    created_at: datetime
+    attempt_log: tuple[Attempt, ...] = ()
+
+
+def _delivery(row: Any) -> Delivery:
+    pending = row.status == DeliveryStatus.PENDING
+    return Delivery(
+        row.id,
+        row.webhook_id,
+        row.event_id,
+        row.event_type,
+        row.status,
+        int(row.attempts),
+        row.next_attempt_at if pending else None,
+        row.last_attempt_at,
+        row.last_status_code,
+        row.last_error,
+        row.delivered_at,
+        row.created_at,
+    )
+
+
+async def list_deliveries(
+    conn: AsyncConnection,
+    webhook_id: str,
+    *,
+    limit: int,
+    after_id: str | None,
+    status: str | None = None,
+    event_id: str | None = None,
+) -> tuple[list[Delivery], str | None]:
+    """Newest first; the id to continue after, when there is more."""
+    d = m.webhook_deliveries.c
+    conditions = [d.webhook_id == webhook_id]
+    if after_id is not None:
+        conditions.append(d.id < after_id)
+    if status is not None:
+        conditions.append(d.status == status)
+    if event_id is not None:
+        conditions.append(d.event_id == event_id)
+    rows = (
+        await conn.execute(
+            select(m.webhook_deliveries)
+            .where(and_(*conditions))
+            .order_by(d.id.desc())
+            .limit(limit + 1)
+        )
+    ).all()
+    found = [_delivery(r) for r in rows[:limit]]
+    return found, (found[-1].id if len(rows) > limit else None)
+
+
+async def get_delivery(conn: AsyncConnection, webhook_id: str, delivery_id: str) -> Delivery | None:
+    d = m.webhook_deliveries.c
+    row = (
+        await conn.execute(
+            select(m.webhook_deliveries).where(d.id == delivery_id, d.webhook_id == webhook_id)
+        )
+    ).first()
+    if row is None:
+        return None
+    a = m.webhook_attempts.c
+    attempts = await conn.execute(
+        select(m.webhook_attempts).where(a.delivery_id == delivery_id).order_by(a.id)
+    )
+    log = tuple(
+        Attempt(
+            int(r.attempt), r.attempted_at, r.status_code, r.error, r.response, int(r.duration_ms)
+        )
+        for r in attempts
+    )
+    return replace(_delivery(row), attempt_log=log)

@@ -1,0 +1,258 @@
+"""The Ansible playbooks applied to a Debian box in a podman container (systemd as PID 1).
+
+site.yml converges it (PostgreSQL, the hardened unit on the standard ports, TLS, nginx, ufw,
+backups); a second run changes nothing, nor does --check --diff; mail goes round on ports 25 and
+143 and the API answers through nginx; deploy.yml adds a release and rollback.yml goes back.
+The connection is containers.podman.podman, from the collections the ansible package ships.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import json
+import os
+import re
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trustme
+
+from deploy import mailcheck
+from deploy.engine import podman, published_port, unique
+
+pytestmark = [pytest.mark.deploy, pytest.mark.timeout(1800)]
+
+REPO = Path(__file__).resolve().parents[2]
+TARGET_IMAGE = os.environ.get(
+    "MAILBOXKIT_DEPLOY_TARGET_IMAGE", "localhost/mailboxkit-deploy/target:bookworm"
+)
+PORTS = (25, 143, 443)
+
+
+@dataclass(frozen=True)
+class Box:
+    name: str
+    inventory: Path
+
+    def play(self, playbook: str, *args: str) -> dict[str, int]:
+        """Run ``playbook`` against the box; the PLAY RECAP counts for it."""
+        source = os.environ.get("MAILBOXKIT_DEPLOY_CONTEXT")
+        if source:  # the same checkout the image was built from
+            args = (*args, "-e", f"mailboxkit_source_dir={Path(source).resolve()}")
+        result = subprocess.run(
+            ["ansible-playbook", "-i", str(self.inventory), playbook, *args],
+            cwd=REPO / "ansible",
+            env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
+            capture_output=True,
+            text=True,
+            timeout=1200,
+            check=False,
+        )
+        logs = Path(os.environ.get("MAILBOXKIT_DEPLOY_CACHE", "/tmp")) / "logs"
+        logs.mkdir(exist_ok=True)
+        log = logs / f"{self.name}-{playbook}-{len(list(logs.glob(self.name + '*')))}.log"
+        log.write_text(result.stdout + result.stderr)
+        recap = re.search(rf"^{re.escape(self.name)}\s+:\s+(.*)$", result.stdout, re.M)
+        assert result.returncode == 0 and recap, f"{log}:\n{result.stdout[-3000:]}{result.stderr}"
+        return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", recap.group(1))}
+
+    def exec(self, *args: str) -> str:
+        return podman("exec", self.name, *args).stdout
+
+
+def _host_ca_bundle() -> Path | None:
+    for name in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+        value = os.environ.get(name)
+        if value and Path(value).is_file():
+            return Path(value)
+    return None
+
+
+def _inventory(path: Path, name: str) -> Path:
+    group_vars = path / "group_vars" / "mailboxkit"
+    group_vars.mkdir(parents=True)
+    hosts = {
+        "mailboxkit": {
+            "hosts": {
+                name: {
+                    "ansible_connection": "containers.podman.podman",
+                    "ansible_python_interpreter": "/usr/bin/python3",
+                }
+            }
+        }
+    }
+    (path / "hosts.yml").write_text(json.dumps(hosts))
+    settings = {
+        "mailboxkit_hostname": "mail.example.test",
+        "mailboxkit_domain": "example.test",
+        "mailboxkit_public_url": "https://mail.example.test",
+        "vault_mailboxkit_db_password": "db-pass-for-tests-only",
+        "vault_mailboxkit_secret_key": "secret-key-for-tests-only-0123456789",
+        # Nothing here may leave the machine: no PTR lookup, no probe of outbound port 25.
+        "mailboxkit_preflight_check_ptr": False,
+        "mailboxkit_preflight_check_outbound_25": False,
+        "mailboxkit_keep_releases": 2,
+    }
+    (group_vars / "main.yml").write_text(json.dumps(settings))
+    return path / "hosts.yml"
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
+    name = unique("mbk-deploy-box")
+    publish = [f"--publish=127.0.0.1::{port}" for port in PORTS]
+    podman(
+        "run", "--detach", "--name", name, "--hostname", "mail.example.test",
+        "--systemd=always", "--privileged", *publish, TARGET_IMAGE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            state = podman("exec", name, "systemctl", "is-system-running", check=False)
+            if state.stdout.strip() in {"running", "degraded"}:
+                break
+            assert time.monotonic() < deadline, state.stdout + state.stderr
+            time.sleep(1)
+        # This machine reaches the package index through a TLS-inspecting proxy: give the box
+        # the same CA bundle pip here uses (a box elsewhere needs nothing of the kind).
+        bundle = _host_ca_bundle()
+        if bundle is not None:
+            podman("cp", str(bundle.resolve()), f"{name}:/etc/ssl/certs/host-ca-bundle.crt")
+            conf = tmp_path_factory.mktemp("pip") / "pip.conf"
+            conf.write_text("[global]\ncert = /etc/ssl/certs/host-ca-bundle.crt\n")
+            podman("cp", str(conf), f"{name}:/etc/pip.conf")
+        inventory = _inventory(tmp_path_factory.mktemp("inventory"), name)
+        yield Box(name, inventory)
+    finally:
+        if os.environ.get("MAILBOXKIT_DEPLOY_KEEP") != "1":
+            podman("rm", "--force", "--time", "10", name, check=False)
+
+
+@pytest.fixture(scope="module")
+def converged(box: Box) -> dict[str, int]:
+    return box.play("site.yml")
+
+
+def test_site_converges_and_serves(box: Box, converged: dict[str, int]) -> None:
+    assert converged["failed"] == 0 and converged["unreachable"] == 0
+    assert box.exec("systemctl", "is-active", "mailboxkit", "postgresql", "nginx").split() == [
+        "active",
+        "active",
+        "active",
+    ]
+    unit = box.exec("systemctl", "show", "mailboxkit", "-p", "User", "-p", "AmbientCapabilities")
+    assert "User=mailboxkit" in unit and "cap_net_bind_service" in unit
+    # Listening on the standard ports as an unprivileged user.
+    listening = box.exec("ss", "-Htlnp")
+    for port in (25, 587, 465, 143, 993):
+        assert re.search(rf":{port}\s.*\"mailboxkit\"", listening), listening
+
+
+def test_second_run_changes_nothing(box: Box, converged: dict[str, int]) -> None:
+    recap = box.play("site.yml")
+    assert recap["changed"] == 0, recap
+
+
+def test_check_diff_changes_nothing(box: Box, converged: dict[str, int]) -> None:
+    recap = box.play("site.yml", "--check", "--diff")
+    assert recap["changed"] == 0, recap
+
+
+def test_mail_round_trip_through_the_box(box: Box, converged: dict[str, int]) -> None:
+    created = box.exec("mailboxkit", "inbox", "create", "agent@example.test", "--json")
+    inbox = mailcheck.Inbox.from_json(created)
+    mailcheck.round_trip(
+        inbox,
+        smtp_port=published_port(box.name, 25),
+        imap_port=published_port(box.name, 143),
+        api_base=f"https://127.0.0.1:{published_port(box.name, 443)}",
+    )
+
+
+def test_backup_runs(box: Box, converged: dict[str, int]) -> None:
+    box.exec("systemctl", "start", "mailboxkit-backup.service")
+    listing = box.exec("sh", "-c", "ls /var/backups/mailboxkit/*/")
+    assert {"database.pgdump", "data.tar.gz", "config.tar.gz"} <= set(listing.split())
+
+
+def test_deploy_then_rollback(box: Box, converged: dict[str, int]) -> None:
+    def current() -> str:
+        return box.exec("readlink", "/opt/mailboxkit/current").strip()
+
+    first = current()
+    recap = box.play("deploy.yml", "-e", "mailboxkit_release_id=second")
+    assert recap["changed"] > 0
+    assert current() == "/opt/mailboxkit/releases/second"
+    box.play("rollback.yml")
+    assert current() == first
+    assert box.exec("systemctl", "is-active", "mailboxkit").strip() == "active"
+
+
+def test_release_script_matches_the_playbook(box: Box, converged: dict[str, int]) -> None:
+    """mailboxkit-release (Forge's deploy script) finds the release deploy.yml made."""
+    current = box.exec("readlink", "/opt/mailboxkit/current").strip()
+    source = Path(os.environ.get("MAILBOXKIT_DEPLOY_CONTEXT") or REPO)
+    box.exec("mkdir", "-p", "/srv/checkout")
+    for name in ("pyproject.toml", "README.md", "src"):
+        podman("cp", str(source / name), f"{box.name}:/srv/checkout/")
+    out = box.exec("/usr/local/sbin/mailboxkit-release", "/srv/checkout")
+    assert "installing" not in out, out
+    assert f"{Path(current).name} is live" in out, out
+    assert box.exec("readlink", "/opt/mailboxkit/current").strip() == current
+
+
+def _served_certificate(imap_port: int) -> bytes:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with imaplib.IMAP4("127.0.0.1", imap_port, timeout=30) as imap:
+        imap.starttls(context)
+        der = imap.sock.getpeercert(binary_form=True)  # type: ignore[attr-defined]
+        imap.logout()
+    assert isinstance(der, bytes)
+    return der
+
+
+def test_renewed_certificate_is_picked_up(
+    box: Box, converged: dict[str, int], tmp_path: Path
+) -> None:
+    """TLS mode host: replacing the certificate on the box restarts MailboxKit with it."""
+    ca = trustme.CA()
+    first, second = ca.issue_cert("mail.example.test"), ca.issue_cert("mail.example.test")
+
+    def install(leaf: trustme.LeafCert) -> bytes:
+        leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "fullchain.pem"))
+        leaf.private_key_pem.write_to_path(str(tmp_path / "privkey.pem"))
+        box.exec("mkdir", "-p", "/etc/ssl/mbk", "/root/staging")
+        for name in ("privkey.pem", "fullchain.pem"):
+            podman("cp", str(tmp_path / name), f"{box.name}:/root/staging/{name}")
+            box.exec("mv", f"/root/staging/{name}", f"/etc/ssl/mbk/{name}")
+        return ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode())
+
+    expected = install(first)
+    box.play(
+        "site.yml",
+        "-e", "mailboxkit_tls_mode=host",
+        "-e", "mailboxkit_tls_host_cert=/etc/ssl/mbk/fullchain.pem",
+        "-e", "mailboxkit_tls_host_key=/etc/ssl/mbk/privkey.pem",
+    )  # fmt: skip
+    imap_port = published_port(box.name, 143)
+    assert _served_certificate(imap_port) == expected
+
+    expected = install(second)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if _served_certificate(imap_port) == expected:
+                break
+        except OSError:
+            pass  # restarting
+        assert time.monotonic() < deadline, box.exec(
+            "journalctl", "-u", "mailboxkit-tls-sync", "--no-pager"
+        )
+        time.sleep(1)

@@ -1,0 +1,126 @@
+"""No acknowledged send is lost: SIGKILL a real ``mailboxkit serve`` while it is in the middle
+of delivering (the relay holds every DATA open), restart it, and every message the API
+answered 200 for reaches the relay. Duplicates are allowed (at-least-once: the relay may have
+taken a message whose acceptance the killed process never heard); losses are not."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from e2e.test_durability import ServerProcess
+from mailserver.outbound.sink import Sink, SinkHandler
+
+from harness import free_port
+
+FIRST, SECOND = 8, 8
+
+
+class GatedHandler(SinkHandler):
+    """Holds every DATA reply until the gate opens; ``entered`` says one is held."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.entered = threading.Event()
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.entered.set()
+        await self.gate.wait()
+        return await super().handle_DATA(server, session, envelope)
+
+
+def tags(data: bytes) -> str:
+    for line in data.split(b"\r\n"):
+        if line.startswith(b"Subject: durable "):
+            return line.removeprefix(b"Subject: durable ").decode()
+    raise AssertionError(data[:300])
+
+
+@pytest.mark.slow
+async def test_no_acknowledged_send_is_lost_when_killed_mid_delivery(
+    tmp_path: Path, database_url: str
+) -> None:
+    handler = GatedHandler()
+    sink = Sink(handler)
+    relay_port = sink.start()
+    http = free_port()
+    env = {
+        **os.environ,
+        "MAILBOXKIT_DATA_DIR": str(tmp_path / "data"),
+        "MAILBOXKIT_DATABASE_URL": database_url,
+        "MAILBOXKIT_HOSTNAME": "mx.example.test",
+        "MAILBOXKIT_DOMAIN": "example.test",
+        "MAILBOXKIT_BIND": "127.0.0.1",
+        "MAILBOXKIT_SMTP_PORT": "0",
+        "MAILBOXKIT_HTTP_PORT": str(http),
+        "MAILBOXKIT_SUBMISSION_PORT": "0",
+        "MAILBOXKIT_SUBMISSIONS_PORT": "0",
+        "MAILBOXKIT_IMAP_PORT": "0",
+        "MAILBOXKIT_IMAPS_PORT": "0",
+        "MAILBOXKIT_API_RATE_LIMIT": "0",
+        "MAILBOXKIT_OUTBOUND_TRANSPORT": "smarthost",
+        "MAILBOXKIT_SMARTHOST_HOST": "127.0.0.1",
+        "MAILBOXKIT_SMARTHOST_PORT": str(relay_port),
+        "MAILBOXKIT_SMARTHOST_TLS": "none",
+        "MAILBOXKIT_OUTBOUND_LEASE": "2",  # PostgreSQL: a dead node's claims are free after 2 s
+        "MAILBOXKIT_OUTBOUND_POLL_INTERVAL": "0.5",
+        "MAILBOXKIT_LOG_LEVEL": "INFO",
+    }
+    create = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mailboxkit.cli",
+        "inbox",
+        "create",
+        "bot@example.test",
+        "--json",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await create.communicate()
+    assert create.returncode == 0, out
+    created = json.loads(out)
+    server = ServerProcess(env)
+    acked: set[str] = set()
+    received: dict[str, int] = {}
+    try:
+        await server.start()
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{http}/api/v1",
+            headers={"Authorization": f"Bearer {created['api_key']}"},
+            timeout=30,
+        ) as api:
+
+            async def send(tag: str) -> None:
+                r = await api.post(
+                    f"/inboxes/{created['inbox_id']}/messages/send",
+                    json={"to": "alice@remote.test", "subject": f"durable {tag}", "text": tag},
+                )
+                assert r.status_code == 200, r.text
+                acked.add(tag)
+
+            await asyncio.gather(*(send(f"a{n}") for n in range(FIRST)))
+            # The server is now inside a DATA the relay holds open: kill it there.
+            assert await asyncio.to_thread(handler.entered.wait, 30)
+            await server.kill()
+            sink.loop.call_soon_threadsafe(handler.gate.set)
+            await server.start()
+            await asyncio.gather(*(send(f"b{n}") for n in range(SECOND)))
+            while set(received) != acked:
+                got = await asyncio.to_thread(sink.next, 60)
+                received[tags(got.data)] = received.get(tags(got.data), 0) + 1
+        assert await server.terminate() == 0
+    finally:
+        server.ensure_stopped()
+        sink.stop()
+    assert set(received) == acked
+    assert len(acked) == FIRST + SECOND
