@@ -27,6 +27,12 @@ BAD_SENDER = "553 5.1.7 Sender address syntax is invalid"
 BAD_RECIPIENT = "553 5.1.3 Recipient address syntax is invalid"
 
 
+def ehlo_lines(responses: list[str]) -> list[str]:
+    """aiosmtpd's EHLO reply plus PIPELINING (RFC 2920) and ENHANCEDSTATUSCODES (RFC 2034),
+    inserted before the final line."""
+    return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
+
+
 def queued(queue_id: str) -> str:
     return f"250 2.0.0 OK: queued as {queue_id}"
 

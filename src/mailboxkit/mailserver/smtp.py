@@ -151,8 +151,7 @@ class MxHandler:
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
-        # RFC 2920 (PIPELINING) and RFC 2034 (ENHANCEDSTATUSCODES), before the final line.
-        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
+        return replies.ehlo_lines(responses)
 
     async def handle_MAIL(
         self,

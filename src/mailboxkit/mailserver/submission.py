@@ -202,7 +202,7 @@ class SubmissionHandler:
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
-        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
+        return replies.ehlo_lines(responses)
 
     async def handle_MAIL(
         self,
