@@ -73,10 +73,15 @@ WORDS = (
 )  # fmt: skip
 SENDERS = ("alice", "bob", "carol", "dave", "erin", "frank")
 OPS = ("SELECT", "FETCH FLAGS 1:*", "FETCH BODY[]", "UID SEARCH", "STORE", "APPEND")
-APPENDED = (
-    b"From: Bench <load@sender.test>\r\nTo: " + INBOX.encode() + b"\r\nSubject: appended\r\n"
-    b"Message-ID: <appended@sender.test>\r\n\r\n" + b"x" * 76 + (b"\r\n" + b"x" * 76) * 52 + b"\r\n"
-)
+BODY = b"x" * 76 + (b"\r\n" + b"x" * 76) * 52 + b"\r\n"
+
+
+def appended(rng: random.Random) -> bytes:
+    """A 4 KiB message with a Message-ID of its own (one thread each, as mail usually is)."""
+    return (
+        b"From: Bench <load@sender.test>\r\nTo: " + INBOX.encode() + b"\r\nSubject: appended\r\n"
+        b"Message-ID: <append-%x@sender.test>\r\n\r\n" % rng.getrandbits(64) + BODY
+    )
 
 
 # --- a small IMAP client ------------------------------------------------------------------------
@@ -144,7 +149,7 @@ async def run_op(conn: Imap, op: str, rng: random.Random, messages: int) -> None
             b"UID STORE %d %cFLAGS.SILENT (\\Flagged)" % (rng.randint(1, messages), sign)
         )
     elif op == "APPEND":
-        await conn.command(b"APPEND Archive (\\Seen)", APPENDED)
+        await conn.command(b"APPEND Archive (\\Seen)", appended(rng))
     else:
         raise ValueError(op)
 
@@ -510,7 +515,7 @@ async def append_to(server: Server, users: list[tuple[str, str]]) -> dict[str, f
     conns = [await Imap.login(server.port, user, key, None) for user, key in users]
 
     async def append(conn: Imap) -> float:
-        await conn.command(b"APPEND INBOX", APPENDED)
+        await conn.command(b"APPEND INBOX", appended(random.Random()))
         return time.monotonic()
 
     done = await asyncio.gather(*(append(c) for c in conns))

@@ -127,9 +127,8 @@ class Server:
 
     async def start(self) -> None:
         # BENCH_PROFILE=FILE runs the server under cProfile (written at SIGTERM).
-        profile = ["-m", "cProfile", "-o", self.env["BENCH_PROFILE"]]
-        if "BENCH_PROFILE" not in self.env:
-            profile = []
+        target = self.env.get("BENCH_PROFILE")
+        profile = ["-m", "cProfile", "-o", target] if target else []
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             *profile,

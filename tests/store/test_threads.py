@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from mailboxkit.store import models as m
 from mailboxkit.store.accounts import Inbox, create_account, create_inbox
@@ -252,3 +253,50 @@ async def test_a_batch_sees_its_own_messages(db: Database, inbox: Inbox) -> None
     assert [(s.uid, s.modseq) for s in stored] == [(1, 2), (1, 2), (2, 3)]
     [thread] = [t for t in await _threads(db, inbox)]
     assert thread.message_count == 2
+
+
+async def _waiting_on_a_lock(db: Database) -> bool:
+    async with db.read() as conn:
+        waiting = await conn.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+    return bool(waiting)
+
+
+async def test_concurrent_transactions_indexing_one_message_id(db: Database, inbox: Inbox) -> None:
+    """Two transactions store the same Message-ID at once (concurrent IMAP APPENDs on
+    PostgreSQL; found by bench/imap.py): the second waits on the index entry the first holds,
+    then leaves it be instead of failing on the unique key."""
+    if db.is_sqlite:
+        pytest.skip("SQLite has one writer: the transactions cannot overlap")
+    data = raw({"Message-ID": "<same@example.test>", "Subject": "twice"})
+
+    def new(minutes: int) -> NewMessage:
+        return NewMessage(
+            inbox=inbox,
+            parsed=parse_message(data),
+            raw_key=f"msg/{minutes}.eml",
+            size=len(data),
+            received_at=T0 + timedelta(minutes=minutes),
+            attachment_keys=[],
+        )
+
+    async def store_second() -> StoredMessage:
+        async with db.write() as conn:
+            return await insert_message(conn, new(2))
+
+    async with db.write() as conn:
+        first = await insert_message(conn, new(1))
+        second = asyncio.create_task(store_second())
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await _waiting_on_a_lock(db):  # the second blocks on the index entry
+            assert not second.done(), second.exception()
+            assert asyncio.get_running_loop().time() < deadline
+    stored = await second
+    async with db.read() as conn:
+        refs = (await conn.execute(select(m.thread_refs.c.thread_id))).scalars().all()
+    assert refs == [first.thread_id]
+    assert stored.thread_id is not None

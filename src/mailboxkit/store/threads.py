@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
@@ -147,7 +148,10 @@ async def assign_threads(conn: AsyncConnection, requests: Sequence[ThreadRequest
         chosen.append(thread_id)
     await _flush_new(conn, new_threads)
     if new_refs:
-        await conn.execute(insert(m.thread_refs), new_refs)
+        # Another transaction may have indexed the same id since _known_refs (concurrent
+        # APPENDs on PostgreSQL): its entry stays, and this message keeps the thread chosen.
+        dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        await conn.execute(dialect_insert(m.thread_refs).on_conflict_do_nothing(), new_refs)
     await conn.execute(
         update(m.threads)
         .where(m.threads.c.id == bindparam("tid"))
