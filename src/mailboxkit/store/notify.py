@@ -22,6 +22,8 @@ Implementation notes:
   our own unsent notices are kept and sent after reconnecting.
 - A silently dead connection (no FIN, no RST) is found by a ``SELECT 1`` after
   ``keepalive`` seconds without traffic.
+- LISTEN needs a session of its own: a pooler in transaction mode (PgBouncer) between us and
+  PostgreSQL would lose it.
 - SQLite serves one process: nothing to carry, the notifier is not started.
 """
 

@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 TLS_HANDSHAKE_TIMEOUT = 30.0
 """Seconds an implicit-TLS client has to complete its handshake."""
 
+LISTEN_BACKLOG = 1024
+"""Connections the kernel queues before accept. asyncio would set its default of 100 again
+on our socket, and a burst beyond it (every client reconnecting after a restart) leaves
+clients connected that the server never accepts (found by bench/imap.py)."""
+
 
 class ImapServer:
     """Every IMAP listener of the process and their sessions."""
@@ -52,6 +57,7 @@ class ImapServer:
             ssl=context,
             ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if context else None,
             limit=self.services.limits.max_line + 2,
+            backlog=LISTEN_BACKLOG,
         )
         self._servers.append(server)
         port: int = server.sockets[0].getsockname()[1]
