@@ -28,7 +28,10 @@ Endpoints: ``list`` is ``GET /api/v1/inboxes/{id}/messages?limit=50`` of the ful
 is ``GET /api/v1/inboxes/{id}/messages/{message_id}``, ``bare`` is ``GET /bare``. Server CPU per
 request (psutil; plus the PostgreSQL backends of the bench database, ``+pg``) is printed, and the
 ratio of each endpoint's closed-loop requests/s to bare's. The target: listing p99 under 20 ms at
-200 requests/s, open loop, on SQLite and PostgreSQL.
+200 requests/s, open loop, on SQLite and PostgreSQL. Then the listing is swept in open loop over
+``--sweep`` rates (25 to 200 req/s), stopping at the first overloaded one, to show up to which
+rate it meets the target. A generator with 256 requests unanswered drops further ones (counted as
+infinitely late) rather than fall behind its schedule.
 
 ``--explain`` prints the plan of each statement the listing runs; ``--py-spy DIR`` profiles ours
 during an extra open-loop listing run and prints where its event loop spends its time.
@@ -147,14 +150,25 @@ async def open_loop(job: dict[str, Any]) -> dict[str, Any]:
         first = start + warm / rate
         last_done = first
 
+        inflight = 0
+        cap = int(job.get("max_inflight", 256))
+
         async def one(i: int, at: float) -> None:
-            nonlocal last_done
+            nonlocal last_done, inflight
+            if inflight >= cap:  # hopelessly behind: counted, not sent, so the generator
+                if i >= warm:  # keeps its schedule for the rest
+                    errors["dropped"] += 1
+                    latencies.append(float("inf"))
+                return
+            inflight += 1
             sent = loop.time()
             try:
                 response = await client.get(url)
                 status = str(response.status_code)
             except httpx.HTTPError as exc:
                 status = type(exc).__name__
+            finally:
+                inflight -= 1
             done = loop.time()
             if i < warm:
                 return
@@ -183,10 +197,11 @@ async def open_loop(job: dict[str, Any]) -> dict[str, Any]:
         errors["unanswered"] += len(pending)
         latencies += [float("inf")] * len(pending)
     elapsed = last_done - first
+    answered = sum(1 for x in latencies if x != float("inf"))
     return {
-        "ok": len(latencies) - len(pending),
+        "ok": answered,
         "errors": dict(errors),
-        "rate": (len(latencies) - len(pending)) / elapsed if elapsed > 0 else 0.0,
+        "rate": answered / elapsed if elapsed > 0 else 0.0,
         "p50": _percentile(latencies, 0.50) * 1000,
         "p99": _percentile(latencies, 0.99) * 1000,
         "max": max(latencies, default=float("nan")) * 1000,
@@ -669,7 +684,7 @@ def run_database(
     pg_db: str | None,
     args: argparse.Namespace,
     workdir: Path,
-) -> dict[str, Cell]:
+) -> tuple[dict[str, Cell], list[tuple[float, dict[str, Any]]]]:
     started = time.monotonic()
     ids = asyncio.run(fill(database_url, args.messages))
     print(f"  {db}: {args.messages} messages stored in {time.monotonic() - started:.1f} s")
@@ -697,6 +712,7 @@ def run_database(
         for _ in range(args.repeats):  # endpoints alternate, so drift hits them all
             for name, (server, url, headers) in targets.items():
                 measure(client, server, url, headers, cells[name], args)
+        sweep = rate_sweep(client, targets["list"][1], auth, args)
         if args.py_spy:
             profile(client, ours, db, targets["list"][1], auth, args)
     except Exception:
@@ -704,7 +720,39 @@ def run_database(
         raise
     finally:
         stop_process(ours.proc)
-    return cells
+    return cells, sweep
+
+
+def rate_sweep(
+    client: Client, url: str, headers: dict[str, str], args: argparse.Namespace
+) -> list[tuple[float, dict[str, Any]]]:
+    """Listing latency in open loop at rising rates, up to the first clearly overloaded one."""
+    found = []
+    for rate in sorted(args.sweep):
+        result = client.run(
+            mode="open",
+            url=url,
+            headers=headers,
+            rate=rate,
+            warmup=args.warmup,
+            seconds=min(args.open_seconds, 10.0),
+            drain=5.0,
+        )
+        found.append((rate, result))
+        if result["p99"] > 5 * TARGET_P99_MS:
+            break
+    return found
+
+
+def print_sweep(sweeps: dict[str, list[tuple[float, dict[str, Any]]]]) -> None:
+    print()
+    print("listing in open loop by rate (req/s: p50 / p99 ms; * meets the p99 target):")
+    for db, found in sweeps.items():
+        cells = [
+            f"{rate:g}: {r['p50']:.1f} / {r['p99']:.1f}{'*' if r['p99'] < TARGET_P99_MS else ''}"
+            for rate, r in found
+        ]
+        print(f"  {db:<10} " + ", ".join(cells))
 
 
 @contextlib.contextmanager
@@ -911,6 +959,7 @@ def orchestrate(args: argparse.Namespace) -> int:
     environment(args, workdir, pg, code_note)
     sys.stdout.flush()
     table: dict[str, dict[str, Cell]] = {}
+    sweeps: dict[str, list[tuple[float, dict[str, Any]]]] = {}
     client = Client()
     bare = start_bare(workdir)
     try:
@@ -924,12 +973,13 @@ def orchestrate(args: argparse.Namespace) -> int:
                 (workdir / f"data-{db}").mkdir()
                 url = f"sqlite+aiosqlite:///{workdir / f'data-{db}' / 'mailboxkit.db'}"
             try:
-                table[db] = run_database(client, bare, db, url, pg_db, args, workdir)
+                table[db], sweeps[db] = run_database(client, bare, db, url, pg_db, args, workdir)
             finally:
                 if pg_db:
                     _pg(args.postgres_url, f'DROP DATABASE IF EXISTS "{pg_db}" WITH (FORCE)')
             shutil.rmtree(workdir / f"data-{db}", ignore_errors=True)
         print_table(table, args)
+        print_sweep(sweeps)
     finally:
         stop_process(bare.proc)
         client.close()
@@ -945,6 +995,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--messages", type=int, default=10_000, help="messages in the inbox")
     p.add_argument("--rate", type=float, default=TARGET_RATE, help="open-loop requests/s")
     p.add_argument("--connections", type=int, default=8, help="closed-loop connections")
+    p.add_argument(
+        "--sweep",
+        type=lambda text: [float(x) for x in text.split(",")],
+        default=[25.0, 50.0, 100.0, 150.0, 200.0],
+        help="open-loop rates for the listing sweep (stops at the first overloaded one)",
+    )
     p.add_argument("--repeats", type=int, help="measurements per endpoint (median)")
     p.add_argument("--seconds", type=float, help="timed seconds per closed-loop measurement")
     p.add_argument("--open-seconds", type=float, help="timed seconds per open-loop measurement")
