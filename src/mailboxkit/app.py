@@ -22,6 +22,7 @@ import uvicorn
 from publicsuffixlist import PublicSuffixList
 
 from mailboxkit.api.app import ApiConfig, ApiContext, create_app
+from mailboxkit.api.auth import keep_counters_flushed
 from mailboxkit.api.context import EventsConfig
 from mailboxkit.api.dispatcher import USER_AGENT, DispatchConfig, Dispatcher
 from mailboxkit.api.payloads import PayloadLimits
@@ -197,6 +198,7 @@ class MailboxKit:
     _api: ApiContext | None = None
     _notifier: ChangeNotifier | None = None
     _relay: asyncio.Task[None] | None = None
+    _counters_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -471,6 +473,9 @@ class MailboxKit:
         self._http.lifespan = config.lifespan_class(config)
         await self._http.startup(sockets=[sock])
         self._http_task = asyncio.create_task(self._http.main_loop(), name="http")
+        self._counters_task = asyncio.create_task(
+            keep_counters_flushed(self._api), name="api-counters"
+        )
         self.ports["http"] = self._http_socket.getsockname()[1]
 
     async def stop(self) -> None:
@@ -487,6 +492,10 @@ class MailboxKit:
             self._http.should_exit = True
             await self._http_task
             await self._http.shutdown(sockets=[self._http_socket] if self._http_socket else None)
+        if self._counters_task is not None:
+            self._counters_task.cancel()  # after one last flush
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._counters_task
         if self._imap is not None:
             await self._imap.stop(self.settings.shutdown_grace)
         if self._pipeline is not None:

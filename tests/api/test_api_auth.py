@@ -62,6 +62,21 @@ def test_revoked_key_stops_working_and_last_use_is_recorded(api: Api) -> None:
         _error(temp.get("/account"), 401, "unauthorized")
 
 
+def test_last_use_is_kept_to_the_minute(api: Api) -> None:
+    owner = api.register("Minute")
+
+    def last_used(c: httpx.Client) -> str:
+        keys = c.get("/api-keys").json()["api_keys"]
+        return str(next(k["last_used_at"] for k in keys if k["prefix"] == owner["api_key"][:12]))
+
+    with api.client(owner["api_key"]) as c:
+        first = last_used(c)
+        api.clock.advance(59)
+        assert last_used(c) == first  # a minute has not passed: not written again
+        api.clock.advance(1)
+        assert last_used(c) == "2026-11-28T09:01:00Z"
+
+
 def test_inbox_key_sees_only_its_inbox_and_cannot_manage_the_account(api: Api) -> None:
     owner = api.register("Scoped")
     with api.client(owner["api_key"]) as c:

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from mailboxkit.api import schemas as s
-from mailboxkit.api.auth import AccountPrincipal, Principal
+from mailboxkit.api.auth import AccountPrincipal, Principal, flush_counters
 from mailboxkit.api.context import Ctx
 from mailboxkit.api.errors import ApiError, not_found
 from mailboxkit.api.params import utc
@@ -95,6 +95,7 @@ async def get_usage(
             "until must be after since",
             fields=[{"field": "query.until", "message": "must be after since"}],
         )
+    await flush_counters(ctx)  # this very request included
     async with ctx.db.read() as conn:
         counted = await usage.usage(conn, owner.account_id, since=start, until=end)
     return s.Usage(

@@ -1,10 +1,10 @@
 """Authentication of API requests: bearer keys, their scope, rate limits, usage.
 
-Order per request, in one write transaction: if the client address has failed to authenticate
-too often in the current window, refuse it (429, the key is not even looked up); else find the
-live key by its hash (and record its last use). A missing or wrong key is a 401 and counts one
-failure for the address; a good key counts the hit in the key's own rate-limit window and, when
-allowed, the request in the account's usage. Exhausted windows answer 429 with Retry-After.
+Order per request: if the client address has failed to authenticate too often in the current
+window, refuse it (429, the key is not even looked up); else find the live key by its hash. A
+missing or wrong key is a 401 and counts one failure for the address; a good key counts the hit
+in the key's own rate-limit window and, when allowed, the request in the account's usage.
+Exhausted windows answer 429 with Retry-After.
 
 Implementation notes:
 
@@ -19,22 +19,29 @@ Implementation notes:
   before their key is looked up; the others pay nothing for the limit. With several processes
   (PostgreSQL), failures count across all of them, but a valid key is refused by a process
   only once that process has seen a failure from the address.
+- A request with a good key writes nothing to the database: the key is found with a read, its
+  last-used time is written at most once a minute, and the key's limit and the usage count are
+  kept in memory and flushed about once a second (``store/counters.py``; :func:`flush_counters`
+  runs in the background and before usage is read). Failures are rare and written at once.
 - The key's id goes into the request state for the access log; the key itself is never logged.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from mailboxkit.api.context import Ctx
+from mailboxkit.api.context import ApiContext, Ctx
 from mailboxkit.api.errors import ApiError
-from mailboxkit.store import ratelimit, usage
-from mailboxkit.store.accounts import KeyOwner, authenticate_key
+from mailboxkit.store import ratelimit
+from mailboxkit.store.accounts import KeyOwner, authenticate_key, record_key_use
 
 log = logging.getLogger(__name__)
 
@@ -81,43 +88,29 @@ async def authenticate(
     failures = ctx.config.auth_failures_per_ip
     client = client_network(request)
     bucket = f"auth-fail:{client}"
-    owner: KeyOwner | None = None
-    verdict: ratelimit.Verdict | None = None
-    failed: ratelimit.Verdict | None = None
-    suspect = ctx.failed_clients.suspect(client, now.timestamp())
-    async with ctx.db.write() as conn:
-        blocked = ratelimit.Verdict(True, 0, 0)
-        if suspect:
+    if ctx.failed_clients.suspect(client, now.timestamp()):
+        async with ctx.db.read() as conn:
             blocked = await ratelimit.peek(conn, bucket, failures, now=now)
-        if blocked.allowed:
-            if credentials is not None:
-                owner = await authenticate_key(conn, credentials.credentials, now=now)
-            if owner is None:
-                failed = await ratelimit.hit(conn, bucket, failures, now=now)
-            else:
-                key_bucket = f"key:{owner.key_id}"
-                verdict = await ratelimit.hit(
-                    conn, key_bucket, ctx.config.requests_per_key, now=now
-                )
-                if verdict.allowed:
-                    await usage.count_api_request(conn, owner.account_id, now=now)
-    if not blocked.allowed:
-        raise _too_many_failures(blocked.retry_after)
-    if failed is not None and failures.hits:
-        ctx.failed_clients.note(client, now.timestamp(), failures.window)
-        if not failed.allowed:
-            raise _too_many_failures(failed.retry_after)
-    if owner is None or verdict is None:
-        if failed is not None and failures.hits and failed.hits == failures.hits:
-            log.warning("event=api_auth_blocked client=%s failures=%d", client, failed.hits)
+        if not blocked.allowed:
+            raise _too_many_failures(blocked.retry_after)
+    owner = None
+    if credentials is not None:
+        async with ctx.db.read() as conn:
+            owner = await authenticate_key(conn, credentials.credentials)
+    if owner is None:
+        await _count_failure(ctx, client, bucket, now)
         message = (
             "missing API key: send Authorization: Bearer mbk_…"
             if credentials is None
             else "invalid or revoked API key"
         )
         raise ApiError(401, "unauthorized", message, headers=UNAUTHORIZED)
+    if owner.use_is_stale(now):
+        async with ctx.db.write() as conn:
+            await record_key_use(conn, owner.key_id, now=now)
     request.state.key_id = owner.key_id
     request.state.account_id = owner.account_id
+    verdict = ctx.counters.hit(f"key:{owner.key_id}", ctx.config.requests_per_key, now=now)
     if not verdict.allowed:
         raise ApiError(
             429,
@@ -125,7 +118,43 @@ async def authenticate(
             f"too many requests for this API key; retry in {verdict.retry_after} s",
             headers={"Retry-After": str(verdict.retry_after)},
         )
+    ctx.counters.count_api_request(owner.account_id, now=now)
     return owner
+
+
+async def _count_failure(ctx: ApiContext, client: str, bucket: str, now: datetime) -> None:
+    """Count a failed authentication of ``client``; 429 once it has failed too often."""
+    failures = ctx.config.auth_failures_per_ip
+    if not failures.hits:
+        return
+    async with ctx.db.write() as conn:
+        failed = await ratelimit.hit(conn, bucket, failures, now=now)
+    ctx.failed_clients.note(client, now.timestamp(), failures.window)
+    if failed.hits == failures.hits:
+        log.warning("event=api_auth_blocked client=%s failures=%d", client, failed.hits)
+    if not failed.allowed:
+        raise _too_many_failures(failed.retry_after)
+
+
+async def flush_counters(ctx: ApiContext) -> None:
+    """Write what the requests since the last flush counted (nothing to do: no transaction)."""
+    if ctx.counters.dirty:
+        async with ctx.db.write() as conn:
+            await ctx.counters.flush(conn, now=ctx.clock.now())
+
+
+async def keep_counters_flushed(ctx: ApiContext, interval: float = 1.0) -> None:
+    """Flush the counters every ``interval`` seconds until cancelled (then flush once more)."""
+    try:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await flush_counters(ctx)
+            except Exception:  # the counts stay in memory for the next try
+                log.exception("event=api_counters_flush_failed")
+    finally:
+        with contextlib.suppress(Exception):
+            await flush_counters(ctx)
 
 
 Principal = Annotated[KeyOwner, Depends(authenticate)]

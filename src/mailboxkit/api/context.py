@@ -20,6 +20,7 @@ from mailboxkit.dns.check import RecordResolver
 from mailboxkit.dns.records import DomainProfile, PublishedKey, normalize_domain
 from mailboxkit.store.blobs import BlobStore
 from mailboxkit.store.clock import Clock, SystemClock
+from mailboxkit.store.counters import Counters
 from mailboxkit.store.db import Database
 from mailboxkit.store.events import EventBus
 from mailboxkit.store.mailboxes import MailboxChanges
@@ -100,6 +101,7 @@ class ApiContext:
     resolver: RecordResolver | None = None  # None: live DNS checks answer 503
     profile: ProfileFactory = default_profile
     failed_clients: FailedClients = field(default_factory=FailedClients)
+    counters: Counters = field(default_factory=Counters)  # key limits, usage: api/auth.py
     events: EventsConfig = field(default_factory=EventsConfig)
     dispatcher: Dispatcher | None = None  # this process's webhook worker, woken by the API
     closing: asyncio.Event = field(default_factory=asyncio.Event)  # set: streams and waits end

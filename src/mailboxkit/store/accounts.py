@@ -2,7 +2,8 @@
 
 API keys are ``mbk_`` followed by 40 random base62 characters. Only their SHA-256 is stored (a
 key has 238 bits of entropy, so a slow hash adds nothing); the first 12 characters are kept as a
-visible prefix to find the row and to show in listings. Comparison is constant-time.
+visible prefix to find the row and to show in listings. Comparison is constant-time. A key's
+last-used time is kept to the minute, so checking a key is a read and not a write per request.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import hmac
 import secrets
 import string
 import unicodedata
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -25,6 +26,7 @@ from mailboxkit.store.ids import new_id
 KEY_PREFIX = "mbk_"
 KEY_ALPHABET = string.ascii_letters + string.digits
 VISIBLE_PREFIX_LENGTH = 12
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 # RFC 6154 special-use folders every inbox starts with (INBOX is RFC 3501 §5.1).
 DEFAULT_FOLDERS: tuple[tuple[str, str | None], ...] = (
@@ -178,14 +180,19 @@ class KeyOwner:
     key_id: str
     account_id: str
     inbox_id: str | None  # set when the key is scoped to one inbox
+    last_used_at: datetime | None = field(default=None, compare=False)
+
+    def use_is_stale(self, now: datetime) -> bool:
+        """Whether the key's last-used time is older than :data:`LAST_USED_RESOLUTION`."""
+        return self.last_used_at is None or now - self.last_used_at >= LAST_USED_RESOLUTION
 
     @property
     def scope(self) -> Scope:
         return Scope(self.account_id, self.inbox_id)
 
 
-async def authenticate_key(conn: AsyncConnection, secret: str, *, now: datetime) -> KeyOwner | None:
-    """The owner of a live API key, or None. Records the key's last use."""
+async def authenticate_key(conn: AsyncConnection, secret: str) -> KeyOwner | None:
+    """The owner of a live API key, or None. Reads only: see :func:`record_key_use`."""
     if not secret.startswith(KEY_PREFIX) or len(secret) < VISIBLE_PREFIX_LENGTH:
         return None
     row = (
@@ -198,8 +205,12 @@ async def authenticate_key(conn: AsyncConnection, secret: str, *, now: datetime)
     ).first()
     if row is None or not hmac.compare_digest(row.key_hash, hash_key(secret)):
         return None
-    await conn.execute(update(m.api_keys).where(m.api_keys.c.id == row.id).values(last_used_at=now))
-    return KeyOwner(row.id, row.account_id, row.inbox_id)
+    return KeyOwner(row.id, row.account_id, row.inbox_id, row.last_used_at)
+
+
+async def record_key_use(conn: AsyncConnection, key_id: str, *, now: datetime) -> None:
+    """Set the key's last-used time (callers do it only when :meth:`KeyOwner.use_is_stale`)."""
+    await conn.execute(update(m.api_keys).where(m.api_keys.c.id == key_id).values(last_used_at=now))
 
 
 async def find_inbox(conn: AsyncConnection, address: str) -> Inbox | None:

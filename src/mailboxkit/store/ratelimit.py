@@ -52,7 +52,8 @@ class Verdict:
     retry_after: int  # whole seconds until the window ends (0 when allowed)
 
 
-def _upsert(conn: AsyncConnection) -> Any:
+def upsert_insert(conn: AsyncConnection) -> Any:
+    """The dialect's ``insert`` that has ``on_conflict_do_update``."""
     return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
@@ -63,7 +64,7 @@ async def hit(conn: AsyncConnection, bucket: str, limit: Limit, *, now: datetime
     t = now.timestamp()
     start = int(t // limit.window) * limit.window
     end = start + limit.window
-    insert = _upsert(conn)
+    insert = upsert_insert(conn)
     statement = insert(m.rate_limits).values(
         bucket=bucket, window_start=start, hits=1, expires_at=end
     )

@@ -1,4 +1,5 @@
-"""Per-account usage: API requests (counted per day here) and messages received and sent.
+"""Per-account usage: API requests (counted per day, by ``store/counters.py``) and messages
+received and sent.
 
 Messages are counted from the event outbox (``message.received*`` and ``message.sent``), which
 is written in the same transaction as the message itself, so the count can never disagree with
@@ -12,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
@@ -34,19 +34,6 @@ class Usage:
 
 def day_of(when: datetime) -> str:
     return when.strftime("%Y-%m-%d")
-
-
-async def count_api_request(conn: AsyncConnection, account_id: str, *, now: datetime) -> None:
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    statement = insert(m.usage_counters).values(
-        account_id=account_id, day=day_of(now), api_requests=1
-    )
-    await conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=[m.usage_counters.c.account_id, m.usage_counters.c.day],
-            set_={"api_requests": m.usage_counters.c.api_requests + 1},
-        )
-    )
 
 
 async def usage(

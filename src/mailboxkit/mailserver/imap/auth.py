@@ -20,7 +20,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 
 from mailboxkit.mailserver.imap.state import User
-from mailboxkit.store.accounts import authenticate_key, find_inbox
+from mailboxkit.store.accounts import authenticate_key, find_inbox, record_key_use
 from mailboxkit.store.clock import Clock
 from mailboxkit.store.db import Database
 
@@ -29,8 +29,8 @@ MAX_TRACKED_ADDRESSES = 100_000
 
 async def check_credentials(db: Database, clock: Clock, username: str, secret: str) -> User | None:
     """The user ``username`` if ``secret`` is a live API key that may use that inbox."""
-    async with db.write() as conn:
-        owner = await authenticate_key(conn, secret, now=clock.now())
+    async with db.read() as conn:
+        owner = await authenticate_key(conn, secret)
         if owner is None:
             return None
         inbox = await find_inbox(conn, username)
@@ -38,6 +38,10 @@ async def check_credentials(db: Database, clock: Clock, username: str, secret: s
         return None
     if owner.inbox_id is not None and owner.inbox_id != inbox.id:
         return None
+    now = clock.now()
+    if owner.use_is_stale(now):
+        async with db.write() as conn:
+            await record_key_use(conn, owner.key_id, now=now)
     return User(inbox.id, inbox.account_id, inbox.address)
 
 
