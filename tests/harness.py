@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import threading
 from concurrent.futures import Future
@@ -14,11 +15,25 @@ from mailboxkit.config import Settings
 from mailboxkit.dns.resolver import FakeResolver, Resolver
 from mailboxkit.store.accounts import Inbox, create_account, create_api_key, create_inbox
 
+# Ports for test servers come from below the kernel's ephemeral range (32768 and up on Linux):
+# a port the kernel handed out as free can be taken by an outgoing connection's local end before
+# the server binds it. Walking the range from a random start keeps one run from reusing a port
+# and concurrent runs apart.
+_PORTS = range(20000, 32000)
+_next_port = [random.randrange(len(_PORTS))]
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    for _ in range(len(_PORTS)):
+        port = _PORTS[_next_port[0] % len(_PORTS)]
+        _next_port[0] += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port for a test server")
 
 
 class ServerThread:
@@ -37,15 +52,22 @@ class ServerThread:
         return future.result(timeout)
 
     def start(self) -> None:
-        self.call(self.app.start())
+        try:
+            self.call(self.app.start())
+        except BaseException:  # the app released what it had started; end the loop too
+            self._end_loop()
+            raise
 
     def stop(self) -> None:
         try:
             self.call(self.app.stop())
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(10)
-            self.loop.close()
+            self._end_loop()
+
+    def _end_loop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
 
     def create_inbox(self, address: str, account_id: str | None = None) -> Inbox:
         async def create() -> Inbox:

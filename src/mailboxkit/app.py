@@ -162,10 +162,14 @@ def listen_socket(host: str, port: int) -> socket.socket:
     # IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say TCP;
     # with Nagle on, pipelined SMTP replies meet delayed ACKs and each message stalls 40 ms.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    sock.setblocking(False)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
@@ -206,6 +210,16 @@ class MailboxKit:
         if s.migrate_on_start:
             await upgrade_async(s.sqlalchemy_url)
         self.db = Database.open(s.sqlalchemy_url)
+        try:
+            await self._start_everything()
+        except BaseException:  # e.g. a port taken: release what did start, then fail
+            with contextlib.suppress(Exception):
+                await self.stop()
+            raise
+        log.info("event=started %s", " ".join(f"{k}={v}" for k, v in self.ports.items()))
+
+    async def _start_everything(self) -> None:
+        s = self.settings
         self.blobs = open_blobs(s, self.clock)
         if self.resolver is None:
             self.resolver = DnsResolver(s.nameservers, timeout=s.dns_timeout)
@@ -226,7 +240,6 @@ class MailboxKit:
             await self._start_imap()
         if s.http_port:
             await self._start_http()
-        log.info("event=started %s", " ".join(f"{k}={v}" for k, v in self.ports.items()))
 
     async def _start_change_notices(self) -> None:
         """Committed events ring their inbox; on PostgreSQL, notices reach other processes."""
@@ -516,6 +529,7 @@ class MailboxKit:
                 await self._relay
         if self._notifier is not None:
             await self._notifier.stop()
-        await self.blobs.close()
+        if hasattr(self, "blobs"):  # not when start failed before it
+            await self.blobs.close()
         await self.db.close()
         log.info("event=stopped")

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from sqlalchemy import select
 from mailboxkit.store import models as m
 from mailboxkit.store.db import Database
 
-from harness import free_port
+from harness import ServerThread, free_port, server_settings
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -128,3 +129,27 @@ async def subjects(url: str) -> list[str]:
             return list((await conn.execute(select(m.messages.c.subject))).scalars())
     finally:
         await db.close()
+
+
+def test_a_taken_port_fails_the_start_and_releases_the_others(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The MX listens first; the HTTP port is taken: start fails, and the MX port is free again."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        settings = server_settings(
+            tmp_path / "data", database_url, http_port=taken.getsockname()[1]
+        )
+        server = ServerThread(settings)
+        with pytest.raises(OSError, match="in use"):
+            server.start()
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", settings.smtp_port))  # would fail if still listening
+    retry = ServerThread(settings.model_copy(update={"http_port": free_port()}))
+    retry.start()  # the database and data dir were released too
+    try:
+        with smtplib.SMTP("127.0.0.1", settings.smtp_port) as smtp:
+            assert smtp.noop()[0] == 250
+    finally:
+        retry.stop()
