@@ -12,7 +12,12 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailboxkit.dns.authresults import AuthVerdicts, authentication_results, quote_value
+from mailboxkit.dns.authresults import (
+    AuthVerdicts,
+    authentication_results,
+    quote_value,
+    strip_forged,
+)
 from mailboxkit.dns.dkimverify import DkimResult, DkimVerdict
 from mailboxkit.dns.dmarc import Disposition, DmarcResult, DmarcVerdict
 from mailboxkit.dns.inbound import verify_inbound
@@ -234,3 +239,31 @@ async def test_verify_inbound_bad_ip_raises_plain_value_error() -> None:
         await verify_inbound(
             MESSAGE, ip="nonsense", mail_from="", helo="h.example", resolver=FakeResolver()
         )
+
+
+# ---- strip_forged: fields claiming our authserv-id are removed (RFC 8601 §5) ------------------
+
+_BODY = b"\r\nAuthentication-Results: mx.ours.test; spf=pass (a body line, kept)\r\n"
+
+
+@pytest.mark.parametrize(
+    ("header", "kept"),
+    [
+        (b"Authentication-Results: mx.ours.test; spf=pass\r\n", b""),
+        (b"authentication-results : MX.OURS.TEST ; dkim=pass\r\n", b""),
+        (b"Authentication-Results: (comment) mx.ours.test; dkim=pass\r\n", b""),
+        (b"Authentication-Results:\r\n mx.ours.test;\r\n\tdmarc=pass\r\n", b""),
+        (b"Authentication-Results: mx.ours.test.evil; spf=pass\r\n", None),
+        (b"Authentication-Results: other.test; spf=pass\r\n", None),
+        (b"X-Authentication-Results: mx.ours.test; spf=pass\r\n", None),
+    ],
+)
+def test_strip_forged(header: bytes, kept: bytes | None) -> None:
+    message = b"From: a@b.test\r\n" + header + b"Subject: s\r\n" + _BODY
+    expected = message if kept is None else b"From: a@b.test\r\nSubject: s\r\n" + _BODY
+    assert strip_forged(message, "mx.ours.test") == expected
+
+
+def test_strip_forged_leaves_a_message_without_such_fields_alone() -> None:
+    message = b"From: a@b.test\nSubject: bare LF\n\nbody\n"
+    assert strip_forged(message, "mx.ours.test") is message

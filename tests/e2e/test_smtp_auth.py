@@ -39,6 +39,9 @@ RECORDS = {
     # Publishes p=quarantine: failing mail goes to Junk.
     "shop.test": {"TXT": ["v=spf1 -all"]},
     "_dmarc.shop.test": {"TXT": ["v=DMARC1; p=quarantine"]},
+    # The test client's address has a name that resolves back to it.
+    "1.0.0.127.in-addr.arpa": {"PTR": ["relay.good.test."]},
+    "relay.good.test": {"A": ["127.0.0.1"]},
 }
 
 
@@ -88,6 +91,11 @@ def stored(server: ServerThread) -> tuple[bytes, dict[str, object], str, str]:
 
 def header_block(raw: bytes) -> bytes:
     return raw[: raw.index(b"\r\nReceived: ")]
+
+
+def received(raw: bytes) -> bytes:
+    start = raw.index(b"Received: ")
+    return raw[start : raw.index(b"\r\n", start)]
 
 
 def test_passing_message_is_trusted(server: ServerThread) -> None:
@@ -140,3 +148,26 @@ def test_no_policy_is_labelled_unauthenticated(server: ServerThread) -> None:
     assert b"spf=none" in header_block(raw) and b"dmarc=none" in header_block(raw)
     assert (folder, event) == ("INBOX", "message.received.unauthenticated")
     assert auth["dmarc"]["result"] == "none"  # type: ignore[index]
+
+
+def test_received_names_the_peer_by_confirmed_reverse_dns(server: ServerThread) -> None:
+    server.create_inbox("bot@example.test")
+    send(server, "alice@good.test", signed(message("alice@good.test", "trace")))
+    raw, _, _, _ = stored(server)
+    assert received(raw).endswith(b" (relay.good.test [127.0.0.1])")
+
+
+def test_forged_results_claiming_to_be_ours_are_removed(server: ServerThread) -> None:
+    server.create_inbox("bot@example.test")
+    forged = (
+        b"Authentication-Results: MX.example.test; dmarc=pass header.from=bank.test\r\n"
+        b"Authentication-Results:\r\n\t(folded) mx.example.test; dkim=pass\r\n"
+        b"Authentication-Results: relay.other.test; spf=pass\r\n"
+    )
+    send(server, "promo@shop.test", forged + message("promo@shop.test", "forged-results"))
+    raw, _, folder, _ = stored(server)
+    assert raw.count(b"Authentication-Results: mx.example.test;") == 1  # ours, at the top
+    assert raw.lower().count(b"mx.example.test; d") == 0
+    assert b"Authentication-Results: relay.other.test; spf=pass\r\n" in raw  # another's stays
+    assert raw.endswith(message("promo@shop.test", "forged-results"))  # the rest byte for byte
+    assert folder == "Junk"

@@ -24,7 +24,7 @@ from mailboxkit.dns.dkimverify import DkimResult, DkimVerdict
 from mailboxkit.dns.dmarc import Disposition, DmarcResult
 from mailboxkit.dns.spf import SpfIdentity, SpfResult
 
-__all__ = ["AuthVerdicts", "authentication_results", "quote_value"]
+__all__ = ["AuthVerdicts", "authentication_results", "quote_value", "strip_forged"]
 
 # RFC 2045 §5.1: token = 1*<any US-ASCII CHAR except SPACE, CTLs, or tspecials>
 _TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
@@ -44,6 +44,7 @@ class AuthVerdicts:
     dkim: tuple[DkimResult, ...]
     dmarc: DmarcResult | None
     disposition: Disposition
+    peer_name: str | None = None  # the peer's forward-confirmed reverse name, if any
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form for the API; diagnostic details stay in the logs."""
@@ -135,3 +136,44 @@ def authentication_results(authserv_id: str, verdicts: AuthVerdicts) -> str:
             _resinfo("dmarc", dmarc.result, ("header.from", dmarc.from_domain), comment=comment)
         )
     return "; ".join([quote_value(authserv_id), *(resinfos or ["none"])])
+
+
+_OUR_FIELD = re.compile(rb"(?im)^authentication-results[ \t]*:")
+_AUTHSERV_ID = re.compile(rb"[ \t\r\n]*(?:\([^)]*\)[ \t\r\n]*)*([^ \t\r\n;(]+)")
+
+
+def strip_forged(message: bytes, authserv_id: str) -> bytes:
+    """``message`` without the Authentication-Results fields that claim to be ours.
+
+    A sender can write a field with our authserv-id into its message; readers trusting our
+    verdicts would trust that one too. RFC 8601 §5 asks a receiver to remove them. Only fields
+    of the header section are looked at; everything else is left byte for byte.
+    """
+    if _OUR_FIELD.search(message) is None:  # the common case: nothing to look at
+        return message
+    ours = authserv_id.lower().encode("ascii", "replace")
+    fields: list[list[bytes]] = []
+    pos = 0
+    while pos < len(message):
+        newline = message.find(b"\n", pos)
+        end = len(message) if newline < 0 else newline + 1
+        line = message[pos:end]
+        if line in (b"\r\n", b"\n"):
+            break  # the empty line that ends the header section
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1].append(line)  # folded: part of the field above
+        else:
+            fields.append([line])
+        pos = end
+    kept = [b"".join(field) for field in fields if not _claims(b"".join(field), ours)]
+    if len(kept) == len(fields):
+        return message
+    return b"".join(kept) + message[pos:]
+
+
+def _claims(field: bytes, authserv_id: bytes) -> bool:
+    """Whether ``field`` is an Authentication-Results field of ``authserv_id``."""
+    if _OUR_FIELD.match(field) is None:
+        return False
+    found = _AUTHSERV_ID.match(field, field.index(b":") + 1)
+    return found is not None and found.group(1).lower() == authserv_id

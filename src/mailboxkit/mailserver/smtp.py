@@ -32,7 +32,7 @@ from typing import Any, AnyStr, Protocol
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
-from mailboxkit.dns.authresults import AuthVerdicts, authentication_results
+from mailboxkit.dns.authresults import AuthVerdicts, authentication_results, strip_forged
 from mailboxkit.dns.dmarc import Disposition, DmarcVerdict
 from mailboxkit.mailserver import replies
 from mailboxkit.mailserver.delivery import DeliveryFailed, DeliveryPipeline, Inbound, new_queue_id
@@ -118,6 +118,7 @@ class Verdict:
     event: EventType
     auth: dict[str, Any] | None
     refuse: bool
+    peer_name: str | None = None  # forward-confirmed reverse DNS of the peer
 
 
 class MxHandler:
@@ -201,8 +202,8 @@ class MxHandler:
             return replies.DMARC_REJECTED
         now = self._clock.now()
         queue_id = new_queue_id()
-        trace = verdict.header + self._received(session, envelope, queue_id, now)
-        raw = trace + envelope.original_content
+        trace = verdict.header + self._received(session, envelope, queue_id, now, verdict)
+        raw = trace + strip_forged(envelope.original_content, self._hostname)
         inbound = Inbound(
             raw=raw,
             parsed=parse_message(raw),
@@ -260,18 +261,24 @@ class MxHandler:
             event=event,
             auth=verdicts.as_dict(),
             refuse=failed and verdicts.disposition is Disposition.REJECT and self._dmarc_reject,
+            peer_name=verdicts.peer_name,
         )
 
-    def _received(self, session: Session, envelope: Envelope, queue_id: str, now: Any) -> bytes:
-        """The trace header (RFC 5321 §4.4), with the protocol keyword of RFC 3848/6531."""
-        peer_ip = _peer_ip(session)
+    def _received(
+        self, session: Session, envelope: Envelope, queue_id: str, now: Any, verdict: Verdict
+    ) -> bytes:
+        """The trace header (RFC 5321 §4.4), with the protocol keyword of RFC 3848/6531 and the
+        peer's reverse name when DNS confirmed it (``from helo (name [ip])``)."""
+        peer = f"[{_peer_ip(session)}]"
+        if verdict.peer_name:
+            peer = f"{verdict.peer_name} {peer}"
         proto = "UTF8SMTP" if envelope.smtp_utf8 else "ESMTP" if session.extended_smtp else "SMTP"
         if session.ssl is not None:
             proto += "S"
         helo = "".join(ch for ch in (session.host_name or "unknown") if ch.isprintable())[:255]
         recipient = f"\r\n\tfor <{envelope.rcpt_tos[0]}>" if len(envelope.rcpt_tos) == 1 else ""
         header = (
-            f"Received: from {helo} ([{peer_ip}])\r\n\tby {self._hostname} (MailboxKit)"
+            f"Received: from {helo} ({peer})\r\n\tby {self._hostname} (MailboxKit)"
             f" with {proto} id {queue_id}{recipient};\r\n\t{format_datetime(now)}\r\n"
         )
         return header.encode("utf-8", "surrogateescape")
