@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import socket
+import ssl
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -30,6 +31,8 @@ from mailboxkit.config import Settings
 from mailboxkit.dns.authresults import AuthVerdicts
 from mailboxkit.dns.check import RecordResolver
 from mailboxkit.dns.inbound import verify_inbound
+from mailboxkit.dns.mtasts import USER_AGENT as MTA_STS_USER_AGENT
+from mailboxkit.dns.mtasts import MtaStsPolicies
 from mailboxkit.dns.records import DomainProfile
 from mailboxkit.dns.resolver import DnsResolver, Resolver
 from mailboxkit.dns.signing import DkimSigner
@@ -113,6 +116,32 @@ def api_config(settings: Settings) -> ApiConfig:
     )
 
 
+def outbound_tls_context(settings: Settings) -> ssl.SSLContext:
+    """The context outbound TLS is verified with: the system's CAs and the operator's extra."""
+    context = ssl.create_default_context()
+    if settings.outbound_tls_ca_file is not None:
+        context.load_verify_locations(cafile=settings.outbound_tls_ca_file)
+    return context
+
+
+def mta_sts_policies(settings: Settings, resolver: Resolver) -> MtaStsPolicies:
+    """Recipient domains' MTA-STS policies, fetched with a client of their own (RFC 8461 §3.3:
+    certificate verified, no redirects, no proxies from the environment)."""
+    client = httpx.AsyncClient(
+        verify=outbound_tls_context(settings),
+        timeout=httpx.Timeout(settings.outbound_mta_sts_timeout),
+        follow_redirects=False,
+        trust_env=False,
+        headers={"user-agent": MTA_STS_USER_AGENT},
+    )
+    return MtaStsPolicies(
+        resolver,
+        client,
+        port=settings.outbound_mta_sts_port,
+        timeout=settings.outbound_mta_sts_timeout,
+    )
+
+
 def outbound_transport(settings: Settings, resolver: Resolver) -> Transport:
     """The transport outbound mail leaves through (``outbound_transport``)."""
     s = settings
@@ -122,7 +151,10 @@ def outbound_transport(settings: Settings, resolver: Resolver) -> Transport:
             configuration_set=s.ses_configuration_set,
         )
     pool = SmtpClientPool(
-        helo=s.hostname, timeout=s.outbound_timeout, max_idle=s.outbound_concurrency
+        helo=s.hostname,
+        timeout=s.outbound_timeout,
+        verified_context=outbound_tls_context(s),
+        max_idle=s.outbound_concurrency,
     )
     if s.outbound_transport == "smarthost":
         tls = {"starttls": TlsMode.STARTTLS, "implicit": TlsMode.IMPLICIT, "none": TlsMode.NONE}
@@ -134,7 +166,8 @@ def outbound_transport(settings: Settings, resolver: Resolver) -> Transport:
             username=s.smarthost_username,
             password=s.smarthost_password,
         )
-    return MxTransport(resolver, pool, port=s.outbound_mx_port)
+    policies = mta_sts_policies(s, resolver)
+    return MxTransport(resolver, pool, port=s.outbound_mx_port, policies=policies)
 
 
 def payload_limits(settings: Settings) -> PayloadLimits:

@@ -1,14 +1,18 @@
 """Direct MX delivery and the smarthost transport against aiosmtpd sinks on loopback: routes
-from a FakeResolver, STARTTLS (trustme certificates), AUTH, per-recipient replies."""
+from a FakeResolver, STARTTLS (trustme certificates), AUTH, per-recipient replies, and MTA-STS
+policies served over HTTPS by a local policy host."""
 
 from __future__ import annotations
 
 import ssl
 from collections.abc import Iterator
+from typing import Any
 
+import httpx
 import pytest
 import trustme
 
+from mailboxkit.dns.mtasts import MtaStsPolicies
 from mailboxkit.dns.resolver import FakeResolver
 from mailboxkit.mailserver.outbound.mx import MxTransport
 from mailboxkit.mailserver.outbound.smarthost import SmarthostTransport
@@ -19,6 +23,7 @@ from mailboxkit.mailserver.outbound.transport import (
     PermanentFailure,
     TemporaryFailure,
 )
+from mailserver.outbound.policyhost import PolicyHost, policy_text
 from mailserver.outbound.sink import Sink, SinkHandler
 
 DATA = b"From: bot@example.test\r\nTo: a@remote.test\r\nSubject: Hi\r\n\r\nHello\r\n"
@@ -191,3 +196,110 @@ async def test_smarthost_refuses_an_unverified_certificate(ca: trustme.CA) -> No
         sink.stop()
     assert isinstance(results["a@remote.test"], TemporaryFailure)
     assert sink.empty()
+
+
+# --- MTA-STS (RFC 8461) -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def policy_host(ca: trustme.CA) -> Iterator[PolicyHost]:
+    running = PolicyHost(ca, "mta-sts.remote.test")
+    running.start()
+    yield running
+    running.stop()
+
+
+def sts_transport(
+    ca: trustme.CA, policy_host: PolicyHost, records: dict[str, Any], port: int
+) -> MxTransport:
+    """A transport to ``remote.test``, whose policy host is ``policy_host``; ``ca`` trusted."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    resolver = FakeResolver(
+        {
+            **records,
+            "_mta-sts.remote.test": {"TXT": ["v=STSv1; id=1"]},
+            "mta-sts.remote.test": {"A": ["127.0.0.1"]},
+        }
+    )
+    client = httpx.AsyncClient(verify=context, follow_redirects=False, trust_env=False)
+    policies = MtaStsPolicies(resolver, client, port=policy_host.port)
+    pool = SmtpClientPool(helo="mx.example.test", timeout=10, verified_context=context)
+    return MxTransport(resolver, pool, port=port, policies=policies)
+
+
+async def test_enforce_skips_mx_hosts_outside_the_policy(
+    ca: trustme.CA, sink: Sink, policy_host: PolicyHost
+) -> None:
+    policy_host.serve(policy_text("enforce", "mx.remote.test"))
+    records = {
+        "remote.test": {"MX": [(10, "rogue.remote.test"), (20, "mx.remote.test")]},
+        "rogue.remote.test": {"A": ["127.0.0.1"]},
+        "mx.remote.test": {"A": ["127.0.0.1"]},
+    }
+    transport = sts_transport(ca, policy_host, records, sink.port)
+    try:
+        results = await transport.deliver(parcel("a@remote.test"))
+    finally:
+        await transport.close()
+    assert results["a@remote.test"] == Accepted("250 2.0.0 OK", "mx.remote.test")
+    assert sink.next().tls
+
+
+async def test_enforce_never_sends_in_the_clear(ca: trustme.CA, policy_host: PolicyHost) -> None:
+    policy_host.serve(policy_text("enforce", "mx.remote.test"))
+    plain = Sink()  # no STARTTLS
+    plain.start()
+    records = {
+        "remote.test": {"MX": [(10, "mx.remote.test")]},
+        "mx.remote.test": {"A": ["127.0.0.1"]},
+    }
+    transport = sts_transport(ca, policy_host, records, plain.port)
+    try:
+        results = await transport.deliver(parcel("a@remote.test"))
+    finally:
+        await transport.close()
+        plain.stop()
+    assert results["a@remote.test"] == TemporaryFailure(
+        "451 4.7.4 mx.remote.test [127.0.0.1]: MTA-STS enforce: "
+        "mx.remote.test does not offer STARTTLS"
+    )
+    assert plain.handler.attempts == 0 and plain.empty()
+
+
+async def test_testing_delivers_in_the_clear_when_starttls_is_missing(
+    ca: trustme.CA, policy_host: PolicyHost
+) -> None:
+    policy_host.serve(policy_text("testing", "mx.remote.test"))
+    plain = Sink()
+    plain.start()
+    records = {
+        "remote.test": {"MX": [(10, "mx.remote.test")]},
+        "mx.remote.test": {"A": ["127.0.0.1"]},
+    }
+    transport = sts_transport(ca, policy_host, records, plain.port)
+    try:
+        results = await transport.deliver(parcel("a@remote.test"))
+    finally:
+        await transport.close()
+        plain.stop()
+    assert isinstance(results["a@remote.test"], Accepted)
+    assert not plain.next().tls
+
+
+async def test_a_none_policy_is_opportunistic(
+    ca: trustme.CA, sink: Sink, policy_host: PolicyHost
+) -> None:
+    policy_host.serve("version: STSv1\nmode: none\nmax_age: 86400\n")
+    records = {
+        "remote.test": {"MX": [(10, "elsewhere.test")]},  # matches nothing: no matter
+        "elsewhere.test": {"A": ["127.0.0.1"]},
+    }
+    transport = sts_transport(ca, policy_host, records, sink.port)
+    try:
+        results = await transport.deliver(parcel("a@remote.test"))
+    finally:
+        await transport.close()
+    assert isinstance(results["a@remote.test"], Accepted)
+    assert sink.next().tls
+    assert policy_host.fetches == 1
