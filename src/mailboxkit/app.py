@@ -32,7 +32,7 @@ from mailboxkit.dns.authresults import AuthVerdicts
 from mailboxkit.dns.check import RecordResolver
 from mailboxkit.dns.inbound import verify_inbound
 from mailboxkit.dns.mtasts import USER_AGENT as MTA_STS_USER_AGENT
-from mailboxkit.dns.mtasts import MtaStsPolicies
+from mailboxkit.dns.mtasts import MtaStsPolicies, PolicyFetcher
 from mailboxkit.dns.records import DomainProfile
 from mailboxkit.dns.resolver import DnsResolver, Resolver
 from mailboxkit.dns.signing import DkimSigner
@@ -124,9 +124,9 @@ def outbound_tls_context(settings: Settings) -> ssl.SSLContext:
     return context
 
 
-def mta_sts_policies(settings: Settings, resolver: Resolver) -> MtaStsPolicies:
-    """Recipient domains' MTA-STS policies, fetched with a client of their own (RFC 8461 §3.3:
-    certificate verified, no redirects, no proxies from the environment)."""
+def mta_sts_fetcher(settings: Settings, resolver: Resolver) -> PolicyFetcher:
+    """Fetches MTA-STS policies, with a client of its own (RFC 8461 §3.3: certificate
+    verified, no redirects, no proxies from the environment)."""
     client = httpx.AsyncClient(
         verify=outbound_tls_context(settings),
         timeout=httpx.Timeout(settings.outbound_mta_sts_timeout),
@@ -134,7 +134,7 @@ def mta_sts_policies(settings: Settings, resolver: Resolver) -> MtaStsPolicies:
         trust_env=False,
         headers={"user-agent": MTA_STS_USER_AGENT},
     )
-    return MtaStsPolicies(
+    return PolicyFetcher(
         resolver,
         client,
         port=settings.outbound_mta_sts_port,
@@ -142,8 +142,11 @@ def mta_sts_policies(settings: Settings, resolver: Resolver) -> MtaStsPolicies:
     )
 
 
-def outbound_transport(settings: Settings, resolver: Resolver) -> Transport:
-    """The transport outbound mail leaves through (``outbound_transport``)."""
+def outbound_transport(
+    settings: Settings, resolver: Resolver, mta_sts: PolicyFetcher | None = None
+) -> Transport:
+    """The transport outbound mail leaves through (``outbound_transport``); direct MX delivery
+    honours MTA-STS when given a fetcher (whose client its caller closes)."""
     s = settings
     if s.outbound_transport == "ses":
         return SesTransport(
@@ -166,7 +169,7 @@ def outbound_transport(settings: Settings, resolver: Resolver) -> Transport:
             username=s.smarthost_username,
             password=s.smarthost_password,
         )
-    policies = mta_sts_policies(s, resolver)
+    policies = MtaStsPolicies(resolver, mta_sts) if mta_sts is not None else None
     return MxTransport(resolver, pool, port=s.outbound_mx_port, policies=policies)
 
 
@@ -221,6 +224,7 @@ class MailboxKit:
     _http_task: asyncio.Task[None] | None = None
     _http_socket: socket.socket | None = None
     transport: Transport | None = None  # None: the one the settings choose
+    mta_sts: PolicyFetcher | None = None  # recipient domains' policies, and our own for checks
     outbound: QueueWorker | None = None
     signer: DkimSigner | None = None
     outbox: OutboxWriter | None = None
@@ -240,6 +244,7 @@ class MailboxKit:
         self.blobs = open_blobs(s, self.clock)
         if self.resolver is None:
             self.resolver = DnsResolver(s.nameservers, timeout=s.dns_timeout)
+        self.mta_sts = mta_sts_fetcher(s, self.resolver)
         async with self.db.write() as conn:
             await ensure_domain(conn, s.domain, now=self.clock.now())
         await self._start_change_notices()
@@ -306,7 +311,7 @@ class MailboxKit:
         )
         self.outbox.start()
         if self.transport is None:
-            self.transport = outbound_transport(s, self.resolver)
+            self.transport = outbound_transport(s, self.resolver, self.mta_sts)
         config = WorkerConfig(
             hostname=s.hostname,
             concurrency=s.outbound_concurrency,
@@ -534,6 +539,8 @@ class MailboxKit:
             )
         if self._webhook_client is not None:
             await self._webhook_client.aclose()
+        if self.mta_sts is not None:
+            await self.mta_sts.close()
         if self._relay is not None:
             self._relay.cancel()
             with contextlib.suppress(asyncio.CancelledError):

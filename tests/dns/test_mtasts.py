@@ -17,6 +17,9 @@ from mailboxkit.dns.mtasts import (
     MtaStsPolicies,
     Policy,
     PolicyError,
+    PolicyFetcher,
+    PolicyUnavailable,
+    Unavailability,
     mx_matches,
     parse_policy,
     parse_record,
@@ -24,6 +27,8 @@ from mailboxkit.dns.mtasts import (
 from mailboxkit.dns.records import DomainProfile, MtaStsMode, mta_sts_id, mta_sts_policy
 from mailboxkit.dns.resolver import FakeResolver
 from mailserver.outbound.policyhost import PolicyHost, policy_text
+
+from harness import free_port
 
 # --- the policy file (§3.2) ---------------------------------------------------------------------
 
@@ -218,9 +223,9 @@ async def policies(
     ca: trustme.CA, host: PolicyHost, resolver: FakeResolver, clock: Clock
 ) -> AsyncIterator[MtaStsPolicies]:
     client = httpx.AsyncClient(verify=_trusting(ca), follow_redirects=False, trust_env=False)
-    found = MtaStsPolicies(resolver, client, port=host.port, timeout=10, clock=clock)
-    yield found
-    await found.close()
+    fetcher = PolicyFetcher(resolver, client, port=host.port, timeout=10)
+    yield MtaStsPolicies(resolver, fetcher, clock=clock)
+    await fetcher.close()
 
 
 def set_txt(resolver: FakeResolver, *texts: str) -> None:
@@ -340,18 +345,17 @@ async def test_a_certificate_for_another_name_is_no_policy(
     impostor = PolicyHost(ca, "mta-sts.elsewhere.test")
     impostor.serve(ENFORCE)
     impostor.start()
+    client = httpx.AsyncClient(verify=_trusting(ca), trust_env=False)
+    fetcher = PolicyFetcher(resolver, client, port=impostor.port)
     try:
-        other = MtaStsPolicies(
-            resolver,
-            httpx.AsyncClient(verify=_trusting(ca), trust_env=False),
-            port=impostor.port,
-        )
-        try:
-            assert await other.get(DOMAIN) is None
-        finally:
-            await other.close()
+        assert await MtaStsPolicies(resolver, fetcher).get(DOMAIN) is None
+        with pytest.raises(PolicyUnavailable) as refused:
+            await fetcher.fetch(DOMAIN)
     finally:
+        await fetcher.close()
         impostor.stop()
+    assert refused.value.kind is Unavailability.INVALID
+    assert "CERTIFICATE_VERIFY_FAILED" in str(refused.value)
     assert impostor.fetches == 0
 
 
@@ -359,12 +363,56 @@ async def test_an_untrusted_certificate_is_no_policy(
     host: PolicyHost, resolver: FakeResolver
 ) -> None:
     client = httpx.AsyncClient(verify=ssl.create_default_context(), trust_env=False)
-    untrusting = MtaStsPolicies(resolver, client, port=host.port)
+    fetcher = PolicyFetcher(resolver, client, port=host.port)
     try:
-        assert await untrusting.get(DOMAIN) is None
+        assert await MtaStsPolicies(resolver, fetcher).get(DOMAIN) is None
     finally:
-        await untrusting.close()
+        await fetcher.close()
     assert host.fetches == 0
+
+
+@pytest.mark.parametrize(
+    ("records", "status", "kind"),
+    [
+        ({}, 200, Unavailability.MISSING),  # mta-sts.remote.test does not exist
+        ({f"mta-sts.{DOMAIN}": {"A": ["127.0.0.1"]}}, 404, Unavailability.MISSING),
+        ({f"mta-sts.{DOMAIN}": {"A": ["127.0.0.1"]}}, 503, Unavailability.INVALID),
+    ],
+)
+async def test_why_a_policy_is_unavailable(
+    ca: trustme.CA,
+    host: PolicyHost,
+    records: dict[str, dict[str, list[str]]],
+    status: int,
+    kind: Unavailability,
+) -> None:
+    host.status = status
+    resolver = FakeResolver(records)
+    client = httpx.AsyncClient(verify=_trusting(ca), trust_env=False)
+    fetcher = PolicyFetcher(resolver, client, port=host.port)
+    try:
+        with pytest.raises(PolicyUnavailable) as unavailable:
+            await fetcher.fetch(DOMAIN)
+    finally:
+        await fetcher.close()
+    assert unavailable.value.kind is kind
+
+
+async def test_nothing_listening_is_missing_and_dns_trouble_temporary(ca: trustme.CA) -> None:
+    resolver = FakeResolver(
+        {f"mta-sts.{DOMAIN}": {"A": ["127.0.0.1"]}}, servfail=["mta-sts.x.test"]
+    )
+    client = httpx.AsyncClient(verify=_trusting(ca), trust_env=False)
+    fetcher = PolicyFetcher(resolver, client, port=free_port())
+    try:
+        with pytest.raises(PolicyUnavailable) as refused:
+            await fetcher.fetch(DOMAIN)
+        with pytest.raises(PolicyUnavailable) as trouble:
+            await fetcher.fetch("x.test")
+    finally:
+        await fetcher.close()
+    assert refused.value.kind is Unavailability.MISSING
+    assert trouble.value.kind is Unavailability.TEMPORARY
 
 
 def _trusting(ca: trustme.CA) -> ssl.SSLContext:

@@ -11,7 +11,10 @@ Implementation notes:
   TLS SNI kept, so the certificate is verified for ``mta-sts.DOMAIN`` (the client's context:
   the system store, plus the operator's extra CA). Only a 200 with media type ``text/plain``
   counts; redirects are not followed, nothing is cached by HTTP, the body is capped at 64 KiB
-  (``MAX_POLICY_SIZE``) and the whole fetch at the client's timeout.
+  (``MAX_POLICY_SIZE``) and the whole fetch at the client's timeout. :class:`PolicyFetcher`
+  does this and says why a policy is unavailable: missing (no address, nothing listening,
+  404), invalid (certificate, status, media type, size, syntax) or temporary (DNS, timeout),
+  which the DNS check of our own domains reports.
 - Parsing (§3.2) is strict, by the ABNF: field names and values are case-sensitive, lines end
   in LF or CRLF, ``version: STSv1``, ``mode`` and ``max_age`` (0 to 31557600) are required,
   ``mx`` too unless the mode is none; unknown fields are ignored and, except ``mx``, the first
@@ -32,10 +35,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 
 import httpx
 
@@ -49,7 +54,9 @@ __all__ = [
     "MtaStsPolicies",
     "Policy",
     "PolicyError",
+    "PolicyFetcher",
     "PolicyUnavailable",
+    "Unavailability",
     "mx_matches",
     "parse_policy",
     "parse_record",
@@ -79,8 +86,18 @@ class PolicyError(ValueError):
     """A TXT record or policy file that does not follow RFC 8461's syntax."""
 
 
+class Unavailability(StrEnum):
+    MISSING = "missing"  # nothing served: no address, nothing listening, 404
+    INVALID = "invalid"  # served but unusable: certificate, status, media type, size, syntax
+    TEMPORARY = "temporary"  # cannot tell now: DNS failure, timeout
+
+
 class PolicyUnavailable(Exception):
-    """The policy could not be fetched (DNS, connection, TLS, HTTP status, size, type, syntax)."""
+    """The policy could not be fetched, and why (``kind``)."""
+
+    def __init__(self, reason: str, kind: Unavailability = Unavailability.INVALID) -> None:
+        super().__init__(reason)
+        self.kind = kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,12 +203,9 @@ class _Cached:
     expires: float
 
 
-class MtaStsPolicies:
-    """Finds, fetches and caches the MTA-STS policy of recipient domains.
-
-    ``client`` is an HTTP client made for this (no redirects, no proxies, a short timeout,
-    the verification context); :meth:`close` closes it.
-    """
+class PolicyFetcher:
+    """Fetches policies over HTTPS (RFC 8461 §3.3) with ``client``, an HTTP client made for
+    this (no redirects, no proxies, the verification context); :meth:`close` closes it."""
 
     def __init__(
         self,
@@ -200,13 +214,87 @@ class MtaStsPolicies:
         *,
         port: int = DEFAULT_PORT,
         timeout: float = 10.0,
-        max_entries: int = 10000,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._resolver = resolver
         self._client = client
         self._port = port
         self._timeout = timeout
+
+    async def fetch(self, domain: str, policy_id: str = "") -> Policy:
+        """Fetch and parse ``domain``'s policy; raises :class:`PolicyUnavailable`."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                text = await self._fetch_text(normalize_name(domain))
+        except TimeoutError:
+            reason = f"no answer within {self._timeout:g} s"
+            raise PolicyUnavailable(reason, Unavailability.TEMPORARY) from None
+        try:
+            return parse_policy(text, policy_id)
+        except PolicyError as error:
+            raise PolicyUnavailable(f"invalid policy: {error}") from None
+
+    async def _fetch_text(self, domain: str) -> str:
+        host = f"mta-sts.{domain}"
+        addresses = await self._addresses(host)
+        failure = PolicyUnavailable(f"{host} has no address", Unavailability.MISSING)
+        for address in addresses:
+            literal = f"[{address}]" if ":" in address else address
+            url = f"https://{literal}:{self._port}{POLICY_PATH}"
+            headers = {"Host": host if self._port == DEFAULT_PORT else f"{host}:{self._port}"}
+            try:
+                async with self._client.stream(
+                    "GET", url, headers=headers, extensions={"sni_hostname": host}
+                ) as response:
+                    return await _policy_text(response)
+            except (httpx.HTTPError, OSError, ValueError) as error:  # TLS, network, bad names
+                failure = PolicyUnavailable(
+                    f"{host} [{address}]: {type(error).__name__}: {error}", _kind(error)
+                )
+        raise failure
+
+    async def _addresses(self, host: str) -> list[str]:
+        found: list[str] = []
+        for lookup in (self._resolver.a, self._resolver.aaaa):
+            try:
+                found += await lookup(host)
+            except DnsNotFound:
+                continue
+            except DnsTempError as error:
+                raise PolicyUnavailable(f"DNS: {error}", Unavailability.TEMPORARY) from None
+        return found
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def _kind(error: BaseException) -> Unavailability:
+    """What a failed request says about the policy: a certificate that does not verify is an
+    unusable policy host, a refused connection none at all, a timeout nothing yet."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError):
+            return Unavailability.INVALID
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(error, httpx.TimeoutException | TimeoutError):
+        return Unavailability.TEMPORARY
+    if isinstance(error, httpx.ConnectError | ConnectionError):
+        return Unavailability.MISSING
+    return Unavailability.INVALID
+
+
+class MtaStsPolicies:
+    """Finds, fetches (with ``fetcher``) and caches the MTA-STS policy of recipient domains."""
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        fetcher: PolicyFetcher,
+        *,
+        max_entries: int = 10000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._resolver = resolver
+        self._fetcher = fetcher
         self._max_entries = max_entries
         self._clock = clock
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
@@ -245,7 +333,7 @@ class MtaStsPolicies:
         if self._failed.get((domain, record_id), 0.0) > now:
             return kept
         try:
-            policy = await self.fetch(domain, record_id)
+            policy = await self._fetcher.fetch(domain, record_id)
         except PolicyUnavailable as error:
             log.warning(
                 "event=mta_sts_fetch_failed domain=%s id=%s reason=%s kept=%s",
@@ -292,57 +380,18 @@ class MtaStsPolicies:
             log.info("event=mta_sts_record_invalid domain=%s reason=%s", domain, error)
             return None
 
-    async def fetch(self, domain: str, policy_id: str = "") -> Policy:
-        """Fetch and parse ``domain``'s policy; raises :class:`PolicyUnavailable`."""
-        try:
-            async with asyncio.timeout(self._timeout):
-                text = await self._fetch_text(domain)
-        except TimeoutError:
-            raise PolicyUnavailable(f"no answer within {self._timeout:g} s") from None
-        try:
-            return parse_policy(text, policy_id)
-        except PolicyError as error:
-            raise PolicyUnavailable(f"invalid policy: {error}") from None
-
-    async def _fetch_text(self, domain: str) -> str:
-        host = f"mta-sts.{domain}"
-        addresses = await self._addresses(host)
-        last = "no address"
-        for address in addresses:
-            literal = f"[{address}]" if ":" in address else address
-            url = f"https://{literal}:{self._port}{POLICY_PATH}"
-            headers = {"Host": host if self._port == DEFAULT_PORT else f"{host}:{self._port}"}
-            try:
-                async with self._client.stream(
-                    "GET", url, headers=headers, extensions={"sni_hostname": host}
-                ) as response:
-                    return await _policy_text(response)
-            except (httpx.HTTPError, OSError, ValueError) as error:  # TLS, network, bad names
-                last = f"{address}: {type(error).__name__}: {error}"
-        raise PolicyUnavailable(f"{host}: {last}")
-
-    async def _addresses(self, host: str) -> list[str]:
-        found: list[str] = []
-        for lookup in (self._resolver.a, self._resolver.aaaa):
-            try:
-                found += await lookup(host)
-            except DnsNotFound:
-                continue
-            except DnsTempError as error:
-                raise PolicyUnavailable(f"DNS: {error}") from None
-        return found
-
     async def close(self) -> None:
+        """Cancel lookups in flight (the fetcher's client belongs to whoever made it)."""
         for task in list(self._inflight.values()):
             task.cancel()
         await asyncio.gather(*self._inflight.values(), return_exceptions=True)
-        await self._client.aclose()
 
 
 async def _policy_text(response: httpx.Response) -> str:
     """The body of a policy response, or :class:`PolicyUnavailable` (RFC 8461 §3.3)."""
     if response.status_code != 200:
-        raise PolicyUnavailable(f"HTTP status {response.status_code}, not 200")
+        kind = Unavailability.MISSING if response.status_code == 404 else Unavailability.INVALID
+        raise PolicyUnavailable(f"HTTP status {response.status_code}, not 200", kind)
     media_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type != "text/plain":
         raise PolicyUnavailable(f"media type {media_type or '(none)'!r}, not text/plain")

@@ -5,14 +5,14 @@ policies served over HTTPS by a local policy host."""
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 import trustme
 
-from mailboxkit.dns.mtasts import MtaStsPolicies
+from mailboxkit.dns.mtasts import MtaStsPolicies, PolicyFetcher
 from mailboxkit.dns.resolver import FakeResolver
 from mailboxkit.mailserver.outbound.mx import MxTransport
 from mailboxkit.mailserver.outbound.smarthost import SmarthostTransport
@@ -209,27 +209,36 @@ def policy_host(ca: trustme.CA) -> Iterator[PolicyHost]:
     running.stop()
 
 
-def sts_transport(
-    ca: trustme.CA, policy_host: PolicyHost, records: dict[str, Any], port: int
-) -> MxTransport:
-    """A transport to ``remote.test``, whose policy host is ``policy_host``; ``ca`` trusted."""
+@pytest.fixture
+def trusting(ca: trustme.CA) -> ssl.SSLContext:
     context = ssl.create_default_context()
     ca.configure_trust(context)
-    resolver = FakeResolver(
-        {
-            **records,
-            "_mta-sts.remote.test": {"TXT": ["v=STSv1; id=1"]},
-            "mta-sts.remote.test": {"A": ["127.0.0.1"]},
-        }
-    )
-    client = httpx.AsyncClient(verify=context, follow_redirects=False, trust_env=False)
-    policies = MtaStsPolicies(resolver, client, port=policy_host.port)
-    pool = SmtpClientPool(helo="mx.example.test", timeout=10, verified_context=context)
-    return MxTransport(resolver, pool, port=port, policies=policies)
+    return context
+
+
+@pytest.fixture
+async def fetcher(
+    trusting: ssl.SSLContext, policy_host: PolicyHost
+) -> AsyncIterator[PolicyFetcher]:
+    """Fetches from ``policy_host`` (the resolver is the transport's, given per test)."""
+    client = httpx.AsyncClient(verify=trusting, follow_redirects=False, trust_env=False)
+    resolver = FakeResolver({"mta-sts.remote.test": {"A": ["127.0.0.1"]}})
+    found = PolicyFetcher(resolver, client, port=policy_host.port)
+    yield found
+    await found.close()
+
+
+def sts_transport(
+    trusting: ssl.SSLContext, fetcher: PolicyFetcher, records: dict[str, Any], port: int
+) -> MxTransport:
+    """A transport to ``remote.test``, which publishes an MTA-STS record and policy."""
+    resolver = FakeResolver({**records, "_mta-sts.remote.test": {"TXT": ["v=STSv1; id=1"]}})
+    pool = SmtpClientPool(helo="mx.example.test", timeout=10, verified_context=trusting)
+    return MxTransport(resolver, pool, port=port, policies=MtaStsPolicies(resolver, fetcher))
 
 
 async def test_enforce_skips_mx_hosts_outside_the_policy(
-    ca: trustme.CA, sink: Sink, policy_host: PolicyHost
+    trusting: ssl.SSLContext, fetcher: PolicyFetcher, sink: Sink, policy_host: PolicyHost
 ) -> None:
     policy_host.serve(policy_text("enforce", "mx.remote.test"))
     records = {
@@ -237,7 +246,7 @@ async def test_enforce_skips_mx_hosts_outside_the_policy(
         "rogue.remote.test": {"A": ["127.0.0.1"]},
         "mx.remote.test": {"A": ["127.0.0.1"]},
     }
-    transport = sts_transport(ca, policy_host, records, sink.port)
+    transport = sts_transport(trusting, fetcher, records, sink.port)
     try:
         results = await transport.deliver(parcel("a@remote.test"))
     finally:
@@ -246,7 +255,9 @@ async def test_enforce_skips_mx_hosts_outside_the_policy(
     assert sink.next().tls
 
 
-async def test_enforce_never_sends_in_the_clear(ca: trustme.CA, policy_host: PolicyHost) -> None:
+async def test_enforce_never_sends_in_the_clear(
+    trusting: ssl.SSLContext, fetcher: PolicyFetcher, policy_host: PolicyHost
+) -> None:
     policy_host.serve(policy_text("enforce", "mx.remote.test"))
     plain = Sink()  # no STARTTLS
     plain.start()
@@ -254,7 +265,7 @@ async def test_enforce_never_sends_in_the_clear(ca: trustme.CA, policy_host: Pol
         "remote.test": {"MX": [(10, "mx.remote.test")]},
         "mx.remote.test": {"A": ["127.0.0.1"]},
     }
-    transport = sts_transport(ca, policy_host, records, plain.port)
+    transport = sts_transport(trusting, fetcher, records, plain.port)
     try:
         results = await transport.deliver(parcel("a@remote.test"))
     finally:
@@ -268,7 +279,7 @@ async def test_enforce_never_sends_in_the_clear(ca: trustme.CA, policy_host: Pol
 
 
 async def test_testing_delivers_in_the_clear_when_starttls_is_missing(
-    ca: trustme.CA, policy_host: PolicyHost
+    trusting: ssl.SSLContext, fetcher: PolicyFetcher, policy_host: PolicyHost
 ) -> None:
     policy_host.serve(policy_text("testing", "mx.remote.test"))
     plain = Sink()
@@ -277,7 +288,7 @@ async def test_testing_delivers_in_the_clear_when_starttls_is_missing(
         "remote.test": {"MX": [(10, "mx.remote.test")]},
         "mx.remote.test": {"A": ["127.0.0.1"]},
     }
-    transport = sts_transport(ca, policy_host, records, plain.port)
+    transport = sts_transport(trusting, fetcher, records, plain.port)
     try:
         results = await transport.deliver(parcel("a@remote.test"))
     finally:
@@ -288,14 +299,14 @@ async def test_testing_delivers_in_the_clear_when_starttls_is_missing(
 
 
 async def test_a_none_policy_is_opportunistic(
-    ca: trustme.CA, sink: Sink, policy_host: PolicyHost
+    trusting: ssl.SSLContext, fetcher: PolicyFetcher, sink: Sink, policy_host: PolicyHost
 ) -> None:
     policy_host.serve("version: STSv1\nmode: none\nmax_age: 86400\n")
     records = {
         "remote.test": {"MX": [(10, "elsewhere.test")]},  # matches nothing: no matter
         "elsewhere.test": {"A": ["127.0.0.1"]},
     }
-    transport = sts_transport(ca, policy_host, records, sink.port)
+    transport = sts_transport(trusting, fetcher, records, sink.port)
     try:
         results = await transport.deliver(parcel("a@remote.test"))
     finally:
