@@ -31,8 +31,7 @@ from mailboxkit.config import Settings
 from mailboxkit.dns.authresults import AuthVerdicts
 from mailboxkit.dns.check import RecordResolver
 from mailboxkit.dns.inbound import verify_inbound
-from mailboxkit.dns.mtasts import USER_AGENT as MTA_STS_USER_AGENT
-from mailboxkit.dns.mtasts import MtaStsPolicies, PolicyFetcher
+from mailboxkit.dns.mtasts import MtaStsPolicies, PolicyFetcher, policy_client
 from mailboxkit.dns.records import DomainProfile
 from mailboxkit.dns.resolver import DnsResolver, Resolver
 from mailboxkit.dns.signing import DkimSigner
@@ -125,20 +124,11 @@ def outbound_tls_context(settings: Settings) -> ssl.SSLContext:
 
 
 def mta_sts_fetcher(settings: Settings, resolver: Resolver) -> PolicyFetcher:
-    """Fetches MTA-STS policies, with a client of its own (RFC 8461 §3.3: certificate
-    verified, no redirects, no proxies from the environment)."""
-    client = httpx.AsyncClient(
-        verify=outbound_tls_context(settings),
-        timeout=httpx.Timeout(settings.outbound_mta_sts_timeout),
-        follow_redirects=False,
-        trust_env=False,
-        headers={"user-agent": MTA_STS_USER_AGENT},
-    )
+    """Fetches MTA-STS policies (recipient domains', and ours for the DNS check)."""
+    s = settings
+    client = policy_client(s.outbound_mta_sts_timeout, s.outbound_tls_ca_file)
     return PolicyFetcher(
-        resolver,
-        client,
-        port=settings.outbound_mta_sts_port,
-        timeout=settings.outbound_mta_sts_timeout,
+        resolver, client, port=s.outbound_mta_sts_port, timeout=s.outbound_mta_sts_timeout
     )
 
 
@@ -481,6 +471,7 @@ class MailboxKit:
             changes=self.changes,
             bus=self.bus,
             resolver=self.resolver,
+            mta_sts=self.mta_sts,
             profile=partial(DomainProfile.from_settings, s),
             events=events_config(s),
             dispatcher=self.webhooks,

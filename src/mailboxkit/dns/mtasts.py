@@ -41,6 +41,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 import httpx
 
@@ -60,6 +61,7 @@ __all__ = [
     "mx_matches",
     "parse_policy",
     "parse_record",
+    "policy_client",
     "policy_url",
 ]
 
@@ -189,6 +191,21 @@ def _mx_pattern(value: str) -> str:
     if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in name.split(".")):
         raise PolicyError(f"mx {value!r} is not a host name or *. and a host name")
     return value.lower()
+
+
+def policy_client(timeout: float, extra_ca: Path | None = None) -> httpx.AsyncClient:
+    """An HTTP client for policy fetches (RFC 8461 §3.3): certificates verified against the
+    system's CAs and ``extra_ca``'s, no redirects, no proxies from the environment."""
+    context = ssl.create_default_context()
+    if extra_ca is not None:
+        context.load_verify_locations(cafile=extra_ca)
+    return httpx.AsyncClient(
+        verify=context,
+        timeout=httpx.Timeout(timeout),
+        follow_redirects=False,
+        trust_env=False,
+        headers={"user-agent": USER_AGENT},
+    )
 
 
 def policy_url(domain: str, port: int = DEFAULT_PORT) -> str:

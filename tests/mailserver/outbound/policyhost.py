@@ -25,9 +25,11 @@ def policy_text(mode: str, *mx: str, max_age: int = 86400) -> str:
 
 class PolicyHost:
     """``start()`` returns the port; ``stop()`` closes it. The certificate is issued by ``ca``
-    for ``names`` (default: none given, so the caller must say which host it stands for)."""
+    for ``names``; it listens on ``address`` (a loopback one) at ``port`` (0: any free one)."""
 
-    def __init__(self, ca: trustme.CA, *names: str) -> None:
+    def __init__(
+        self, ca: trustme.CA, *names: str, address: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.policy = ""
         self.status = 200
         self.content_type = "text/plain; charset=utf-8"
@@ -59,7 +61,7 @@ class PolicyHost:
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer((address, port), Handler)
         self._server.daemon_threads = True
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(
