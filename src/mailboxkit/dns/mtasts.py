@@ -21,12 +21,12 @@ Implementation notes:
   of a repeated field wins. Anything else makes the whole policy invalid.
 - Matching (§4.1): case-insensitive, final dot ignored; ``*.example.com`` matches exactly one
   more label on the left (``mx1.example.com``, not ``a.b.example.com`` nor ``example.com``).
-- Cache (§5.1, §10.2): per domain, the last valid policy with the id it was fetched under, until
-  ``max_age`` seconds after the fetch. The TXT id equal to the cached one: the cached policy,
-  no fetch. Another id, or the cache expired: fetch; if that fails, an unexpired cached policy
-  stays in force. No TXT record, or DNS failing: the unexpired cached policy if any (so
-  stripping the record does not strip the protection), else none. A failed fetch is not tried
-  again for ``FETCH_BACKOFF`` seconds for the same id.
+- Cache (§3.3, §5.1, §10.2): per domain, the last valid policy with the id it was fetched
+  under, until ``max_age`` seconds after the fetch. The TXT id equal to the cached one: the
+  cached policy, no fetch. Another id, or the cache expired: fetch; if that fails, an unexpired
+  cached policy stays in force. No TXT record, or DNS failing: the unexpired cached policy if
+  any (so stripping the record does not strip the protection), else none. A failed fetch is
+  not tried again for ``FETCH_BACKOFF`` seconds for the same id.
 - A "none" policy is cached like the others; the transport treats it as no policy.
 """
 
