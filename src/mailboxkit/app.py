@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import socket
+import ssl
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -31,6 +32,7 @@ from mailboxkit.config import Settings
 from mailboxkit.dns.authresults import AuthVerdicts
 from mailboxkit.dns.check import RecordResolver
 from mailboxkit.dns.inbound import verify_inbound
+from mailboxkit.dns.mtasts import MtaStsPolicies, PolicyFetcher, policy_client
 from mailboxkit.dns.records import DomainProfile
 from mailboxkit.dns.resolver import DnsResolver, Resolver
 from mailboxkit.dns.signing import DkimSigner
@@ -114,8 +116,28 @@ def api_config(settings: Settings) -> ApiConfig:
     )
 
 
-def outbound_transport(settings: Settings, resolver: Resolver) -> Transport:
-    """The transport outbound mail leaves through (``outbound_transport``)."""
+def outbound_tls_context(settings: Settings) -> ssl.SSLContext:
+    """The context outbound TLS is verified with: the system's CAs and the operator's extra."""
+    context = ssl.create_default_context()
+    if settings.outbound_tls_ca_file is not None:
+        context.load_verify_locations(cafile=settings.outbound_tls_ca_file)
+    return context
+
+
+def mta_sts_fetcher(settings: Settings, resolver: Resolver) -> PolicyFetcher:
+    """Fetches MTA-STS policies (recipient domains', and ours for the DNS check)."""
+    s = settings
+    client = policy_client(s.outbound_mta_sts_timeout, s.outbound_tls_ca_file)
+    return PolicyFetcher(
+        resolver, client, port=s.outbound_mta_sts_port, timeout=s.outbound_mta_sts_timeout
+    )
+
+
+def outbound_transport(
+    settings: Settings, resolver: Resolver, mta_sts: PolicyFetcher | None = None
+) -> Transport:
+    """The transport outbound mail leaves through (``outbound_transport``); direct MX delivery
+    honours MTA-STS when given a fetcher (whose client its caller closes)."""
     s = settings
     if s.outbound_transport == "ses":
         return SesTransport(
@@ -123,7 +145,10 @@ def outbound_transport(settings: Settings, resolver: Resolver) -> Transport:
             configuration_set=s.ses_configuration_set,
         )
     pool = SmtpClientPool(
-        helo=s.hostname, timeout=s.outbound_timeout, max_idle=s.outbound_concurrency
+        helo=s.hostname,
+        timeout=s.outbound_timeout,
+        verified_context=outbound_tls_context(s),
+        max_idle=s.outbound_concurrency,
     )
     if s.outbound_transport == "smarthost":
         tls = {"starttls": TlsMode.STARTTLS, "implicit": TlsMode.IMPLICIT, "none": TlsMode.NONE}
@@ -135,7 +160,8 @@ def outbound_transport(settings: Settings, resolver: Resolver) -> Transport:
             username=s.smarthost_username,
             password=s.smarthost_password,
         )
-    return MxTransport(resolver, pool, port=s.outbound_mx_port)
+    policies = MtaStsPolicies(resolver, mta_sts) if mta_sts is not None else None
+    return MxTransport(resolver, pool, port=s.outbound_mx_port, policies=policies)
 
 
 def payload_limits(settings: Settings) -> PayloadLimits:
@@ -193,6 +219,7 @@ class MailboxKit:
     _http_task: asyncio.Task[None] | None = None
     _http_socket: socket.socket | None = None
     transport: Transport | None = None  # None: the one the settings choose
+    mta_sts: PolicyFetcher | None = None  # recipient domains' policies, and our own for checks
     outbound: QueueWorker | None = None
     signer: DkimSigner | None = None
     outbox: OutboxWriter | None = None
@@ -223,6 +250,7 @@ class MailboxKit:
         self.blobs = open_blobs(s, self.clock)
         if self.resolver is None:
             self.resolver = DnsResolver(s.nameservers, timeout=s.dns_timeout)
+        self.mta_sts = mta_sts_fetcher(s, self.resolver)
         async with self.db.write() as conn:
             await ensure_domain(conn, s.domain, now=self.clock.now())
         await self._start_change_notices()
@@ -288,7 +316,7 @@ class MailboxKit:
         )
         self.outbox.start()
         if self.transport is None:
-            self.transport = outbound_transport(s, self.resolver)
+            self.transport = outbound_transport(s, self.resolver, self.mta_sts)
         config = WorkerConfig(
             hostname=s.hostname,
             concurrency=s.outbound_concurrency,
@@ -458,6 +486,7 @@ class MailboxKit:
             changes=self.changes,
             bus=self.bus,
             resolver=self.resolver,
+            mta_sts=self.mta_sts,
             profile=partial(DomainProfile.from_settings, s),
             events=events_config(s),
             dispatcher=self.webhooks,
@@ -523,6 +552,8 @@ class MailboxKit:
             )
         if self._webhook_client is not None:
             await self._webhook_client.aclose()
+        if self.mta_sts is not None:
+            await self.mta_sts.close()
         if self._relay is not None:
             self._relay.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from mailboxkit.config import Settings
 from mailboxkit.dns import dkimkeys
 from mailboxkit.dns.check import check_domain, check_report
+from mailboxkit.dns.mtasts import PolicyFetcher, policy_client
 from mailboxkit.dns.records import (
     DomainProfile,
     RecordPurpose,
@@ -219,7 +220,17 @@ async def _dns_check(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         await db.close()
     profile = DomainProfile.from_settings(settings, domain, [k.published for k in keys])
-    result = await check_domain(profile, resolver)
+    client = policy_client(settings.outbound_mta_sts_timeout, settings.outbound_tls_ca_file)
+    fetcher = PolicyFetcher(
+        resolver,
+        client,
+        port=settings.outbound_mta_sts_port,
+        timeout=settings.outbound_mta_sts_timeout,
+    )
+    try:
+        result = await check_domain(profile, resolver, fetcher)
+    finally:
+        await fetcher.close()
     if args.json:
         checks = [asdict(c) for c in result.checks]
         print(json.dumps({"domain": domain, "ok": result.ok, "checks": checks}, indent=2))

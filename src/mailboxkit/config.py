@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, FilePath, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -199,6 +199,22 @@ class Settings(BaseSettings):
     )
     outbound_mx_port: Port = Field(
         25, ge=1, le=65535, description="Port direct MX delivery connects to (tests change it)."
+    )
+    outbound_mta_sts_port: Port = Field(
+        443,
+        ge=1,
+        le=65535,
+        description="Port MTA-STS policies of recipient domains are fetched from (RFC 8461: "
+        "443; tests and unusual setups change it).",
+    )
+    outbound_mta_sts_timeout: float = Field(
+        10, gt=0, description="Seconds fetching one recipient domain's MTA-STS policy may take."
+    )
+    outbound_tls_ca_file: FilePath | None = Field(
+        None,
+        description="PEM file of extra CA certificates trusted, beside the system's, where "
+        "outbound TLS is verified: MTA-STS policy hosts, MX hosts under an MTA-STS policy and "
+        "the smarthost (for tests and private CAs). Unset: the system's only.",
     )
     smarthost_host: str = Field(
         "", description="With OUTBOUND_TRANSPORT=smarthost: the relay's host name."

@@ -139,6 +139,8 @@ def test_verify_reports_each_record_then_verifies_once(
         statuses = {(x["purpose"], x["name"]): x["status"] for x in report["checks"]}
         assert statuses[("mx", DOMAIN)] == "missing"
         assert statuses[("mx-host", HOST)] == "missing"
+        policy = ("mta-sts-policy", f"https://mta-sts.{DOMAIN}/.well-known/mta-sts.txt")
+        assert statuses[policy] == "missing"
         assert _events(api) == []
 
         records = c.get(f"/domains/{owner['domain_id']}/dns-records").json()["records"]

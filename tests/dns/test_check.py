@@ -1,15 +1,26 @@
-"""The live DNS check against FakeResolver: right, missing and wrong records of each kind."""
+"""The live DNS check against FakeResolver: right, missing and wrong records of each kind, and
+the MTA-STS policy file fetched from a local HTTPS policy host."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import ssl
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
+import httpx
 import pytest
+import trustme
 
-from mailboxkit.dns.check import CheckStatus, DomainCheck, check_domain, check_report
+from mailboxkit.dns.check import (
+    CheckStatus,
+    DomainCheck,
+    RecordCheck,
+    check_domain,
+    check_report,
+)
+from mailboxkit.dns.mtasts import PolicyFetcher
 from mailboxkit.dns.records import (
     DomainProfile,
     OutboundTransport,
@@ -21,6 +32,9 @@ from mailboxkit.dns.records import (
     mta_sts_policy,
 )
 from mailboxkit.dns.resolver import FakeResolver, reverse_name
+from mailserver.outbound.policyhost import PolicyHost, policy_text
+
+from harness import free_port
 
 HOST = "mail.example.com"
 IP = "192.0.2.10"
@@ -437,3 +451,82 @@ async def test_external_report_authorization_is_checked() -> None:
     result = await run(zone, profile)
     assert status_of(result, RecordPurpose.DMARC_REPORT) is CheckStatus.MISSING
     assert result.ok  # recommended only
+
+
+# --- the MTA-STS policy file, fetched over HTTPS from a local policy host ------------------------
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def policy_host(ca: trustme.CA) -> Iterator[PolicyHost]:
+    running = PolicyHost(ca, "mta-sts.example.com")
+    running.serve(mta_sts_policy(PROFILE))
+    running.start()
+    yield running
+    running.stop()
+
+
+async def check_policy(ca: trustme.CA, port: int, zone: Zone | None = None) -> RecordCheck:
+    zone = zone or {**right_zone(), "mta-sts.example.com": {"A": ["127.0.0.1"]}}
+    resolver = FakeResolver(zone)
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    fetcher = PolicyFetcher(resolver, httpx.AsyncClient(verify=context), port=port)
+    try:
+        result = await check_domain(PROFILE, resolver, fetcher)
+    finally:
+        await fetcher.close()
+    (check,) = [c for c in result.checks if c.purpose is RecordPurpose.MTA_STS_POLICY]
+    assert not check.required
+    return check
+
+
+async def test_the_policy_served_is_this_servers(ca: trustme.CA, policy_host: PolicyHost) -> None:
+    check = await check_policy(ca, policy_host.port)
+    assert check.status is CheckStatus.OK
+    assert check.name == "https://mta-sts.example.com/.well-known/mta-sts.txt"
+    assert check.found == (f"version: STSv1; mode: testing; mx: {HOST}; max_age: 604800",)
+    assert policy_host.requests == [f"mta-sts.example.com:{policy_host.port}"]
+
+
+async def test_another_policy_is_wrong(ca: trustme.CA, policy_host: PolicyHost) -> None:
+    policy_host.serve(policy_text("enforce", HOST, "mx2.example.com", max_age=604800))
+    check = await check_policy(ca, policy_host.port)
+    assert check.status is CheckStatus.WRONG
+    assert check.expected == f"version: STSv1; mode: testing; mx: {HOST}; max_age: 604800"
+    assert check.detail == f"mode is enforce, not testing; mx is {HOST} mx2.example.com, not {HOST}"
+
+
+@pytest.mark.parametrize(
+    ("status", "content_type", "expected"),
+    [
+        (404, "text/plain", CheckStatus.MISSING),
+        (200, "text/html", CheckStatus.WRONG),
+        (302, "text/plain", CheckStatus.WRONG),
+    ],
+)
+async def test_a_policy_senders_cannot_use(
+    ca: trustme.CA,
+    policy_host: PolicyHost,
+    status: int,
+    content_type: str,
+    expected: CheckStatus,
+) -> None:
+    policy_host.status, policy_host.content_type = status, content_type
+    check = await check_policy(ca, policy_host.port)
+    assert check.status is expected
+    assert check.detail
+
+
+async def test_no_policy_host_is_missing_and_no_fetcher_no_check(ca: trustme.CA) -> None:
+    missing = await check_policy(ca, free_port(), {HOST: {"A": [IP]}})
+    assert missing.status is CheckStatus.MISSING
+    assert missing.detail == "mta-sts.example.com has no address"
+    refused = await check_policy(ca, free_port())  # nothing listens there
+    assert refused.status is CheckStatus.MISSING
+    result = await run(right_zone())
+    assert RecordPurpose.MTA_STS_POLICY not in {c.purpose for c in result.checks}

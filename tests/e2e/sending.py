@@ -8,7 +8,7 @@ Imported as ``e2e.sending`` (``tests`` is on the path).
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,15 +124,28 @@ def tls_files(ca: trustme.CA, directory: Path) -> tuple[Path, Path]:
     return cert_file, key_file
 
 
+def sink_context(ca: trustme.CA, *names: str) -> ssl.SSLContext:
+    """A server context for the sink, with a certificate from ``ca`` for ``names``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*names).configure_cert(context)
+    return context
+
+
 def start_sending(
     tmp_path: Path,
     database_url: str,
     handler: SinkHandler | None = None,
+    *,
+    ca: trustme.CA | None = None,
+    sink_tls: Sequence[str] = (),
+    records: Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> Sending:
-    sink = Sink(handler)
+    """The server and its sink. ``sink_tls``: the names of a certificate (from ``ca``) the sink
+    offers with STARTTLS (none: no STARTTLS); ``records``: more DNS records for the resolver."""
+    ca = ca or trustme.CA()
+    sink = Sink(handler, tls_context=sink_context(ca, *sink_tls) if sink_tls else None)
     port = sink.start()
-    ca = trustme.CA()
     cert_file, key_file = tls_files(ca, tmp_path / "tls")
     http = free_port()
     values: dict[str, Any] = {
@@ -148,7 +161,7 @@ def start_sending(
     values.update(overrides)
     server = ServerThread(
         server_settings(tmp_path / "data", database_url, **values),
-        resolver=FakeResolver(routes()),
+        resolver=FakeResolver({**routes(), **(records or {})}),
     )
     clock = FakeClock()
     server.app.clock = clock

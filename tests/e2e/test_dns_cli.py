@@ -1,4 +1,5 @@
-"""`mailboxkit dns records`, `dns check` and `dkim rotate` as subprocesses, against a real nsd.
+"""`mailboxkit dns records`, `dns check` and `dkim rotate` as subprocesses, against a real nsd
+and real HTTPS policy hosts (MTA-STS, trustme certificates).
 
 One nsd, started by the test on 127.0.0.1 at a free port, serves:
 - good.test: the `dns records --zone` output itself (the round trip);
@@ -7,6 +8,9 @@ One nsd, started by the test on 127.0.0.1 at a free port, serves:
 - missing.test: nothing but SOA and NS;
 - bad.test: a wrong value for every record;
 - host.test and 1.0.0.127.in-addr.arpa: this server's name, address and reverse name.
+
+This server's policy host (127.0.0.1) serves the right MTA-STS policy; bad.test's points at
+another address (127.0.0.2), whose host serves a wrong one.
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
+import trustme
+
+from mailboxkit.dns.records import DomainProfile, mta_sts_policy
+from mailserver.outbound.policyhost import PolicyHost, policy_text
 
 from harness import free_port
 
@@ -36,6 +44,8 @@ HOST_IP = "127.0.0.1"
 REVERSE_ZONE = "1.0.0.127.in-addr.arpa"
 SBIN = os.pathsep.join(["/usr/local/sbin", "/usr/sbin", "/sbin"])  # where Debian puts nsd
 READY_TIMEOUT = 20.0
+STRANGER_IP = "127.0.0.2"  # not this host's address, yet a policy host answers there
+DOMAINS = ("good.test", "alt.test", "bad.test", "missing.test")
 
 
 def _soa(zone: str) -> str:
@@ -198,7 +208,7 @@ def wrong(record: dict[str, Any]) -> str:
         "spf": f'{name} IN TXT "v=spf1 -all"',
         "dmarc": f'{name} IN TXT "v=DMARC1; p=banana"',
         "mta-sts": f'{name} IN TXT "v=STSv1; id=stale1"',
-        "mta-sts-host": f"{name} IN A 192.0.2.1",
+        "mta-sts-host": f"{name} IN A {STRANGER_IP}",
         "tls-rpt": f'{name} IN TXT "v=TLSRPTv1"',
         "autoconfig": f"{name} IN A 192.0.2.1",
     }
@@ -213,7 +223,32 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def policy_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The policy hosts; yields the settings that make the CLI fetch from them."""
+    ca = trustme.CA()
+    ca_file = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    names = [f"mta-sts.{d}" for d in DOMAINS]
+    ours = PolicyHost(ca, *names)
+    ours.serve(mta_sts_policy(DomainProfile("good.test", HOST)))
+    port = ours.start()
+    stranger = PolicyHost(ca, *names, address=STRANGER_IP, port=port)
+    stranger.serve(policy_text("enforce", "mx.elsewhere.test", max_age=604800))
+    stranger.start()
+    try:
+        yield {
+            "MAILBOXKIT_OUTBOUND_MTA_STS_PORT": str(port),
+            "MAILBOXKIT_OUTBOUND_TLS_CA_FILE": str(ca_file),
+        }
+    finally:
+        ours.stop()
+        stranger.stop()
+
+
+@pytest.fixture(scope="module")
+def world(
+    tmp_path_factory: pytest.TempPathFactory, policy_hosts: dict[str, str]
+) -> Iterator[World]:
     root = tmp_path_factory.mktemp("dns")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOXKIT_")}
     env.update(
@@ -221,6 +256,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         MAILBOXKIT_HOSTNAME=HOST,
         MAILBOXKIT_DOMAIN="host.test",
         MAILBOXKIT_LOG_LEVEL="WARNING",
+        **policy_hosts,
     )
     zone = mailboxkit(env, "dns", "records", "good.test", "--zone")
     assert zone.returncode == 0, zone.stderr
@@ -258,6 +294,7 @@ def test_records_zone_loaded_into_nsd_checks_ok(world: World) -> None:
     assert set(statuses.values()) == {"ok"}, statuses
     purposes = {purpose for purpose, _ in statuses}
     assert {"mx-host", "mx", "spf", "dkim", "dmarc", "mta-sts", "tls-rpt", "ptr"} <= purposes
+    assert statuses["mta-sts-policy", "https://mta-sts.good.test/.well-known/mta-sts.txt"] == "ok"
     assert sum(1 for purpose, _ in statuses if purpose == "dkim") == 2
 
 
@@ -290,6 +327,10 @@ def test_wrong_records_fail_the_check_with_found_and_expected(world: World) -> N
     assert "found:    10 mx.elsewhere.test." in text
     assert f"expected: 10 {HOST}." in text
     assert "found:    v=spf1 -all" in text
+    assert (
+        "why:      mode is enforce, not testing; mx is mx.elsewhere.test, not mail.host.test"
+        in text
+    )
 
 
 def test_rotation_adds_selectors_that_are_missing_until_published(

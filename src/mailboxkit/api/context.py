@@ -17,6 +17,7 @@ from fastapi import Depends, Request
 from mailboxkit.api.dispatcher import Dispatcher
 from mailboxkit.api.payloads import PayloadLimits
 from mailboxkit.dns.check import RecordResolver
+from mailboxkit.dns.mtasts import PolicyFetcher
 from mailboxkit.dns.records import DomainProfile, PublishedKey, normalize_domain
 from mailboxkit.store.blobs import BlobStore
 from mailboxkit.store.clock import Clock, SystemClock
@@ -99,6 +100,7 @@ class ApiContext:
     changes: MailboxChanges | None = None  # rung after the API changes flags (IMAP IDLE)
     bus: EventBus | None = None  # committed events are published here
     resolver: RecordResolver | None = None  # None: live DNS checks answer 503
+    mta_sts: PolicyFetcher | None = None  # None: DNS checks do not fetch the MTA-STS policy
     profile: ProfileFactory = default_profile
     failed_clients: FailedClients = field(default_factory=FailedClients)
     counters: Counters = field(default_factory=Counters)  # key limits, usage: api/auth.py

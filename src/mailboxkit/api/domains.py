@@ -207,7 +207,8 @@ class RecordCheck(BaseModel):
     purpose: RecordPurpose
     name: str
     type: str = Field(
-        description="MX, TXT, CNAME, SRV; A/AAAA for this host, PTR for its addresses."
+        description="MX, TXT, CNAME, SRV; A/AAAA for this host, PTR for its addresses, "
+        "HTTPS for the MTA-STS policy file."
     )
     status: CheckStatus = Field(
         description="ok; missing; wrong (found, but it would not work: see `found` and "
@@ -313,7 +314,7 @@ async def verify_domain(
     if ctx.resolver is None:
         raise ApiError(503, "unavailable", "DNS checks are not available on this server")
     found, profile = await _records_profile(ctx, owner, domain_id)
-    result = await check_domain(profile, ctx.resolver)
+    result = await check_domain(profile, ctx.resolver, ctx.mta_sts)
     verified_at = found.verified_at
     if result.ok and verified_at is None:
         verified_at = await _mark_verified(ctx, owner, found)

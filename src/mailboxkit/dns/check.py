@@ -18,6 +18,10 @@ Implementation notes:
 - Several SPF, DKIM, DMARC, MTA-STS or TLS-RPT records at one name are wrong, since readers then
   use none of them, or an arbitrary one (RFC 7208 §4.5, RFC 7489 §6.6.3, RFC 8461 §3.1,
   RFC 8460 §3).
+- Given a policy fetcher, the MTA-STS policy file is fetched the way senders do (RFC 8461 §3.3,
+  `dns.mtasts`: verified HTTPS at mta-sts.DOMAIN, no redirects, text/plain) and compared by
+  meaning with the one this server serves: missing when nothing is served there, wrong when
+  senders could not use it (certificate, status, syntax) or it differs, error on a timeout.
 """
 
 from __future__ import annotations
@@ -37,12 +41,21 @@ from mailboxkit.dns.dmarc import (
     organizational_domain,
     parse_dmarc_record,
 )
+from mailboxkit.dns.mtasts import (
+    Policy,
+    PolicyFetcher,
+    PolicyUnavailable,
+    Unavailability,
+    parse_policy,
+    policy_url,
+)
 from mailboxkit.dns.records import (
     DnsRecord,
     DomainProfile,
     OutboundTransport,
     RecordPurpose,
     domain_records,
+    mta_sts_policy,
 )
 from mailboxkit.dns.resolver import DnsNotFound, DnsTempError, Resolver, normalize_name
 from mailboxkit.dns.spf import check_spf
@@ -120,8 +133,11 @@ class _Context:
 _Checker = Callable[[_Context, DnsRecord], Awaitable[_Outcome]]
 
 
-async def check_domain(profile: DomainProfile, resolver: RecordResolver) -> DomainCheck:
-    """Look up every record of `profile.domain` and say whether each is right."""
+async def check_domain(
+    profile: DomainProfile, resolver: RecordResolver, policies: PolicyFetcher | None = None
+) -> DomainCheck:
+    """Look up every record of `profile.domain` and say whether each is right; with
+    `policies`, fetch the domain's MTA-STS policy too."""
     host_check, addresses = await _check_host(profile, resolver)
     context = _Context(profile, resolver, addresses)
     found = await asyncio.gather(*(_check(context, r) for r in domain_records(profile)))
@@ -130,6 +146,8 @@ async def check_domain(profile: DomainProfile, resolver: RecordResolver) -> Doma
         checks.append(check)
         if check.purpose is RecordPurpose.SPF and not profile.dkim:
             checks.append(_no_dkim_key(profile.domain))
+        if check.purpose is RecordPurpose.MTA_STS_HOST and policies is not None:
+            checks.append(await _check_policy(profile, policies))
     if addresses:
         checks += await asyncio.gather(*(_check_ptr(context, ip) for ip in addresses))
     return DomainCheck(profile.domain, profile.hostname, tuple(checks))
@@ -249,6 +267,53 @@ async def _check_ptr(context: _Context, ip: str) -> RecordCheck:
     except DnsTempError as exc:
         status, detail = CheckStatus.ERROR, f"DNS failed, try again: {exc}"
     return RecordCheck(RecordPurpose.PTR, ip, "PTR", status, False, f"{host}.", found, detail)
+
+
+_UNAVAILABLE = {
+    Unavailability.MISSING: CheckStatus.MISSING,
+    Unavailability.INVALID: CheckStatus.WRONG,
+    Unavailability.TEMPORARY: CheckStatus.ERROR,
+}
+
+
+async def _check_policy(profile: DomainProfile, fetcher: PolicyFetcher) -> RecordCheck:
+    """The MTA-STS policy file, fetched as senders do, against the one this server serves."""
+    want = parse_policy(mta_sts_policy(profile))
+    url = policy_url(profile.domain)
+
+    def result(status: CheckStatus, found: tuple[str, ...] = (), detail: str = "") -> RecordCheck:
+        return RecordCheck(
+            RecordPurpose.MTA_STS_POLICY,
+            url,
+            "HTTPS",
+            status,
+            False,
+            _policy_line(want),
+            found,
+            detail,
+        )
+
+    try:
+        served = await fetcher.fetch(profile.domain)
+    except PolicyUnavailable as why:
+        return result(_UNAVAILABLE[why.kind], detail=str(why))
+    differences = [
+        f"{name} is {have}, not {expected}"
+        for name, have, expected in (
+            ("mode", served.mode, want.mode),
+            ("mx", " ".join(sorted(served.mx)), " ".join(sorted(want.mx))),
+            ("max_age", served.max_age, want.max_age),
+        )
+        if have != expected
+    ]
+    if differences:
+        return result(CheckStatus.WRONG, (_policy_line(served),), "; ".join(differences))
+    return result(CheckStatus.OK, (_policy_line(served),))
+
+
+def _policy_line(policy: Policy) -> str:
+    mx = "".join(f"mx: {m}; " for m in policy.mx)
+    return f"version: STSv1; mode: {policy.mode}; {mx}max_age: {policy.max_age}"
 
 
 async def _check_mx(context: _Context, record: DnsRecord) -> _Outcome:

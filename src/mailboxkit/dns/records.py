@@ -87,6 +87,7 @@ class RecordPurpose(StrEnum):
     # Checked but published at the host's provider, not in the domain's zone:
     MX_HOST = "mx-host"  # A/AAAA of the MX target
     PTR = "ptr"  # reverse DNS of those addresses
+    MTA_STS_POLICY = "mta-sts-policy"  # the policy file served over HTTPS (RFC 8461 §3.3)
 
 
 class OutboundTransport(StrEnum):

@@ -1,14 +1,18 @@
 """Direct MX delivery and the smarthost transport against aiosmtpd sinks on loopback: routes
-from a FakeResolver, STARTTLS (trustme certificates), AUTH, per-recipient replies."""
+from a FakeResolver, STARTTLS (trustme certificates), AUTH, per-recipient replies, and MTA-STS
+policies served over HTTPS by a local policy host."""
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
+import httpx
 import pytest
 import trustme
 
+from mailboxkit.dns.mtasts import MtaStsPolicies, PolicyFetcher
 from mailboxkit.dns.resolver import FakeResolver
 from mailboxkit.mailserver.outbound.mx import MxTransport
 from mailboxkit.mailserver.outbound.smarthost import SmarthostTransport
@@ -19,6 +23,7 @@ from mailboxkit.mailserver.outbound.transport import (
     PermanentFailure,
     TemporaryFailure,
 )
+from mailserver.outbound.policyhost import PolicyHost, policy_text
 from mailserver.outbound.sink import Sink, SinkHandler
 
 DATA = b"From: bot@example.test\r\nTo: a@remote.test\r\nSubject: Hi\r\n\r\nHello\r\n"
@@ -191,3 +196,121 @@ async def test_smarthost_refuses_an_unverified_certificate(ca: trustme.CA) -> No
         sink.stop()
     assert isinstance(results["a@remote.test"], TemporaryFailure)
     assert sink.empty()
+
+
+# --- MTA-STS (RFC 8461) -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def policy_host(ca: trustme.CA) -> Iterator[PolicyHost]:
+    running = PolicyHost(ca, "mta-sts.remote.test")
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def trusting(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+@pytest.fixture
+async def fetcher(
+    trusting: ssl.SSLContext, policy_host: PolicyHost
+) -> AsyncIterator[PolicyFetcher]:
+    """Fetches from ``policy_host`` (the resolver is the transport's, given per test)."""
+    client = httpx.AsyncClient(verify=trusting, follow_redirects=False, trust_env=False)
+    resolver = FakeResolver({"mta-sts.remote.test": {"A": ["127.0.0.1"]}})
+    found = PolicyFetcher(resolver, client, port=policy_host.port)
+    yield found
+    await found.close()
+
+
+def sts_transport(
+    trusting: ssl.SSLContext, fetcher: PolicyFetcher, records: dict[str, Any], port: int
+) -> MxTransport:
+    """A transport to ``remote.test``, which publishes an MTA-STS record and policy."""
+    resolver = FakeResolver({**records, "_mta-sts.remote.test": {"TXT": ["v=STSv1; id=1"]}})
+    pool = SmtpClientPool(helo="mx.example.test", timeout=10, verified_context=trusting)
+    return MxTransport(resolver, pool, port=port, policies=MtaStsPolicies(resolver, fetcher))
+
+
+async def test_enforce_skips_mx_hosts_outside_the_policy(
+    trusting: ssl.SSLContext, fetcher: PolicyFetcher, sink: Sink, policy_host: PolicyHost
+) -> None:
+    policy_host.serve(policy_text("enforce", "mx.remote.test"))
+    records = {
+        "remote.test": {"MX": [(10, "rogue.remote.test"), (20, "mx.remote.test")]},
+        "rogue.remote.test": {"A": ["127.0.0.1"]},
+        "mx.remote.test": {"A": ["127.0.0.1"]},
+    }
+    transport = sts_transport(trusting, fetcher, records, sink.port)
+    try:
+        results = await transport.deliver(parcel("a@remote.test"))
+    finally:
+        await transport.close()
+    assert results["a@remote.test"] == Accepted("250 2.0.0 OK", "mx.remote.test")
+    assert sink.next().tls
+
+
+async def test_enforce_never_sends_in_the_clear(
+    trusting: ssl.SSLContext, fetcher: PolicyFetcher, policy_host: PolicyHost
+) -> None:
+    policy_host.serve(policy_text("enforce", "mx.remote.test"))
+    plain = Sink()  # no STARTTLS
+    plain.start()
+    records = {
+        "remote.test": {"MX": [(10, "mx.remote.test")]},
+        "mx.remote.test": {"A": ["127.0.0.1"]},
+    }
+    transport = sts_transport(trusting, fetcher, records, plain.port)
+    try:
+        results = await transport.deliver(parcel("a@remote.test"))
+    finally:
+        await transport.close()
+        plain.stop()
+    assert results["a@remote.test"] == TemporaryFailure(
+        "451 4.7.4 mx.remote.test [127.0.0.1]: MTA-STS enforce: "
+        "mx.remote.test does not offer STARTTLS"
+    )
+    assert plain.handler.attempts == 0 and plain.empty()
+
+
+async def test_testing_delivers_in_the_clear_when_starttls_is_missing(
+    trusting: ssl.SSLContext, fetcher: PolicyFetcher, policy_host: PolicyHost
+) -> None:
+    policy_host.serve(policy_text("testing", "mx.remote.test"))
+    plain = Sink()
+    plain.start()
+    records = {
+        "remote.test": {"MX": [(10, "mx.remote.test")]},
+        "mx.remote.test": {"A": ["127.0.0.1"]},
+    }
+    transport = sts_transport(trusting, fetcher, records, plain.port)
+    try:
+        results = await transport.deliver(parcel("a@remote.test"))
+    finally:
+        await transport.close()
+        plain.stop()
+    assert isinstance(results["a@remote.test"], Accepted)
+    assert not plain.next().tls
+
+
+async def test_a_none_policy_is_opportunistic(
+    trusting: ssl.SSLContext, fetcher: PolicyFetcher, sink: Sink, policy_host: PolicyHost
+) -> None:
+    policy_host.serve("version: STSv1\nmode: none\nmax_age: 86400\n")
+    records = {
+        "remote.test": {"MX": [(10, "elsewhere.test")]},  # matches nothing: no matter
+        "elsewhere.test": {"A": ["127.0.0.1"]},
+    }
+    transport = sts_transport(trusting, fetcher, records, sink.port)
+    try:
+        results = await transport.deliver(parcel("a@remote.test"))
+    finally:
+        await transport.close()
+    assert isinstance(results["a@remote.test"], Accepted)
+    assert sink.next().tls
+    assert policy_host.fetches == 1

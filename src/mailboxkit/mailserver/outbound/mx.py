@@ -9,8 +9,17 @@ Implementation notes:
 - Each host's IPv4 then IPv6 addresses are tried in order, at most ``MAX_ADDRESSES`` in all, until
   one completes a transaction. A host that cannot be reached, or greets with an error, is
   skipped; a connection lost mid-transaction ends this attempt (temporary: the queue retries).
-- TLS is opportunistic (STARTTLS when offered, unauthenticated, RFC 7435). MTA-STS (RFC 8461)
-  and DANE are not applied yet.
+- TLS follows the domain's MTA-STS policy (RFC 8461 §5, ``dns.mtasts``), looked up after the
+  route is known and logged with each attempt:
+  - enforce: only MX hosts matching the policy are tried (the others are logged and skipped),
+    with STARTTLS required and the certificate verified (chain and the MX host name). A host
+    failing that is skipped like an unreachable one; when no host qualifies the attempt is a
+    temporary failure (4.7.x), retried by the queue, and nothing is sent in the clear.
+  - testing: every MX host is tried as without a policy, but first with verified STARTTLS; a
+    mismatching host or a TLS failure is logged (event=mta_sts_testing_failure) and the same
+    address is then used opportunistically.
+  - none, or no policy: opportunistic TLS (STARTTLS when offered, unauthenticated, and once in
+    plaintext if the handshake fails: RFC 7435). DANE is not applied.
 - ``port`` is 25 in production; tests point it at a local sink.
 """
 
@@ -19,12 +28,15 @@ from __future__ import annotations
 import logging
 import random
 
+from mailboxkit.dns.mtasts import MtaStsPolicies, Policy
+from mailboxkit.dns.records import MtaStsMode
 from mailboxkit.dns.resolver import DnsNotFound, DnsTempError, Resolver
 from mailboxkit.mailserver.outbound.smtpclient import (
     Endpoint,
     SessionLost,
     SmtpClientPool,
     TlsMode,
+    TlsRefused,
     Unreachable,
 )
 from mailboxkit.mailserver.outbound.transport import (
@@ -44,6 +56,9 @@ NULL_MX = "556 5.1.10 The recipient domain accepts no mail (null MX, RFC 7505)"
 NO_SUCH_DOMAIN = "550 5.1.2 The recipient domain does not exist"
 DNS_TROUBLE = "451 4.4.3 DNS lookup for the recipient domain failed; will retry"
 NO_ANSWER = "451 4.4.1 No MX host of the recipient domain answered; will retry"
+NO_POLICY_MATCH = (
+    "451 4.7.5 No MX host of {domain} matches its MTA-STS policy ({policy}); will retry"
+)
 
 
 class NoRoute(Exception):
@@ -63,11 +78,13 @@ class MxTransport:
         pool: SmtpClientPool,
         *,
         port: int = 25,
+        policies: MtaStsPolicies | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._resolver = resolver
         self._pool = pool
         self._port = port
+        self._policies = policies
         self._rng = rng or random.Random()
 
     async def exchanges(self, domain: str) -> list[str]:
@@ -96,12 +113,29 @@ class MxTransport:
                 log.info("event=outbound_dns_error host=%s", host)
         return found
 
+    async def policy(self, domain: str) -> Policy | None:
+        """The MTA-STS policy that applies to ``domain`` (None: none, or mode none)."""
+        if self._policies is None:
+            return None
+        policy = await self._policies.get(domain)
+        if policy is None or policy.mode is MtaStsMode.NONE:
+            log.info("event=outbound_mta_sts domain=%s policy=none", domain)
+            return None
+        log.info("event=outbound_mta_sts domain=%s %s", domain, policy.describe())
+        return policy
+
     async def deliver(self, parcel: Parcel) -> dict[str, Result]:
         domain = parcel.domain or parcel.recipients[0].rpartition("@")[2]
         try:
             hosts = await self.exchanges(domain)
         except NoRoute as no_route:
             return every(parcel.recipients, no_route.result)
+        policy = await self.policy(domain)
+        if policy is not None:
+            hosts = self._allowed(domain, hosts, policy)
+            if not hosts:
+                reply = NO_POLICY_MATCH.format(domain=domain, policy=policy.describe())
+                return every(parcel.recipients, TemporaryFailure(reply))
         last = NO_ANSWER
         tried = 0
         for host in hosts:
@@ -109,9 +143,8 @@ class MxTransport:
                 if tried >= MAX_ADDRESSES:
                     break
                 tried += 1
-                endpoint = Endpoint(address, self._port, host, TlsMode.OPPORTUNISTIC)
                 try:
-                    return await self._pool.send(endpoint, parcel)
+                    return await self._attempt(domain, host, address, parcel, policy)
                 except Unreachable as unreachable:
                     log.info(
                         "event=outbound_host_unreachable host=%s address=%s reason=%s",
@@ -119,7 +152,7 @@ class MxTransport:
                         address,
                         unreachable.reason,
                     )
-                    last = f"451 4.4.1 {host} [{address}]: {unreachable.reason}"
+                    last = f"451 {_status(unreachable)} {host} [{address}]: {unreachable.reason}"
                 except SessionLost as lost:
                     return every(
                         parcel.recipients,
@@ -127,5 +160,60 @@ class MxTransport:
                     )
         return every(parcel.recipients, TemporaryFailure(last))
 
+    def _allowed(self, domain: str, hosts: list[str], policy: Policy) -> list[str]:
+        """The hosts a policy lets us try (RFC 8461 §4.1): under enforce, the matching ones."""
+        allowed = []
+        for host in hosts:
+            if policy.matches(host):
+                allowed.append(host)
+            elif policy.mode is MtaStsMode.ENFORCE:
+                log.warning(
+                    "event=mta_sts_mx_mismatch domain=%s host=%s %s: skipped",
+                    domain,
+                    host,
+                    policy.describe(),
+                )
+            else:
+                log.warning(
+                    "event=mta_sts_testing_failure domain=%s host=%s reason=mx_mismatch",
+                    domain,
+                    host,
+                )
+                allowed.append(host)
+        return allowed
+
+    async def _attempt(
+        self, domain: str, host: str, address: str, parcel: Parcel, policy: Policy | None
+    ) -> dict[str, Result]:
+        """One transaction with ``host`` at ``address``, TLS as the policy says."""
+        if policy is None:
+            endpoint = Endpoint(address, self._port, host, TlsMode.OPPORTUNISTIC)
+            return await self._pool.send(endpoint, parcel)
+        verified = Endpoint(address, self._port, host, TlsMode.STARTTLS)
+        try:
+            return await self._pool.send(verified, parcel)
+        except TlsRefused as refused:
+            if policy.mode is MtaStsMode.ENFORCE:
+                reason = f"MTA-STS enforce: {refused.reason}"
+                raise TlsRefused(reason, offered=refused.offered) from None
+            log.warning(
+                "event=mta_sts_testing_failure domain=%s host=%s address=%s reason=%s",
+                domain,
+                host,
+                address,
+                refused.reason,
+            )
+        opportunistic = Endpoint(address, self._port, host, TlsMode.OPPORTUNISTIC)
+        return await self._pool.send(opportunistic, parcel)
+
     async def close(self) -> None:
         await self._pool.close()
+        if self._policies is not None:
+            await self._policies.close()
+
+
+def _status(unreachable: Unreachable) -> str:
+    """The enhanced status code (RFC 3463) of a host we could not use."""
+    if isinstance(unreachable, TlsRefused):
+        return "4.7.5" if unreachable.offered else "4.7.4"  # crypto failure; security missing
+    return "4.4.1"

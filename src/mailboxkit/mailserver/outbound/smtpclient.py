@@ -15,7 +15,9 @@ Implementation notes:
   turns out dead before MAIL FROM is answered is replaced once by a fresh one.
 - TLS modes: ``opportunistic`` (STARTTLS when offered, certificate not checked, and once in
   plaintext if the handshake fails: RFC 7435, what direct MX delivery does without MTA-STS),
-  ``starttls`` (required, verified), ``implicit`` (RFC 8314, verified), ``none``.
+  ``starttls`` (required, verified: chain and host name, for a smarthost and for an MX under
+  an MTA-STS policy), ``implicit`` (RFC 8314, verified), ``none``. Required TLS that does not
+  happen raises :class:`TlsRefused` (an :class:`Unreachable`: nothing was sent).
 """
 
 from __future__ import annotations
@@ -53,6 +55,15 @@ class Unreachable(Exception):
         super().__init__(reason)
         self.reason = reason
         self.permanent = permanent
+
+
+class TlsRefused(Unreachable):
+    """TLS was required and did not happen: STARTTLS not offered (``offered`` False), or the
+    handshake or the certificate check failed."""
+
+    def __init__(self, reason: str, *, offered: bool = True) -> None:
+        super().__init__(reason)
+        self.offered = offered
 
 
 class SessionLost(Exception):
@@ -189,7 +200,7 @@ class SmtpClientPool:
         try:
             return await self._open(endpoint, tls=endpoint.tls is not TlsMode.NONE)
         except _TlsFailed as error:
-            raise Unreachable(f"TLS with {endpoint.server_name} failed: {error}") from None
+            raise TlsRefused(f"TLS with {endpoint.server_name} failed: {error}") from None
 
     async def _open(self, endpoint: Endpoint, *, tls: bool) -> _Client:
         implicit = endpoint.tls is TlsMode.IMPLICIT
@@ -217,7 +228,9 @@ class SmtpClientPool:
                         await client.discard()
                         raise _TlsFailed(str(error)) from error
                 elif endpoint.tls is TlsMode.STARTTLS:
-                    raise Unreachable(f"{endpoint.server_name} does not offer STARTTLS")
+                    raise TlsRefused(
+                        f"{endpoint.server_name} does not offer STARTTLS", offered=False
+                    )
             if endpoint.username:
                 await client.login(endpoint.username, endpoint.password)
         except _TlsFailed:
