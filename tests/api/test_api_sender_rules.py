@@ -145,8 +145,9 @@ def test_blocked_envelope_sender_is_refused_at_rcpt_for_that_account_only(api: A
         rcpt(api, "Bob@Spam.Example", [me], raw)
     assert all_refused.value.recipients[me][0] == 550
     assert rcpt(api, "alice@ham.example", [me], message(me, "Welcome")) == {}
+    assert rcpt(api, "", [me], message(me, "Bounce")) == {}  # null sender: no rule applies
 
-    assert folders(api, me, owner["api_key"]) == {"INBOX": ["Welcome"], "Junk": []}
+    assert folders(api, me, owner["api_key"]) == {"INBOX": ["Bounce", "Welcome"], "Junk": []}
     assert folders(api, them, other["api_key"]) == {"INBOX": ["Offer"], "Junk": []}
 
     with api.client(owner["api_key"]) as c:  # deleted: accepted again at once

@@ -179,7 +179,9 @@ class MxHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
-        if address and "@" not in address:
+        # "<>" is the null reverse-path of bounces (RFC 5321 §4.5.5): kept as such, since
+        # aiosmtpd takes an empty mail_from for "no MAIL yet"; see _reverse_path.
+        if address and address != "<>" and "@" not in address:
             return replies.BAD_SENDER
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
