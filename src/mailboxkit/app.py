@@ -36,6 +36,7 @@ from mailboxkit.dns.mtasts import MtaStsPolicies, PolicyFetcher, policy_client
 from mailboxkit.dns.records import DomainProfile
 from mailboxkit.dns.resolver import DnsResolver, Resolver
 from mailboxkit.dns.signing import DkimSigner
+from mailboxkit.dns.verification import DomainRechecker
 from mailboxkit.mailserver.delivery import DeliveryPipeline
 from mailboxkit.mailserver.imap.auth import AuthThrottle
 from mailboxkit.mailserver.imap.context import ImapLimits, Services
@@ -47,6 +48,8 @@ from mailboxkit.mailserver.outbound.smarthost import SmarthostTransport
 from mailboxkit.mailserver.outbound.smtpclient import SmtpClientPool, TlsMode
 from mailboxkit.mailserver.outbound.transport import Transport
 from mailboxkit.mailserver.outbound.worker import QueueWorker, WorkerConfig
+from mailboxkit.mailserver.recipients import RecipientDirectory
+from mailboxkit.mailserver.senders import SenderPolicy
 from mailboxkit.mailserver.smtp import (
     ConnectionLimiter,
     MxHandler,
@@ -230,6 +233,9 @@ class MailboxKit:
     _notifier: ChangeNotifier | None = None
     _relay: asyncio.Task[None] | None = None
     _counters_task: asyncio.Task[None] | None = None
+    recipients: RecipientDirectory | None = None  # RCPT look-ups of the MX and local delivery
+    senders: SenderPolicy | None = None  # the allow and block lists as the MX reads them
+    rechecker: DomainRechecker | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -253,6 +259,10 @@ class MailboxKit:
         self.mta_sts = mta_sts_fetcher(s, self.resolver)
         async with self.db.write() as conn:
             await ensure_domain(conn, s.domain, now=self.clock.now())
+        self.recipients = RecipientDirectory(
+            self.db, postmaster=s.postmaster, default_domain=s.domain
+        )
+        self.senders = SenderPolicy(self.db)
         await self._start_change_notices()
         self._pipeline = DeliveryPipeline(
             self.db, self.blobs, self.bus, batch_size=s.ingest_batch_size
@@ -268,6 +278,15 @@ class MailboxKit:
             await self._start_imap()
         if s.http_port:
             await self._start_http()
+        self.rechecker = DomainRechecker(
+            self.db,
+            self.resolver,
+            partial(DomainProfile.from_settings, s),
+            self.clock,
+            self.bus,
+            interval=s.dns_recheck_interval,
+        )
+        self.rechecker.start()
 
     async def _start_change_notices(self) -> None:
         """Committed events ring their inbox; on PostgreSQL, notices reach other processes."""
@@ -327,9 +346,23 @@ class MailboxKit:
             policy=RetryPolicy(s.outbound_retry_first, s.outbound_retry_max),
         )
         self.outbound = QueueWorker(
-            self.db, self.blobs, self.bus, self.clock, self.transport, config, changes=self.changes
+            self.db,
+            self.blobs,
+            self.bus,
+            self.clock,
+            self.transport,
+            config,
+            changes=self.changes,
+            recipients=self.recipients,
         )
         self.outbound.start()
+
+    def _routing_changed(self) -> None:
+        """A catch-all or a sender rule changed: forget what the MX cached about them."""
+        if self.recipients is not None:
+            self.recipients.forget()
+        if self.senders is not None:
+            self.senders.forget()
 
     def _queued(self, inbox_id: str) -> None:
         """A message was queued from ``inbox_id``: deliver it now, and tell IMAP (Sent)."""
@@ -398,6 +431,8 @@ class MailboxKit:
             max_recipients=s.smtp_max_recipients,
             verify=self._verifier(),
             dmarc_reject=s.dmarc_reject,
+            recipients=self.recipients,
+            senders=self.senders,
         )
         limits = MxLimits(
             max_message_size=s.smtp_max_message_size,
@@ -490,6 +525,7 @@ class MailboxKit:
             profile=partial(DomainProfile.from_settings, s),
             events=events_config(s),
             dispatcher=self.webhooks,
+            routing_changed=self._routing_changed,
         )
         app = create_app(self._api)
         assert self.signer is not None and self.outbox is not None
@@ -522,6 +558,8 @@ class MailboxKit:
 
     async def stop(self) -> None:
         """Stop accepting, let sessions finish (up to the grace period), flush, close."""
+        if self.rechecker is not None:
+            await self.rechecker.stop()
         for server in self._servers:
             server.close()
         if self._limiter is not None:

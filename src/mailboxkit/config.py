@@ -109,6 +109,19 @@ class Settings(BaseSettings):
         description="Refuse (550 5.7.1) mail that fails DMARC of a domain publishing p=reject. "
         "False: file it in Junk instead.",
     )
+    dns_recheck_interval: float = Field(
+        21600,
+        ge=0,
+        description="Seconds between re-checks of the DNS records of every verified domain; a "
+        "domain whose required records broke is marked failing and its account told "
+        "(domain.verification_failed). 0: no re-checks.",
+    )
+    postmaster: str = Field(
+        "",
+        description="The inbox (an address on this server) that receives postmaster@ mail of a "
+        "domain with neither a postmaster inbox nor a catch-all. Empty: the oldest inbox of the "
+        "domain's account; postmaster@ the operator's domains is then refused.",
+    )
 
     # Outbound transport and the DNS records each domain publishes (`mailboxkit dns records`).
     outbound_transport: Literal["mx", "smarthost", "ses"] = Field(
@@ -406,6 +419,15 @@ class Settings(BaseSettings):
         value = value.strip().strip(".").lower()
         if value and not all(_LABEL.fullmatch(label) for label in value.split(".")):
             raise ValueError("must be DNS labels such as 'bounce' (letters, digits, hyphens)")
+        return value
+
+    @field_validator("postmaster")
+    @classmethod
+    def _postmaster(cls, value: str) -> str:
+        value = value.strip().lower()
+        local, at, domain = value.rpartition("@")
+        if value and (not at or not local or not domain or any(c in value for c in " ,;<>")):
+            raise ValueError("must be one inbox address such as postmaster@example.com")
         return value
 
     @field_validator("dmarc_rua", "tlsrpt_rua")

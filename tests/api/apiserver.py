@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from mailboxkit.dns.resolver import Resolver
+
 from harness import ServerThread, free_port, server_settings
 
 START = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
@@ -67,7 +69,7 @@ class Api:
 
 
 def start_api(
-    tmp_path: Path, database_url: str, **overrides: Any
+    tmp_path: Path, database_url: str, resolver: Resolver | None = None, **overrides: Any
 ) -> tuple[ServerThread, FakeClock]:
     port = free_port()
     values: dict[str, Any] = {
@@ -81,7 +83,7 @@ def start_api(
         "webhook_allow_private_targets": True,
     }
     values.update(overrides)
-    server = ServerThread(server_settings(tmp_path / "data", database_url, **values))
+    server = ServerThread(server_settings(tmp_path / "data", database_url, **values), resolver)
     clock = FakeClock()
     server.app.clock = clock
     server.start()

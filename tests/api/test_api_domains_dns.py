@@ -5,6 +5,7 @@ that marks the domain verified once, with one ``domain.verified`` event."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -14,7 +15,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from api.apiserver import START, Api, FakeClock
+from api.apiserver import START, Api, FakeClock, start_api
+from api.test_stream import stream as sse_stream
 from mailboxkit.api.app import ApiContext, create_app
 from mailboxkit.dns import dkimkeys
 from mailboxkit.dns.records import DomainProfile, domain_records, operator_notes, zone_fragment
@@ -165,11 +167,17 @@ def test_verify_reports_each_record_then_verifies_once(
         assert {x["status"] for x in required} == {"ok"}
         assert c.get(f"/domains/{owner['domain_id']}").json()["verified"] is True
 
-        del dns.records[DOMAIN]["MX"]  # broken later: reported, but still verified
+        del dns.records[DOMAIN]["MX"]  # broken later: reported and failing, once verified
         api.clock.advance(60)
         later = c.post(url).json()
         assert later["ok"] is False
         assert (later["verified"], later["verified_at"]) == (True, "2026-11-28T09:01:00Z")
+        assert later["dns_status"] == "failing"
+        shown = c.get(f"/domains/{owner['domain_id']}").json()
+        assert (shown["dns_status"], shown["dns_failing_since"]) == (
+            "failing",
+            "2026-11-28T09:02:00Z",
+        )
 
         account_id = c.get("/account").json()["account_id"]
     [row] = _events(api)
@@ -178,6 +186,7 @@ def test_verify_reports_each_record_then_verifies_once(
         "domain_id": owner["domain_id"],
         "domain": DOMAIN,
         "verified_at": "2026-11-28T09:01:00+00:00",
+        "recovered": False,
     }
     published: Event = api.server.call(asyncio.wait_for(subscription.get(), 5))
     assert (published.type, published.id) == ("domain.verified", row.id)
@@ -236,3 +245,103 @@ async def test_verify_without_a_resolver_is_503(database_url: str) -> None:
         assert records.json()["records"][0]["value"] == "10 localhost."
     finally:
         await db.close()
+
+
+# The periodic re-check (dns/verification.py), driven one pass at a time.
+
+
+def _recheck(api: Api) -> list[Any]:
+    rechecker = api.server.app.rechecker
+    assert rechecker is not None
+    outcomes: list[Any] = api.server.call(rechecker.run_once())
+    return outcomes
+
+
+def _verified(api: Api, c: httpx.Client, dns: FakeResolver, domain_id: str) -> None:
+    _publish(dns, c.get(f"/domains/{domain_id}/dns-records").json()["records"])
+    assert c.post(f"/domains/{domain_id}/verify").json()["dns_status"] == "verified"
+
+
+def test_recheck_marks_a_broken_domain_failing_then_verified_again(
+    api: Api, owner: dict[str, Any], dns: FakeResolver, caplog: pytest.LogCaptureFixture
+) -> None:
+    domain_id = owner["domain_id"]
+    with api.client(owner["api_key"]) as c:
+        _verified(api, c, dns, domain_id)
+        with sse_stream(api, owner["api_key"], params={"type": "domain"}) as sse:
+            dmarc = dns.records.pop(f"_dmarc.{DOMAIN}")
+            api.clock.advance(3600)
+            with caplog.at_level(logging.WARNING, logger="mailboxkit.dns.verification"):
+                _recheck(api)
+            assert f"domain={DOMAIN}" in caplog.text and "status=failing" in caplog.text
+            failed = sse.event()
+            assert failed["type"] == "domain.verification_failed"
+            assert failed["data"]["domain_id"] == domain_id
+            assert failed["data"]["failing_since"] == "2026-11-28T10:00:00+00:00"
+            [problem] = failed["data"]["problems"]
+            assert (problem["purpose"], problem["status"]) == ("dmarc", "missing")
+            shown = c.get(f"/domains/{domain_id}").json()
+            assert (shown["dns_status"], shown["verified"]) == ("failing", True)
+            assert shown["dns_failing_since"] == shown["dns_checked_at"] == "2026-11-28T10:00:00Z"
+
+            api.clock.advance(3600)  # still broken: checked again, told once
+            _recheck(api)
+            shown = c.get(f"/domains/{domain_id}").json()
+            assert shown["dns_failing_since"] == "2026-11-28T10:00:00Z"
+            assert shown["dns_checked_at"] == "2026-11-28T11:00:00Z"
+
+            dns.servfail.add(DOMAIN)  # DNS trouble proves nothing either way
+            api.clock.advance(3600)
+            _recheck(api)
+            assert c.get(f"/domains/{domain_id}").json()["dns_status"] == "failing"
+            dns.servfail.clear()
+
+            dns.records[f"_dmarc.{DOMAIN}"] = dmarc
+            api.clock.advance(3600)
+            _recheck(api)
+            recovered = sse.event()  # the next event: no second verification_failed before it
+            assert (recovered["type"], recovered["data"]["recovered"]) == ("domain.verified", True)
+            assert recovered["data"]["verified_at"] == "2026-11-28T09:00:00+00:00"
+        shown = c.get(f"/domains/{domain_id}").json()
+        assert (shown["dns_status"], shown["dns_failing_since"]) == ("verified", None)
+
+        dns.servfail.add(DOMAIN)  # a verified domain is not failed by DNS errors either
+        _recheck(api)
+        assert c.get(f"/domains/{domain_id}").json()["dns_status"] == "verified"
+    assert (
+        len(api.server.query(select(m.events.c.seq).where(m.events.c.type.like("domain.%")))) == 3
+    )
+
+
+def test_recheck_skips_unverified_and_tells_no_account_of_shared_domains(
+    api: Api, owner: dict[str, Any], dns: FakeResolver
+) -> None:
+    with api.client(owner["api_key"]) as c:
+        shared = next(d for d in c.get("/domains").json()["domains"] if d["shared"])
+        _verified(api, c, dns, shared["domain_id"])
+        dns.records.pop(shared["domain"])
+        outcomes = _recheck(api)
+        assert [o.domain.name for o in outcomes] == [shared["domain"]]  # not the unverified one
+        assert c.get(f"/domains/{shared['domain_id']}").json()["dns_status"] == "failing"
+        assert c.get(f"/domains/{owner['domain_id']}").json()["dns_status"] == "unverified"
+    assert api.server.query(select(m.events.c.seq).where(m.events.c.type.like("domain.%"))) == []
+
+
+@pytest.fixture
+def fast_api(tmp_path: Path, database_url: str, dns: FakeResolver) -> Iterator[Api]:
+    server, clock = start_api(tmp_path, database_url, resolver=dns, dns_recheck_interval=0.05)
+    yield Api(server, clock)
+    server.stop()
+
+
+def test_recheck_worker_runs_on_its_own(fast_api: Api, dns: FakeResolver) -> None:
+    owner = fast_api.register("Rechecked")
+    with fast_api.client(owner["api_key"]) as c:
+        domain_id = c.post("/domains", json={"domain": DOMAIN}).json()["domain_id"]
+        _verified(fast_api, c, dns, domain_id)
+        with sse_stream(fast_api, owner["api_key"], params={"type": "domain"}) as sse:
+            dns.records[DOMAIN]["TXT"] = ["v=spf1 -all"]  # SPF no longer authorizes this host
+            failed = sse.event()  # sent by the worker, one interval later
+        assert failed["type"] == "domain.verification_failed"
+        assert [p["purpose"] for p in failed["data"]["problems"]] == ["spf"]
+        assert c.get(f"/domains/{domain_id}").json()["dns_status"] == "failing"

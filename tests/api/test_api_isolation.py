@@ -24,6 +24,7 @@ EXAMPLE_IDS = {
     "attachment_id": s.ATTACHMENT_ID,
     "api_key_id": s.KEY_ID,
     "domain_id": s.DOMAIN_ID,
+    "sender_rule_id": s.SENDER_RULE_ID,
 }
 UNAUTHENTICATED = {("post", "/api/v1/register"), ("get", "/healthz"), ("get", "/readyz")}
 # Held open by design; its scoping is tested in tests/api/test_stream.py.
@@ -48,7 +49,8 @@ def _body_example(doc: dict[str, Any], operation: dict[str, Any]) -> Any:
 
 
 def _objects_of(api: Api, owner: dict[str, Any]) -> dict[str, str]:
-    """An inbox with a message (attachment, thread), an inbox key and a domain."""
+    """An inbox with a message (attachment, thread), an inbox key, a domain (with the inbox as
+    its catch-all) and a sender rule of that inbox."""
     with api.client(owner["api_key"]) as c:
         inbox = c.post("/inboxes", json={"username": f"victim{len(owner['email'])}"}).json()
         address = inbox["email"]
@@ -58,6 +60,11 @@ def _objects_of(api: Api, owner: dict[str, Any]) -> dict[str, str]:
         full = c.get(f"/inboxes/{inbox['inbox_id']}/messages/{item['message_id']}").json()
         key = c.post("/api-keys", json={"name": "k", "inbox_id": inbox["inbox_id"]}).json()
         domain = c.post("/domains", json={"domain": "victim.example.com"}).json()
+        c.patch(f"/domains/{domain['domain_id']}", json={"catch_all_inbox_id": inbox["inbox_id"]})
+        rule = c.post(
+            "/sender-rules",
+            json={"action": "block", "sender": "spam.example", "inbox_id": inbox["inbox_id"]},
+        ).json()
         hook = c.post("/webhooks", json={"url": "http://127.0.0.1:9/hook"}).json()
         c.post(f"/webhooks/{hook['webhook_id']}/disable")  # the test event stays queued
         test = c.post(f"/webhooks/{hook['webhook_id']}/test").json()
@@ -68,6 +75,7 @@ def _objects_of(api: Api, owner: dict[str, Any]) -> dict[str, str]:
         "attachment_id": full["attachments"][0]["attachment_id"],
         "api_key_id": key["api_key_id"],
         "domain_id": domain["domain_id"],
+        "sender_rule_id": rule["sender_rule_id"],
         "webhook_id": hook["webhook_id"],
         "delivery_id": test["delivery_id"],
         "email": address,
@@ -133,7 +141,9 @@ def _still_there(api: Api, owner: dict[str, Any], theirs: dict[str, str]) -> Non
         assert c.get(f"/inboxes/{inbox}").status_code == 200
         got = c.get(f"/inboxes/{inbox}/messages/{message_id}").json()
         assert got["labels"] == [] and got["read"] is False
-        assert c.get(f"/domains/{theirs['domain_id']}").status_code == 200
+        domain = c.get(f"/domains/{theirs['domain_id']}").json()
+        assert domain["catch_all_inbox_id"] == inbox
+        assert c.get(f"/sender-rules/{theirs['sender_rule_id']}").status_code == 200
         keys = {k["api_key_id"]: k for k in c.get("/api-keys").json()["api_keys"]}
         assert keys[theirs["api_key_id"]]["revoked_at"] is None
         account = c.get("/account").json()

@@ -6,8 +6,10 @@ import base64
 import smtplib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dkim
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -15,6 +17,7 @@ from sqlalchemy import select
 
 from mailboxkit.dns.resolver import FakeResolver
 from mailboxkit.store import models as m
+from mailboxkit.store.accounts import Inbox
 
 from harness import ServerThread, server_settings
 
@@ -89,6 +92,16 @@ def stored(server: ServerThread) -> tuple[bytes, dict[str, object], str, str]:
     return server.blob(row.raw_key), row.auth, row.name, row.type
 
 
+def shown(server: ServerThread, inbox: Inbox) -> dict[str, Any]:
+    """The one message of ``inbox`` as the API shows it to the account."""
+    key = server.create_key(inbox.account_id)
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=f"{server.http_url}/api/v1", headers=headers) as c:
+        [item] = c.get(f"/inboxes/{inbox.id}/messages").json()["messages"]
+        found: dict[str, Any] = c.get(f"/inboxes/{inbox.id}/messages/{item['message_id']}").json()
+    return found
+
+
 def header_block(raw: bytes) -> bytes:
     return raw[: raw.index(b"\r\nReceived: ")]
 
@@ -99,7 +112,7 @@ def received(raw: bytes) -> bytes:
 
 
 def test_passing_message_is_trusted(server: ServerThread) -> None:
-    server.create_inbox("bot@example.test")
+    inbox = server.create_inbox("bot@example.test")
     send(server, "alice@good.test", signed(message("alice@good.test", "pass")))
     raw, auth, folder, event = stored(server)
     results = header_block(raw)
@@ -110,10 +123,16 @@ def test_passing_message_is_trusted(server: ServerThread) -> None:
     assert auth["spf"]["result"] == "pass"  # type: ignore[index]
     assert [d["result"] for d in auth["dkim"]] == ["pass"]  # type: ignore[index]
     assert auth["dmarc"]["result"] == "pass"  # type: ignore[index]
+    api = shown(server, inbox)
+    assert api["auth"] == auth
+    assert [api["auth"][k]["result"] for k in ("spf", "dmarc")] == ["pass", "pass"]
+    assert [d["result"] for d in api["auth"]["dkim"]] == ["pass"]
+    [results] = [h["value"] for h in api["headers"] if h["name"] == "Authentication-Results"]
+    assert "dmarc=pass" in results
 
 
 def test_altered_after_signing_fails_dkim_but_spf_keeps_dmarc(server: ServerThread) -> None:
-    server.create_inbox("bot@example.test")
+    inbox = server.create_inbox("bot@example.test")
     data = signed(message("alice@good.test", "altered")).replace(b"123456", b"654321")
     send(server, "alice@good.test", data)
     raw, auth, folder, event = stored(server)
@@ -121,6 +140,8 @@ def test_altered_after_signing_fails_dkim_but_spf_keeps_dmarc(server: ServerThre
     assert [d["result"] for d in auth["dkim"]] == ["fail"]  # type: ignore[index]
     assert auth["dmarc"]["result"] == "pass"  # type: ignore[index]
     assert (folder, event) == ("INBOX", "message.received")
+    api = shown(server, inbox)["auth"]
+    assert ([d["result"] for d in api["dkim"]], api["dmarc"]["result"]) == (["fail"], "pass")
 
 
 def test_forged_from_of_reject_domain_is_refused(server: ServerThread) -> None:
@@ -133,21 +154,26 @@ def test_forged_from_of_reject_domain_is_refused(server: ServerThread) -> None:
 
 
 def test_quarantine_failure_goes_to_junk(server: ServerThread) -> None:
-    server.create_inbox("bot@example.test")
+    inbox = server.create_inbox("bot@example.test")
     send(server, "promo@shop.test", message("promo@shop.test", "junk"))
     raw, auth, folder, event = stored(server)
     assert b"spf=fail" in header_block(raw) and b"dmarc=fail" in header_block(raw)
     assert (folder, event) == ("Junk", "message.received.spam")
     assert auth["dmarc"]["disposition"] == "quarantine"  # type: ignore[index]
+    api = shown(server, inbox)["auth"]
+    assert (api["spf"]["result"], api["dmarc"]["result"]) == ("fail", "fail")
+    assert api["dmarc"]["disposition"] == "quarantine"
 
 
 def test_no_policy_is_labelled_unauthenticated(server: ServerThread) -> None:
-    server.create_inbox("bot@example.test")
+    inbox = server.create_inbox("bot@example.test")
     send(server, "someone@nowhere.test", message("someone@nowhere.test", "unknown"))
     raw, auth, folder, event = stored(server)
     assert b"spf=none" in header_block(raw) and b"dmarc=none" in header_block(raw)
     assert (folder, event) == ("INBOX", "message.received.unauthenticated")
     assert auth["dmarc"]["result"] == "none"  # type: ignore[index]
+    api = shown(server, inbox)["auth"]
+    assert (api["spf"]["result"], api["dmarc"]["result"]) == ("none", "none")
 
 
 def test_received_names_the_peer_by_confirmed_reverse_dns(server: ServerThread) -> None:

@@ -71,6 +71,20 @@ def test_unknown_recipient_rejected_at_rcpt(server: ServerThread) -> None:
     assert text.startswith(b"5.1.1 ")
 
 
+def test_bounce_with_the_null_reverse_path_is_accepted(server: ServerThread) -> None:
+    """RFC 5321 §4.5.5: delivery status notifications come from ``MAIL FROM:<>``."""
+    inbox = server.create_inbox("bot@example.test")
+    with smtplib.SMTP("127.0.0.1", server.smtp_port) as client:
+        client.ehlo("mx.sender.test")
+        assert client.mail("") == (250, b"2.1.0 Sender OK")
+        assert client.rcpt("bot@example.test")[0] == 250
+        assert client.data(_message("bot@example.test", "Undeliverable"))[0] == 250
+    [row] = server.query(
+        select(m.messages.c.envelope_from).where(m.messages.c.inbox_id == inbox.id)
+    )
+    assert row.envelope_from == ""
+
+
 @pytest.mark.parametrize("rcpt", ["victim@elsewhere.test", "bot@example.test.evil.test"])
 def test_relay_refused(server: ServerThread, rcpt: str) -> None:
     server.create_inbox("bot@example.test")

@@ -22,6 +22,7 @@ from mailboxkit.api import (
     messages,
     register,
     send,
+    sender_rules,
     stream,
     threads,
     webhooks,
@@ -136,7 +137,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     # stream before messages: /inboxes/{id}/messages/wait is not a message id.
     for module in (register, account, api_keys, domains, inboxes, stream, messages, threads):
         app.include_router(module.router, prefix=PREFIX)
-    for module in (attachments, webhooks, send):
+    for module in (attachments, webhooks, send, sender_rules):
         app.include_router(module.router, prefix=PREFIX)
     app.add_middleware(BodyLimit, max_size=ctx.config.max_body_size)
     app.add_middleware(AccessLog)

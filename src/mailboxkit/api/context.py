@@ -106,6 +106,9 @@ class ApiContext:
     counters: Counters = field(default_factory=Counters)  # key limits, usage: api/auth.py
     events: EventsConfig = field(default_factory=EventsConfig)
     dispatcher: Dispatcher | None = None  # this process's webhook worker, woken by the API
+    # Called after a change to how mail is routed (a catch-all, a sender rule), so this
+    # process's MX drops what it cached about it.
+    routing_changed: Callable[[], None] = field(default=lambda: None)
     closing: asyncio.Event = field(default_factory=asyncio.Event)  # set: streams and waits end
 
 

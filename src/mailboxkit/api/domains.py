@@ -7,18 +7,21 @@ Implementation notes:
   settings through ``ApiContext.profile``), with the domain's DKIM keys, made on first use as
   the CLI makes them. A domain deleted meanwhile is not brought back (404).
 - ``verify`` asks the live DNS through the application's resolver (``dns.check``); it does not
-  change DNS. The first time every required record is right it sets ``verified_at`` and, for
-  an account's own domain, writes a ``domain.verified`` event (published after the commit).
-  ``verified_at`` stays set when a later check fails: it says the domain was once proven, and
-  the check itself says what is wrong now. The operator's shared domains are checked and
+  change DNS. Its result is recorded as the periodic re-check's is (``dns.verification``): the
+  first time every required record is right the domain is verified (``domain.verified``); a
+  verified domain whose required record is missing or wrong is failing
+  (``domain.verification_failed``) until a check finds it right again. ``verified_at`` stays
+  set: it says the domain was once proven. The operator's shared domains are checked and
   marked alike, but have no account to tell.
+- ``PATCH`` sets the catch-all inbox, which must be the account's; the operator's shared
+  domains cannot be changed (403). The MX's recipient cache is told at once (``ApiContext``).
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Response
 from fastapi.responses import PlainTextResponse
@@ -39,9 +42,10 @@ from mailboxkit.dns.records import (
     operator_notes,
     zone_fragment,
 )
+from mailboxkit.dns.verification import record_result
 from mailboxkit.store import domains
 from mailboxkit.store.accounts import KeyOwner
-from mailboxkit.store.events import EventType, record_event
+from mailboxkit.store.inboxes import visible_inbox
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,10 @@ def _domain(d: domains.Domain) -> s.Domain:
         shared=d.account_id is None,
         verified=d.verified_at is not None,
         verified_at=d.verified_at,
+        dns_status=d.dns_status.value,
+        dns_checked_at=d.dns_checked_at,
+        dns_failing_since=d.dns_failing_since,
+        catch_all_inbox_id=d.catch_all_inbox_id,
         inbox_count=d.inbox_count,
         created_at=d.created_at,
     )
@@ -105,6 +113,39 @@ async def get_domain(domain_id: DomainId, owner: AccountPrincipal, ctx: Ctx) -> 
     if found is None:
         raise not_found("domain")
     return _domain(found)
+
+
+@router.patch(
+    "/domains/{domain_id}",
+    response_model=s.Domain,
+    summary="Update a domain",
+    description="Sets or clears (`null`) the domain's catch-all inbox: mail for any address of "
+    "the domain without an inbox (after `name+tag@` resolves to `name@`) goes there instead of "
+    "being refused, and so does `postmaster@` when the domain has no such inbox. The inbox must "
+    "be the account's (404 otherwise); shared domains cannot be changed (403).",
+    responses=s.error_responses(404),
+)
+async def update_domain(
+    domain_id: DomainId, body: s.DomainUpdate, owner: AccountPrincipal, ctx: Ctx
+) -> s.Domain:
+    async with ctx.db.write() as conn:
+        visible = await domains.get_domain(conn, owner.account_id, domain_id)
+        if visible is None:
+            raise not_found("domain")
+        if visible.account_id is None:
+            raise ApiError(403, "forbidden", "the operator's domains cannot be changed")
+        if "catch_all_inbox_id" in body.model_fields_set:
+            inbox_id = body.catch_all_inbox_id
+            if inbox_id is not None and not await visible_inbox(conn, owner.scope, inbox_id):
+                raise not_found("inbox")
+            await domains.set_catch_all(conn, owner.account_id, domain_id, inbox_id)
+        changed = await domains.get_domain(conn, owner.account_id, domain_id)
+    assert changed is not None
+    ctx.routing_changed()
+    log.info(
+        "event=domain_updated domain_id=%s catch_all=%s", domain_id, changed.catch_all_inbox_id
+    )
+    return _domain(changed)
 
 
 @router.delete(
@@ -229,6 +270,7 @@ class DomainVerification(BaseModel):
             "ok": False,
             "verified": False,
             "verified_at": None,
+            "dns_status": "unverified",
             "checks": [_EXAMPLE_CHECK],
         }
     )
@@ -238,6 +280,11 @@ class DomainVerification(BaseModel):
     ok: bool = Field(description="Every required record is right now.")
     verified: bool = Field(description="The required records have been right at least once.")
     verified_at: datetime | None
+    dns_status: Literal["unverified", "verified", "failing"] = Field(
+        description="The domain's state after this check: failing when it was verified and a "
+        "required record is now missing or wrong (a check that only met DNS errors changes "
+        "nothing)."
+    )
     checks: list[RecordCheck]
 
 
@@ -305,7 +352,9 @@ async def get_zone_file(domain_id: DomainId, owner: AccountPrincipal, ctx: Ctx) 
     "failed; try again), plus this host's addresses and their reverse DNS. Meaning is compared, "
     "not text: SPF is evaluated for this host's addresses, DKIM by key. The first time every "
     "required record is right, the domain becomes verified and a `domain.verified` event is "
-    "sent; it stays verified.",
+    "sent. When a required record of a verified domain is later missing or wrong, the domain "
+    "is failing (`domain.verification_failed`) until a check finds it right again "
+    "(`domain.verified`, with `recovered`). The periodic re-check does the same.",
     responses=s.error_responses(404) | _UNAVAILABLE,
 )
 async def verify_domain(
@@ -315,43 +364,16 @@ async def verify_domain(
         raise ApiError(503, "unavailable", "DNS checks are not available on this server")
     found, profile = await _records_profile(ctx, owner, domain_id)
     result = await check_domain(profile, ctx.resolver, ctx.mta_sts)
-    verified_at = found.verified_at
-    if result.ok and verified_at is None:
-        verified_at = await _mark_verified(ctx, owner, found)
-    log.info(
-        "event=domain_checked domain_id=%s domain=%s ok=%s problems=%d",
-        found.id,
-        found.name,
-        result.ok,
-        len(result.problems),
-    )
+    outcome = await record_result(ctx.db, found, result, now=ctx.clock.now())
+    if ctx.bus is not None:
+        ctx.bus.publish(outcome.events)
     return DomainVerification(
         domain_id=found.id,
         domain=found.name,
         hostname=result.hostname,
         ok=result.ok,
-        verified=verified_at is not None,
-        verified_at=verified_at,
+        verified=outcome.domain.verified_at is not None,
+        verified_at=outcome.domain.verified_at,
+        dns_status=outcome.domain.dns_status.value,
         checks=[RecordCheck.model_validate(c, from_attributes=True) for c in result.checks],
     )
-
-
-async def _mark_verified(
-    ctx: ApiContext, owner: KeyOwner, domain: domains.Domain
-) -> datetime | None:
-    """Set ``verified_at`` now and tell the account, unless another request did first."""
-    now = ctx.clock.now()
-    event = None
-    async with ctx.db.write() as conn:
-        if not await domains.mark_verified(conn, domain.id, now=now):
-            current = await domains.get_domain(conn, owner.account_id, domain.id)
-            return None if current is None else current.verified_at
-        if domain.account_id is not None:
-            data = {"domain_id": domain.id, "domain": domain.name, "verified_at": now.isoformat()}
-            event = await record_event(
-                conn, EventType.DOMAIN_VERIFIED, account_id=domain.account_id, data=data, now=now
-            )
-    log.info("event=domain_verified domain_id=%s domain=%s", domain.id, domain.name)
-    if event is not None and ctx.bus is not None:
-        ctx.bus.publish([event])
-    return now

@@ -62,6 +62,7 @@ async def create_inbox(body: s.InboxCreate, owner: AccountPrincipal, ctx: Ctx) -
     except (accounts.AddressTaken, IntegrityError):
         raise ApiError(409, "conflict", "this address is taken") from None
     assert record is not None
+    ctx.routing_changed()  # its address may have gone to a catch-all until now
     log.info("event=inbox_created account_id=%s inbox_id=%s", owner.account_id, made.id)
     return inbox_schema(record)
 
@@ -132,6 +133,7 @@ async def delete_inbox(inbox_id: InboxId, owner: AccountPrincipal, ctx: Ctx) -> 
         orphans = await inboxes.delete_inbox(conn, owner.scope, inbox_id)
     if orphans is None:
         raise not_found("inbox")
+    ctx.routing_changed()  # it may have been a catch-all, or had its own sender rules
     if orphans:
         # Re-checked after commit, just before deleting: see store/inboxes.py.
         async with ctx.db.read() as conn:

@@ -57,6 +57,7 @@ async def register(body: s.RegisterRequest, request: Request, ctx: Ctx) -> s.Reg
             )
     except (accounts.AddressTaken, IntegrityError):
         raise ApiError(409, "conflict", "no free address for this name; try another") from None
+    ctx.routing_changed()  # its address may have gone to a catch-all until now
     log.info(
         "event=registered account_id=%s inbox_id=%s client=%s",
         made.account_id,

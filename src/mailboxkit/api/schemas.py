@@ -28,6 +28,7 @@ THREAD_ID = "0193a3c4-1a2a-7e4d-af88-5c4b1a0d9e43"
 ATTACHMENT_ID = "0193a3c4-1a2c-7f5e-b099-6d5c2b1e0f54"
 KEY_ID = "0193a3c2-7d50-7a6f-81aa-7e6d3c2f1a65"
 DOMAIN_ID = "0193a3c2-7d51-7b70-92bb-8f7e4d3a2b76"
+SENDER_RULE_ID = "0193a3c2-7d52-7c81-a3cc-9a8f5e4b3c87"
 
 
 def _example(example: dict[str, Any]) -> ConfigDict:
@@ -207,8 +208,12 @@ class Domain(BaseModel):
             "domain_id": DOMAIN_ID,
             "domain": "agents.example.com",
             "shared": False,
-            "verified": False,
-            "verified_at": None,
+            "verified": True,
+            "verified_at": EXAMPLE_TIME,
+            "dns_status": "verified",
+            "dns_checked_at": EXAMPLE_TIME,
+            "dns_failing_since": None,
+            "catch_all_inbox_id": None,
             "inbox_count": 0,
             "created_at": EXAMPLE_TIME,
         }
@@ -216,10 +221,33 @@ class Domain(BaseModel):
     domain_id: str
     domain: str
     shared: bool = Field(description="The operator's domain, usable by every account.")
-    verified: bool
+    verified: bool = Field(description="The required DNS records have been right at least once.")
     verified_at: datetime | None
+    dns_status: Literal["unverified", "verified", "failing"] = Field(
+        description="unverified until the required records are all right once; then verified, "
+        "or failing while a later check (the periodic re-check or `verify`) finds one of them "
+        "missing or wrong."
+    )
+    dns_checked_at: datetime | None = Field(description="The last check of the DNS records.")
+    dns_failing_since: datetime | None = Field(
+        description="Since when a required record has been missing or wrong (failing only)."
+    )
+    catch_all_inbox_id: str | None = Field(
+        description="The inbox that receives mail for addresses of the domain without an inbox."
+    )
     inbox_count: int = Field(description="This account's inboxes on the domain.")
     created_at: datetime
+
+
+class DomainUpdate(BaseModel):
+    model_config = _example({"catch_all_inbox_id": INBOX_ID})
+    catch_all_inbox_id: str | None = Field(
+        None,
+        max_length=64,
+        description="An inbox of the account that receives mail for every address of the "
+        "domain without an inbox (and postmaster@); null: none, such mail is refused. Omitted: "
+        "unchanged.",
+    )
 
 
 class DomainList(BaseModel):

@@ -42,18 +42,26 @@ class DeliveryFailed(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Placement:
+    """One inbox a message goes to: the RCPT addresses for it, its folder and its event."""
+
+    inbox: Inbox
+    rcpts: Sequence[str]
+    folder: str = "INBOX"
+    event: EventType = EventType.MESSAGE_RECEIVED
+
+
+@dataclass(frozen=True, slots=True)
 class Inbound:
     """One received message for one or more local inboxes."""
 
     raw: bytes
     parsed: ParsedMessage
     mail_from: str
-    inboxes: Sequence[tuple[Inbox, Sequence[str]]]  # each inbox with the RCPT addresses for it
+    inboxes: Sequence[Placement]
     received_at: datetime
     queue_id: str
-    folder: str = "INBOX"
     auth: dict[str, Any] | None = None  # SPF/DKIM/DMARC verdicts, when checked
-    event: EventType = EventType.MESSAGE_RECEIVED
 
 
 def raw_key(received_at: datetime, queue_id: str) -> str:
@@ -169,19 +177,19 @@ def _new_messages(job: _Job) -> list[NewMessage]:
     keys = [attachment_key(a.sha256) for a in msg.parsed.attachments]
     return [
         NewMessage(
-            inbox=inbox,
+            inbox=place.inbox,
             parsed=msg.parsed,
             raw_key=raw_key(msg.received_at, msg.queue_id),
             size=len(msg.raw),
             received_at=msg.received_at,
             attachment_keys=keys,
             envelope_from=msg.mail_from,
-            envelope_to=tuple(rcpts),
-            folder=msg.folder,
+            envelope_to=tuple(place.rcpts),
+            folder=place.folder,
             auth=msg.auth,
-            event=msg.event,
+            event=place.event,
         )
-        for inbox, rcpts in msg.inboxes
+        for place in msg.inboxes
     ]
 
 

@@ -23,6 +23,7 @@ TEMPORARY_FAILURE = "451 4.3.0 Temporary server error, try again later"
 DMARC_REJECTED = (
     "550 5.7.1 Message rejected: it fails the DMARC policy (p=reject) of its From domain"
 )
+SENDER_BLOCKED = "550 5.7.1 Sender address rejected: blocked by the recipient"
 BAD_SENDER = "553 5.1.7 Sender address syntax is invalid"
 BAD_RECIPIENT = "553 5.1.3 Recipient address syntax is invalid"
 

@@ -4,8 +4,10 @@ Implementation notes (checked in this order, RFC 5321 §3.3):
 
 - RCPT: too many recipients → 452 4.5.3; a domain that is not ours → 550 5.7.1 (never an open
   relay); an unknown mailbox → 550 5.1.1 at RCPT time, so we never accept-then-bounce
-  (no backscatter). ``name+tag@domain`` delivers to ``name@domain``. Several RCPTs that reach one
-  inbox store the message once there.
+  (no backscatter). ``name+tag@domain`` delivers to ``name@domain``; a local part without an
+  inbox goes to the domain's catch-all, and ``postmaster@`` is always accepted (RFC 5321 §4.5.1;
+  the order is in :mod:`.recipients`). An envelope sender the recipient's account blocks → 550
+  5.7.1 for that recipient. Several RCPTs that reach one inbox store the message once there.
 - DATA: aiosmtpd ends data only at CRLF.CRLF and keeps bare CR/LF (``\\n.\\n``, ``\\r.\\r\\n``...)
   inside the message, so no second message can be smuggled in (aiosmtpd >= 1.4.5). Size is
   enforced while reading (552 5.3.4). A ``Received:`` trace header is prepended (RFC 5321 §4.4).
@@ -15,6 +17,10 @@ Implementation notes (checked in this order, RFC 5321 §3.3):
   Junk, and an ``Authentication-Results`` header (RFC 8601) is prepended above ``Received``. The
   event says what an agent should make of the message: ``message.received.spam`` (Junk),
   ``message.received.unauthenticated`` (DMARC did not pass), else ``message.received``.
+- Then each inbox's sender rules (``store.senderrules``), on the From address, else the envelope
+  sender: blocked → Junk (``message.received.spam``), even with checks off; allowed → INBOX and
+  ``message.received`` whatever DMARC said (the verdicts and the header are kept). A DMARC
+  ``reject`` refusal is one reply for every recipient and is not lifted by an allow rule.
 - Every final reply carries an enhanced status code (RFC 2034), see :mod:`.replies`.
 - Unexpected errors are logged once with the session's peer and answered 451 4.3.0; the server
   stays up.
@@ -35,13 +41,21 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 from mailboxkit.dns.authresults import AuthVerdicts, authentication_results, strip_forged
 from mailboxkit.dns.dmarc import Disposition, DmarcVerdict
 from mailboxkit.mailserver import replies
-from mailboxkit.mailserver.delivery import DeliveryFailed, DeliveryPipeline, Inbound, new_queue_id
-from mailboxkit.mailserver.recipients import RecipientDirectory, Refusal
+from mailboxkit.mailserver.delivery import (
+    DeliveryFailed,
+    DeliveryPipeline,
+    Inbound,
+    Placement,
+    new_queue_id,
+)
+from mailboxkit.mailserver.recipients import POSTMASTER, RecipientDirectory, Refusal
+from mailboxkit.mailserver.senders import SenderPolicy
 from mailboxkit.store.accounts import Inbox, split_address
 from mailboxkit.store.clock import Clock
 from mailboxkit.store.db import Database
 from mailboxkit.store.events import EventType
-from mailboxkit.store.mime import parse_message
+from mailboxkit.store.mime import ParsedMessage, parse_message
+from mailboxkit.store.senderrules import RuleAction
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +125,8 @@ class Verifier(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """Where a message goes and what is said about it, from its authentication results."""
+    """Where a message goes and what is said about it, from its authentication results (for
+    an inbox without a sender rule on it)."""
 
     header: bytes
     folder: str
@@ -134,8 +149,11 @@ class MxHandler:
         max_recipients: int,
         verify: Verifier | None = None,
         dmarc_reject: bool = True,
+        recipients: RecipientDirectory | None = None,
+        senders: SenderPolicy | None = None,
     ) -> None:
-        self._recipients = RecipientDirectory(db)
+        self._recipients = recipients or RecipientDirectory(db)
+        self._senders = senders or SenderPolicy(db)
         self._pipeline = pipeline
         self._clock = clock
         self._hostname = hostname
@@ -162,7 +180,9 @@ class MxHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
-        if address and "@" not in address:
+        # "<>" is the null reverse-path of bounces (RFC 5321 §4.5.5): kept as such, since
+        # aiosmtpd takes an empty mail_from for "no MAIL yet"; see _reverse_path.
+        if address and address != "<>" and "@" not in address:
             return replies.BAD_SENDER
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -180,7 +200,8 @@ class MxHandler:
         if len(envelope.rcpt_tos) >= self._max_recipients:
             return replies.TOO_MANY_RECIPIENTS
         local, domain = split_address(address)
-        if not local or not domain:
+        bare_postmaster = address.strip().lower() == POSTMASTER  # RFC 5321 §4.1.1.3
+        if (not local or not domain) and not bare_postmaster:
             return replies.BAD_RECIPIENT
         inbox = await self._recipients.lookup(address)
         if inbox is Refusal.NOT_LOCAL:
@@ -188,6 +209,15 @@ class MxHandler:
             return replies.RELAY_DENIED
         if inbox is Refusal.UNKNOWN:
             return replies.NO_SUCH_MAILBOX
+        sender = _reverse_path(envelope)
+        if sender and await self._senders.decide(inbox, sender) is RuleAction.BLOCK:
+            log.info(
+                "event=sender_blocked peer=%s mail_from=%s inbox_id=%s",
+                session.peer,
+                sender,
+                inbox.id,
+            )
+            return replies.SENDER_BLOCKED
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         envelope.inboxes.setdefault(inbox.id, (inbox, []))[1].append(address)
@@ -204,16 +234,15 @@ class MxHandler:
         queue_id = new_queue_id()
         trace = verdict.header + self._received(session, envelope, queue_id, now, verdict)
         raw = trace + strip_forged(envelope.original_content, self._hostname)
+        parsed = parse_message(raw)
         inbound = Inbound(
             raw=raw,
-            parsed=parse_message(raw),
-            mail_from=envelope.mail_from or "",
-            inboxes=list(envelope.inboxes.values()),
+            parsed=parsed,
+            mail_from=_reverse_path(envelope),
+            inboxes=await self._place(envelope, parsed, verdict),
             received_at=now,
             queue_id=queue_id,
-            folder=verdict.folder,
             auth=verdict.auth,
-            event=verdict.event,
         )
         try:
             await self._pipeline.deliver(inbound)
@@ -236,6 +265,24 @@ class MxHandler:
             log.exception("event=smtp_session_error", exc_info=error)
         return replies.TEMPORARY_FAILURE
 
+    async def _place(
+        self, envelope: MxEnvelope, parsed: ParsedMessage, verdict: Verdict
+    ) -> list[Placement]:
+        """Each inbox's folder and event: its sender rules, else the authentication verdict."""
+        senders = [parsed.from_.email] if parsed.from_ is not None else []
+        senders.append(_reverse_path(envelope))
+        places = []
+        for inbox, rcpts in envelope.inboxes.values():
+            action = await self._senders.decide(inbox, *senders)
+            if action is RuleAction.BLOCK:
+                place = Placement(inbox, rcpts, "Junk", EventType.MESSAGE_RECEIVED_SPAM)
+            elif action is RuleAction.ALLOW:
+                place = Placement(inbox, rcpts, "INBOX", EventType.MESSAGE_RECEIVED)
+            else:
+                place = Placement(inbox, rcpts, verdict.folder, verdict.event)
+            places.append(place)
+        return places
+
     async def _authenticate(self, session: Session, envelope: Envelope) -> Verdict:
         if self._verify is None:
             return Verdict(b"", "INBOX", EventType.MESSAGE_RECEIVED, None, refuse=False)
@@ -243,7 +290,7 @@ class MxHandler:
         verdicts = await self._verify(
             envelope.original_content,
             ip=_peer_ip(session),
-            mail_from=envelope.mail_from or "",
+            mail_from=_reverse_path(envelope),
             helo=session.host_name or "",
         )
         failed = verdicts.dmarc is not None and verdicts.dmarc.result is DmarcVerdict.FAIL
@@ -282,6 +329,12 @@ class MxHandler:
             f" with {proto} id {queue_id}{recipient};\r\n\t{format_datetime(now)}\r\n"
         )
         return header.encode("utf-8", "surrogateescape")
+
+
+def _reverse_path(envelope: Envelope) -> str:
+    """The envelope sender; empty for the null reverse-path ``<>``."""
+    sender = envelope.mail_from or ""
+    return "" if sender == "<>" else sender
 
 
 def _peer_ip(session: Session) -> str:

@@ -33,6 +33,7 @@ class EventType(StrEnum):
     MESSAGE_COMPLAINED = "message.complained"
     MESSAGE_REJECTED = "message.rejected"
     DOMAIN_VERIFIED = "domain.verified"
+    DOMAIN_VERIFICATION_FAILED = "domain.verification_failed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,7 +112,14 @@ domains = Table(
     Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE")),
     Column("name", String(253), nullable=False, unique=True),
     Column("created_at", Timestamp, nullable=False),
-    Column("verified_at", Timestamp),
+    Column("verified_at", Timestamp),  # when every required record was first right
+    # Where mail for a local part without an inbox goes. No foreign key (inboxes already refer
+    # to domains): lookups join the inbox, so a deleted one simply stops being the catch-all.
+    Column("catch_all_inbox_id", Id),
+    # The last DNS check (by the API or the periodic re-check), and since when the required
+    # records of a verified domain have been broken (NULL: not broken).
+    Column("dns_checked_at", Timestamp),
+    Column("dns_failing_since", Timestamp),
 )
 
 # DKIM keys per domain (RFC 6376, RFC 8463). Every active key is published at
@@ -145,6 +152,21 @@ inboxes = Table(
     Column("metadata", JSON, nullable=False, default=dict),
     Column("created_at", Timestamp, nullable=False),
     Index("ix_inboxes_account", "account_id"),
+)
+
+# Allow and block lists (``store/senderrules.py``): a sender address or a whole domain, for every
+# inbox of an account or for one. The MX refuses a blocked envelope sender at RCPT and files a
+# blocked From in Junk; an allowed sender is never filed in Junk by DMARC quarantine.
+sender_rules = Table(
+    "sender_rules",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("inbox_id", Id, ForeignKey("inboxes.id", ondelete="CASCADE")),  # NULL: every inbox
+    Column("action", String(8), nullable=False),  # allow | block
+    Column("sender", String(320), nullable=False),  # an address or a domain, lower case
+    Column("created_at", Timestamp, nullable=False),
+    Index("ix_sender_rules_account", "account_id", "sender"),
 )
 
 folders = Table(

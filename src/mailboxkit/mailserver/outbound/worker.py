@@ -103,6 +103,7 @@ class QueueWorker:
         *,
         changes: MailboxChanges | None = None,
         rng: random.Random | None = None,
+        recipients: RecipientDirectory | None = None,
     ) -> None:
         self._db = db
         self._blobs = blobs
@@ -112,7 +113,7 @@ class QueueWorker:
         self._config = config
         self._changes = changes
         self._rng = rng or random.Random()
-        self._recipients = RecipientDirectory(db)
+        self._recipients = recipients or RecipientDirectory(db)
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(config.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
