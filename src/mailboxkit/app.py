@@ -111,6 +111,7 @@ def api_config(settings: Settings) -> ApiConfig:
         registration_per_ip=Limit(settings.registration_limit_per_ip, 3600),
         registration_per_email=Limit(settings.registration_limit_per_email, 3600),
         requests_per_key=Limit(settings.api_rate_limit, 60),
+        key_cache_seconds=settings.api_key_cache_seconds,
         auth_failures_per_ip=Limit(
             settings.api_max_auth_failures, settings.api_auth_failure_window
         ),

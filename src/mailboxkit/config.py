@@ -341,6 +341,13 @@ class Settings(BaseSettings):
     api_rate_limit: int = Field(
         600, ge=0, description="API requests per key per minute (0: unlimited)."
     )
+    api_key_cache_seconds: float = Field(
+        5,
+        ge=0,
+        description="Seconds a process keeps an API key it has checked before reading it again "
+        "(0: read it on every request). A key revoked through this process stops at once; "
+        "through another process sharing the database, within this time.",
+    )
     api_max_auth_failures: int = Field(
         20,
         ge=0,

@@ -81,6 +81,7 @@ async def revoke_api_key(api_key_id: ApiKeyId, owner: AccountPrincipal, ctx: Ctx
         found = await accounts.revoke_api_key(
             conn, owner.account_id, api_key_id, now=ctx.clock.now()
         )
+    ctx.keys.clear()  # this process stops accepting it now
     if not found:
         raise not_found("API key")
     log.info("event=api_key_revoked account_id=%s key_id=%s", owner.account_id, api_key_id)

@@ -19,8 +19,9 @@ Implementation notes:
   before their key is looked up; the others pay nothing for the limit. With several processes
   (PostgreSQL), failures count across all of them, but a valid key is refused by a process
   only once that process has seen a failure from the address.
-- A request with a good key writes nothing to the database: the key is found with a read, its
-  last-used time is written at most once a minute, and the key's limit and the usage count are
+- A request with a good key writes nothing to the database: the key is found with a read (or
+  in this process's short-lived cache of checked keys, ``KeyCache``), its last-used time is
+  written at most once a minute, and the key's limit and the usage count are
   kept in memory and flushed about once a second (``store/counters.py``; :func:`flush_counters`
   runs in the background and before usage is read). Failures are rare and written at once.
 - The key's id goes into the request state for the access log; the key itself is never logged.
@@ -32,6 +33,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated
 
@@ -41,7 +43,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from mailboxkit.api.context import ApiContext, Ctx
 from mailboxkit.api.errors import ApiError
 from mailboxkit.store import ratelimit
-from mailboxkit.store.accounts import KeyOwner, authenticate_key, record_key_use
+from mailboxkit.store.accounts import KeyOwner, authenticate_key, hash_key, record_key_use
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +97,8 @@ async def authenticate(
             raise _too_many_failures(blocked.retry_after)
     owner = None
     if credentials is not None:
-        async with ctx.db.read() as conn:
-            owner = await authenticate_key(conn, credentials.credentials)
+        digest = hash_key(credentials.credentials)
+        owner = await _find_key(ctx, credentials.credentials, digest)
     if owner is None:
         await _count_failure(ctx, client, bucket, now)
         message = (
@@ -108,6 +110,8 @@ async def authenticate(
     if owner.use_is_stale(now):
         async with ctx.db.write() as conn:
             await record_key_use(conn, owner.key_id, now=now)
+        if ctx.config.key_cache_seconds:
+            ctx.keys.put(digest, replace(owner, last_used_at=now))
     request.state.key_id = owner.key_id
     request.state.account_id = owner.account_id
     verdict = ctx.counters.hit(f"key:{owner.key_id}", ctx.config.requests_per_key, now=now)
@@ -119,6 +123,18 @@ async def authenticate(
             headers={"Retry-After": str(verdict.retry_after)},
         )
     ctx.counters.count_api_request(owner.account_id, now=now)
+    return owner
+
+
+async def _find_key(ctx: ApiContext, secret: str, digest: str) -> KeyOwner | None:
+    """The live key ``secret`` (whose hash is ``digest``), from the cache or the database."""
+    ttl = ctx.config.key_cache_seconds
+    if ttl and (cached := ctx.keys.get(digest, ttl)) is not None:
+        return cached
+    async with ctx.db.read() as conn:
+        owner = await authenticate_key(conn, secret)
+    if owner is not None and ttl:
+        ctx.keys.put(digest, owner)
     return owner
 
 

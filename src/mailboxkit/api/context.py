@@ -8,6 +8,7 @@ Routes reach it through :func:`context`, from the application's state.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -19,6 +20,7 @@ from mailboxkit.api.payloads import PayloadLimits
 from mailboxkit.dns.check import RecordResolver
 from mailboxkit.dns.mtasts import PolicyFetcher
 from mailboxkit.dns.records import DomainProfile, PublishedKey, normalize_domain
+from mailboxkit.store.accounts import KeyOwner
 from mailboxkit.store.blobs import BlobStore
 from mailboxkit.store.clock import Clock, SystemClock
 from mailboxkit.store.counters import Counters
@@ -41,6 +43,7 @@ class ApiConfig:
     registration_per_email: Limit = field(default_factory=lambda: Limit(3, HOUR))
     requests_per_key: Limit = field(default_factory=lambda: Limit(600, MINUTE))
     auth_failures_per_ip: Limit = field(default_factory=lambda: Limit(20, 5 * MINUTE))
+    key_cache_seconds: float = 0.0  # 0: every request reads its key
     max_body_size: int = 10 * 1024 * 1024
     download_url_ttl: int = HOUR
 
@@ -91,6 +94,34 @@ class FailedClients:
         self._until[client] = now + window
 
 
+class KeyCache:
+    """API keys this process has checked lately, by their hash: most requests then read none.
+
+    Entries live ``ttl`` seconds (monotonic clock). Routes that revoke keys or delete what
+    keys belong to call :meth:`clear`, so this process never accepts a key it has revoked;
+    other processes notice within ``ttl``. Bounded: when full, it starts over.
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self._found: dict[str, tuple[float, KeyOwner]] = {}
+
+    def get(self, key_hash: str, ttl: float) -> KeyOwner | None:
+        found = self._found.get(key_hash)
+        if found is None or time.monotonic() - found[0] >= ttl:
+            return None
+        return found[1]
+
+    def put(self, key_hash: str, owner: KeyOwner) -> None:
+        if len(self._found) >= self.MAX_ENTRIES:
+            self._found.clear()
+        self._found[key_hash] = (time.monotonic(), owner)
+
+    def clear(self) -> None:
+        self._found.clear()
+
+
 @dataclass(frozen=True, slots=True)
 class ApiContext:
     db: Database
@@ -104,6 +135,7 @@ class ApiContext:
     profile: ProfileFactory = default_profile
     failed_clients: FailedClients = field(default_factory=FailedClients)
     counters: Counters = field(default_factory=Counters)  # key limits, usage: api/auth.py
+    keys: KeyCache = field(default_factory=KeyCache)  # api/auth.py
     events: EventsConfig = field(default_factory=EventsConfig)
     dispatcher: Dispatcher | None = None  # this process's webhook worker, woken by the API
     # Called after a change to how mail is routed (a catch-all, a sender rule), so this

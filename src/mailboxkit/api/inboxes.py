@@ -134,6 +134,7 @@ async def delete_inbox(inbox_id: InboxId, owner: AccountPrincipal, ctx: Ctx) -> 
     if orphans is None:
         raise not_found("inbox")
     ctx.routing_changed()  # it may have been a catch-all, or had its own sender rules
+    ctx.keys.clear()  # the inbox's own keys went with it
     if orphans:
         # Re-checked after commit, just before deleting: see store/inboxes.py.
         async with ctx.db.read() as conn:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -89,10 +91,13 @@ def message_schema(r: MessageRecord) -> s.Message:
     )
 
 
-async def _check_inbox(ctx: Ctx, owner: Principal, inbox_id: str) -> None:
+@asynccontextmanager
+async def _reading(ctx: Ctx, owner: Principal, inbox_id: str) -> AsyncIterator[AsyncConnection]:
+    """A read connection, once it shows that the caller may see ``inbox_id`` (else 404)."""
     async with ctx.db.read() as conn:
         if not await visible_inbox(conn, owner.scope, inbox_id):
             raise not_found("inbox")
+        yield conn
 
 
 @router.get(
@@ -133,8 +138,7 @@ async def list_inbox_messages(
         q=q,
     )
     start = cursor(page_token)
-    await _check_inbox(ctx, owner, inbox_id)
-    async with ctx.db.read() as conn:
+    async with _reading(ctx, owner, inbox_id) as conn:
         found, more = await list_messages(conn, inbox_id, filters, limit=limit, cursor=start)
     return s.MessageList(
         count=len(found),
@@ -154,8 +158,7 @@ async def list_inbox_messages(
 async def get_inbox_message(
     inbox_id: InboxId, message_id: MessageId, owner: Principal, ctx: Ctx
 ) -> s.Message:
-    await _check_inbox(ctx, owner, inbox_id)
-    async with ctx.db.read() as conn:
+    async with _reading(ctx, owner, inbox_id) as conn:
         found = await get_message(conn, inbox_id, message_id)
     if found is None:
         raise not_found("message")
@@ -186,8 +189,7 @@ RAW_EXAMPLE = "Received: from …\r\nFrom: Alice <alice@example.org>\r\nSubject:
 async def get_raw_message(
     inbox_id: InboxId, message_id: MessageId, owner: Principal, ctx: Ctx
 ) -> Response:
-    await _check_inbox(ctx, owner, inbox_id)
-    async with ctx.db.read() as conn:
+    async with _reading(ctx, owner, inbox_id) as conn:
         key = await raw_key_of(conn, inbox_id, message_id)
     if key is None:
         raise not_found("message")
@@ -238,8 +240,9 @@ async def _apply_update(conn: AsyncConnection, message_id: str, body: s.MessageU
 async def update_inbox_message(
     inbox_id: InboxId, message_id: MessageId, body: s.MessageUpdate, owner: Principal, ctx: Ctx
 ) -> s.Message:
-    await _check_inbox(ctx, owner, inbox_id)
     async with ctx.db.write() as conn:
+        if not await visible_inbox(conn, owner.scope, inbox_id):
+            raise not_found("inbox")
         if await raw_key_of(conn, inbox_id, message_id) is None:
             raise not_found("message")
         await _apply_update(conn, message_id, body)
