@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import socket
+import ssl
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -26,6 +27,8 @@ from mailboxkit.api.context import EventsConfig
 from mailboxkit.api.dispatcher import USER_AGENT, DispatchConfig, Dispatcher
 from mailboxkit.api.payloads import PayloadLimits
 from mailboxkit.api.send import SendContext
+from mailboxkit.api.sesfeedback import FeedbackContext
+from mailboxkit.api.sns import SnsPolicy, SnsVerifier
 from mailboxkit.config import Settings
 from mailboxkit.dns.authresults import AuthVerdicts
 from mailboxkit.dns.check import RecordResolver
@@ -156,6 +159,20 @@ def events_config(settings: Settings) -> EventsConfig:
     )
 
 
+def sns_client(settings: Settings) -> httpx.AsyncClient:
+    """The client that fetches SNS signing certificates and subscription URLs."""
+    context = ssl.create_default_context()
+    if settings.sns_ca_file is not None:
+        context.load_verify_locations(cafile=str(settings.sns_ca_file))
+    return httpx.AsyncClient(
+        verify=context,
+        timeout=httpx.Timeout(settings.sns_timeout),
+        follow_redirects=False,
+        trust_env=False,
+        headers={"user-agent": USER_AGENT},
+    )
+
+
 def listen_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say TCP;
@@ -197,6 +214,7 @@ class MailboxKit:
     _api: ApiContext | None = None
     _notifier: ChangeNotifier | None = None
     _relay: asyncio.Task[None] | None = None
+    _sns_client: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -455,6 +473,9 @@ class MailboxKit:
             max_recipients=s.send_max_recipients,
             queued=self._queued,
         )
+        self._sns_client = sns_client(s)
+        policy = SnsPolicy(cert_hosts=s.sns_hosts, topic_arns=s.sns_topics)
+        app.state.sns = FeedbackContext(SnsVerifier(self._sns_client, policy))
         config = uvicorn.Config(
             app,
             log_config=None,
@@ -495,6 +516,8 @@ class MailboxKit:
             await self.outbox.stop()
         if self.outbound is not None:
             await self.outbound.stop(self.settings.shutdown_grace)
+        if self._sns_client is not None:
+            await self._sns_client.aclose()
         if self.webhooks is not None:
             await self.webhooks.stop(
                 min(self.settings.shutdown_grace, self.settings.webhook_timeout)
