@@ -71,6 +71,7 @@ from mailboxkit.store.migrate import upgrade_async
 from mailboxkit.store.notify import ChangeNotifier, NotifyConfig, listen_dsn
 from mailboxkit.store.outbox import OutboxWriter
 from mailboxkit.store.ratelimit import Limit
+from mailboxkit.store.retention import RetentionJob
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,7 @@ class MailboxKit:
     _api: ApiContext | None = None
     _notifier: ChangeNotifier | None = None
     _relay: asyncio.Task[None] | None = None
+    retention: RetentionJob | None = None
     _sns_client: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
@@ -305,6 +307,15 @@ class MailboxKit:
             self.db, self.blobs, self.bus, self.clock, self.transport, config, changes=self.changes
         )
         self.outbound.start()
+        if s.outbound_retention_days:
+            self.retention = RetentionJob(
+                self.db,
+                self.blobs,
+                self.clock,
+                days=s.outbound_retention_days,
+                interval=s.outbound_retention_interval,
+            )
+            self.retention.start()
 
     def _queued(self, inbox_id: str) -> None:
         """A message was queued from ``inbox_id``: deliver it now, and tell IMAP (Sent)."""
@@ -516,6 +527,8 @@ class MailboxKit:
             await self.outbox.stop()
         if self.outbound is not None:
             await self.outbound.stop(self.settings.shutdown_grace)
+        if self.retention is not None:
+            await self.retention.stop()
         if self._sns_client is not None:
             await self._sns_client.aclose()
         if self.webhooks is not None:

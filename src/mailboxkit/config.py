@@ -233,6 +233,17 @@ class Settings(BaseSettings):
     sns_timeout: float = Field(
         10, gt=0, le=60, description="Seconds one such fetch may take in all."
     )
+    outbound_retention_days: int = Field(
+        30,
+        ge=0,
+        description="Days after a sent message's last recipient reached a final status "
+        "(sent, delivered, bounced, complained) that the queue lets go of its content: the raw "
+        "copy is deleted unless a message (the Sent copy, a local recipient's) still uses it. "
+        "The delivery log stays. 0: keep it.",
+    )
+    outbound_retention_interval: float = Field(
+        3600, gt=0, description="Seconds between two retention passes."
+    )
 
     # SMTP limits.
     smtp_max_message_size: int = Field(

@@ -211,6 +211,17 @@ def test_a_transient_bounce_is_recorded_without_suppressing(
     assert suppressions(sending, key) == []
     assert send(sending, inbox, key).status_code == 200
 
+    # Retention (30 days by default): the queue lets go of the content, the log stays.
+    retention = sending.server.app.retention
+    assert retention is not None
+    sending.settled(2)
+    assert sending.server.call(retention.run_once()) == 0
+    sending.clock.advance(31 * 86400)
+    assert sending.server.call(retention.run_once()) == 2
+    log = deliveries(sending, inbox, key, message_id)
+    assert log["content_purged_at"] is not None
+    assert [(r["email"], r["status"]) for r in log["recipients"]] == [(ALICE, "bounced")]
+
 
 def test_feedback_about_messages_we_did_not_send_is_ignored(
     sending: Sending, sns: SnsStandIn
