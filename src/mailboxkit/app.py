@@ -28,6 +28,8 @@ from mailboxkit.api.context import EventsConfig
 from mailboxkit.api.dispatcher import USER_AGENT, DispatchConfig, Dispatcher
 from mailboxkit.api.payloads import PayloadLimits
 from mailboxkit.api.send import SendContext
+from mailboxkit.api.sesfeedback import FeedbackContext
+from mailboxkit.api.sns import SnsPolicy, SnsVerifier
 from mailboxkit.config import Settings
 from mailboxkit.dns.authresults import AuthVerdicts
 from mailboxkit.dns.check import RecordResolver
@@ -74,6 +76,7 @@ from mailboxkit.store.migrate import upgrade_async
 from mailboxkit.store.notify import ChangeNotifier, NotifyConfig, listen_dsn
 from mailboxkit.store.outbox import OutboxWriter
 from mailboxkit.store.ratelimit import Limit
+from mailboxkit.store.retention import RetentionJob
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +190,20 @@ def events_config(settings: Settings) -> EventsConfig:
     )
 
 
+def sns_client(settings: Settings) -> httpx.AsyncClient:
+    """The client that fetches SNS signing certificates and subscription URLs."""
+    context = ssl.create_default_context()
+    if settings.sns_ca_file is not None:
+        context.load_verify_locations(cafile=str(settings.sns_ca_file))
+    return httpx.AsyncClient(
+        verify=context,
+        timeout=httpx.Timeout(settings.sns_timeout),
+        follow_redirects=False,
+        trust_env=False,
+        headers={"user-agent": USER_AGENT},
+    )
+
+
 def listen_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say TCP;
@@ -237,6 +254,8 @@ class MailboxKit:
     recipients: RecipientDirectory | None = None  # RCPT look-ups of the MX and local delivery
     senders: SenderPolicy | None = None  # the allow and block lists as the MX reads them
     rechecker: DomainRechecker | None = None
+    retention: RetentionJob | None = None
+    _sns_client: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -357,6 +376,15 @@ class MailboxKit:
             recipients=self.recipients,
         )
         self.outbound.start()
+        if s.outbound_retention_days:
+            self.retention = RetentionJob(
+                self.db,
+                self.blobs,
+                self.clock,
+                days=s.outbound_retention_days,
+                interval=s.outbound_retention_interval,
+            )
+            self.retention.start()
 
     def _routing_changed(self) -> None:
         """A catch-all or a sender rule changed: forget what the MX cached about them."""
@@ -536,6 +564,9 @@ class MailboxKit:
             max_recipients=s.send_max_recipients,
             queued=self._queued,
         )
+        self._sns_client = sns_client(s)
+        policy = SnsPolicy(cert_hosts=s.sns_hosts, topic_arns=s.sns_topics)
+        app.state.sns = FeedbackContext(SnsVerifier(self._sns_client, policy))
         config = uvicorn.Config(
             app,
             log_config=None,
@@ -585,6 +616,10 @@ class MailboxKit:
             await self.outbox.stop()
         if self.outbound is not None:
             await self.outbound.stop(self.settings.shutdown_grace)
+        if self.retention is not None:
+            await self.retention.stop()
+        if self._sns_client is not None:
+            await self._sns_client.aclose()
         if self.webhooks is not None:
             await self.webhooks.stop(
                 min(self.settings.shutdown_grace, self.settings.webhook_timeout)

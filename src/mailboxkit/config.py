@@ -246,6 +246,36 @@ class Settings(BaseSettings):
     ses_configuration_set: str = Field(
         "", description="SES configuration set for sending events, if any."
     )
+    sns_topic_arns: str = Field(
+        "",
+        description="SNS topics (ARNs separated by commas) whose messages POST "
+        "/api/v1/ses/notifications accepts and whose subscriptions it confirms. Empty: any "
+        "topic with a valid AWS signature; set it in production.",
+    )
+    sns_cert_hosts: str = Field(
+        "",
+        description="Exact host names SNS signing certificates and subscription URLs may come "
+        "from (https only), separated by commas. Empty: sns.SES_REGION.amazonaws.com.",
+    )
+    sns_ca_file: Path | None = Field(
+        None,
+        description="PEM file of CA certificates trusted, besides the system's, when fetching "
+        "SNS certificates and subscription URLs (tests, TLS-inspecting proxies).",
+    )
+    sns_timeout: float = Field(
+        10, gt=0, le=60, description="Seconds one such fetch may take in all."
+    )
+    outbound_retention_days: int = Field(
+        30,
+        ge=0,
+        description="Days after a sent message's last recipient reached a final status "
+        "(sent, delivered, bounced, complained) that the queue lets go of its content: the raw "
+        "copy is deleted unless a message (the Sent copy, a local recipient's) still uses it. "
+        "The delivery log stays. 0: keep it.",
+    )
+    outbound_retention_interval: float = Field(
+        3600, gt=0, description="Seconds between two retention passes."
+    )
 
     # SMTP limits.
     smtp_max_message_size: int = Field(
@@ -445,6 +475,31 @@ class Settings(BaseSettings):
             raise ValueError("must be one email address such as reports@example.com")
         return value
 
+    @field_validator("sns_cert_hosts")
+    @classmethod
+    def _hosts(cls, value: str) -> str:
+        items = [item.strip().rstrip(".").lower() for item in value.split(",") if item.strip()]
+        for item in items:
+            if not all(_LABEL.fullmatch(label) for label in item.split(".")):
+                raise ValueError(f"{item!r} is not a host name such as sns.us-east-1.amazonaws.com")
+        return ",".join(items)
+
+    @field_validator("sns_topic_arns")
+    @classmethod
+    def _topics(cls, value: str) -> str:
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        for item in items:
+            if not item.startswith("arn:") or any(c.isspace() for c in item):
+                raise ValueError(f"{item!r} is not a topic ARN such as arn:aws:sns:REGION:ID:NAME")
+        return ",".join(items)
+
+    @field_validator("sns_ca_file")
+    @classmethod
+    def _ca_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a file")
+        return value
+
     @field_validator("http_trusted_proxies")
     @classmethod
     def _proxies(cls, value: str) -> str:
@@ -532,6 +587,16 @@ class Settings(BaseSettings):
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.hostname}:{self.http_port}").rstrip("/")
+
+    @property
+    def sns_hosts(self) -> frozenset[str]:
+        """Hosts SNS certificates and subscription URLs may come from."""
+        found = [h for h in self.sns_cert_hosts.split(",") if h]
+        return frozenset(found or [f"sns.{self.ses_region}.amazonaws.com"])
+
+    @property
+    def sns_topics(self) -> frozenset[str]:
+        return frozenset(t for t in self.sns_topic_arns.split(",") if t)
 
     @property
     def plaintext_allowed(self) -> bool:

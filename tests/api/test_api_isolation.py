@@ -27,6 +27,9 @@ EXAMPLE_IDS = {
     "sender_rule_id": s.SENDER_RULE_ID,
 }
 UNAUTHENTICATED = {("post", "/api/v1/register"), ("get", "/healthz"), ("get", "/readyz")}
+# Called by Amazon SNS, authenticated by the SNS signature, never by an account's key: it acts
+# only on the messages its SES notification names (tests/e2e/test_ses_feedback.py).
+SNS = {("post", "/api/v1/ses/notifications")}
 # Held open by design; its scoping is tested in tests/api/test_stream.py.
 STREAMS = {("get", "/api/v1/events")}
 
@@ -68,6 +71,8 @@ def _objects_of(api: Api, owner: dict[str, Any]) -> dict[str, str]:
         hook = c.post("/webhooks", json={"url": "http://127.0.0.1:9/hook"}).json()
         c.post(f"/webhooks/{hook['webhook_id']}/disable")  # the test event stays queued
         test = c.post(f"/webhooks/{hook['webhook_id']}/test").json()
+        suppressed = f"suppressed{len(owner['email'])}@example.org"
+        assert c.post("/suppressions", json={"address": suppressed}).status_code == 201
     return {
         "inbox_id": inbox["inbox_id"],
         "message_id": item["message_id"],
@@ -79,6 +84,7 @@ def _objects_of(api: Api, owner: dict[str, Any]) -> dict[str, str]:
         "webhook_id": hook["webhook_id"],
         "delivery_id": test["delivery_id"],
         "email": address,
+        "address": suppressed,
     }
 
 
@@ -102,7 +108,7 @@ def _walk(api: Api, key: str, theirs: dict[str, str], *, inbox_key: bool) -> lis
     with api.client(key) as c:
         for path, operations in doc["paths"].items():
             for method, operation in operations.items():
-                if (method, path) in UNAUTHENTICATED | STREAMS:
+                if (method, path) in UNAUTHENTICATED | STREAMS | SNS:
                     continue
                 names = re.findall(r"{(\w+)}", path)
                 unknown = [n for n in names if n not in theirs]
@@ -148,6 +154,7 @@ def _still_there(api: Api, owner: dict[str, Any], theirs: dict[str, str]) -> Non
         assert keys[theirs["api_key_id"]]["revoked_at"] is None
         account = c.get("/account").json()
         assert account["name"] == "Victim"
+        assert c.get(f"/suppressions/{theirs['address']}").status_code == 200
 
 
 def test_another_account_gets_404_on_every_route(

@@ -12,6 +12,9 @@ import pytest
 from api.apiserver import Api
 from mailboxkit.store.listing import Cursor, InvalidCursor
 
+# Routes under /api/v1 that take no API key: registration, and the SNS endpoint (SNS signs).
+UNAUTHENTICATED = {"/api/v1/register", "/api/v1/ses/notifications"}
+
 
 def _resolve(doc: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
     while "$ref" in node:
@@ -45,9 +48,11 @@ def test_every_route_has_a_description_and_examples(api: Api) -> None:
                 examples = param.get("examples") or param["schema"].get("examples")
                 if param["in"] == "path" and not examples:
                     missing.append(f"{name}: example of {param['name']}")
-            authenticated = path.startswith("/api/v1/") and path != "/api/v1/register"
+            authenticated = path.startswith("/api/v1/") and path not in UNAUTHENTICATED
             if authenticated and ("401" not in op["responses"] or not op.get("security")):
                 missing.append(f"{name}: not documented as authenticated")
+            if path in UNAUTHENTICATED and op.get("security"):
+                missing.append(f"{name}: documented as needing an API key")
     assert missing == []
 
 

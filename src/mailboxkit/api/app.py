@@ -17,13 +17,16 @@ from mailboxkit.api import (
     account,
     api_keys,
     attachments,
+    deliveries,
     domains,
     inboxes,
     messages,
     register,
     send,
     sender_rules,
+    sesfeedback,
     stream,
+    suppressions,
     threads,
     webhooks,
     wellknown,
@@ -48,7 +51,8 @@ account's id answers 404, like a missing one.
 
 Errors have one shape, `{"error": {"code", "message"}}`, with stable codes:
 `validation_error` (with `fields`), `unauthorized`, `forbidden`, `not_found`, `conflict`,
-`payload_too_large`, `rate_limited` (with `Retry-After`), `internal_error`.
+`payload_too_large`, `rate_limited` (with `Retry-After`), `internal_error`; sending to an
+address on the account's suppression list is `recipient_suppressed` (422).
 
 Lists are newest first and paged by cursor: pass `next_page_token` back as `page_token`.
 """
@@ -137,7 +141,15 @@ def create_app(ctx: ApiContext) -> FastAPI:
     # stream before messages: /inboxes/{id}/messages/wait is not a message id.
     for module in (register, account, api_keys, domains, inboxes, stream, messages, threads):
         app.include_router(module.router, prefix=PREFIX)
-    for module in (attachments, webhooks, send, sender_rules):
+    for module in (
+        attachments,
+        webhooks,
+        send,
+        sender_rules,
+        deliveries,
+        suppressions,
+        sesfeedback,
+    ):
         app.include_router(module.router, prefix=PREFIX)
     app.add_middleware(BodyLimit, max_size=ctx.config.max_body_size)
     app.add_middleware(AccessLog)

@@ -2,8 +2,9 @@
 
 Codes are stable and few: ``validation_error`` (with ``fields``), ``unauthorized``,
 ``forbidden``, ``not_found``, ``method_not_allowed``, ``conflict``, ``payload_too_large``,
-``rate_limited``, ``internal_error``. Messages are generic; details go to the log, and a stack
-trace never reaches a client.
+``rate_limited``, ``internal_error``, ``unavailable``; and one for sending:
+``recipient_suppressed`` (422, the message names the addresses). Messages are generic; details
+go to the log, and a stack trace never reaches a client.
 """
 
 from __future__ import annotations

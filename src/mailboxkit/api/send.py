@@ -12,6 +12,8 @@ Implementation notes:
   repeat with another request is a 409.
 - Recipients: To, Cc and Bcc together, at least one and at most the server's limit; Bcc is in
   the envelope only. Addresses are ``a@b`` or ``Name <a@b>``.
+- Recipients on the account's suppression list (``store.suppressions``) are refused with 422
+  ``recipient_suppressed`` naming them; nothing is queued.
 - Anything that cannot be composed (a header the email package refuses, a non-ASCII address)
   is a 422, never a 500.
 """
@@ -27,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.errors import MessageError
 from email.utils import parseaddr
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -50,7 +52,7 @@ from mailboxkit.api.context import Ctx
 from mailboxkit.api.errors import ApiError, not_found
 from mailboxkit.api.params import InboxId, MessageId
 from mailboxkit.dns.signing import DkimSigner
-from mailboxkit.store import outbox
+from mailboxkit.store import outbox, suppressions
 from mailboxkit.store.accounts import Inbox, KeyOwner
 from mailboxkit.store.blobs import BlobNotFound
 from mailboxkit.store.inboxes import InboxRecord, get_inbox
@@ -192,7 +194,16 @@ IdempotencyHeader = Annotated[
     ),
 ]
 
-router = APIRouter(tags=["sending"], responses=s.AUTHENTICATED | s.error_responses(404, 409))
+SUPPRESSED: dict[int | str, dict[str, Any]] = {
+    422: {
+        "model": s.Error,
+        "description": "Invalid body (`validation_error`), or a recipient is on the account's "
+        "suppression list (`recipient_suppressed`, naming it).",
+    }
+}
+router = APIRouter(
+    tags=["sending"], responses=s.AUTHENTICATED | s.error_responses(404, 409) | SUPPRESSED
+)
 
 
 def _invalid(field: str, message: str) -> ApiError:
@@ -284,6 +295,10 @@ async def _queue(
         raise _invalid("body.to", "at least one recipient (to, cc or bcc) is required")
     if len(recipients) > send.max_recipients:
         raise _invalid("body.to", f"at most {send.max_recipients} recipients in all")
+    async with ctx.db.read() as conn:
+        listed = await suppressions.suppressed(conn, inbox.account_id, recipients)
+    if listed:
+        raise suppressed_error(listed)
     now = ctx.clock.now()
     try:
         raw = compose(draft, now=now, domain=inbox.domain)
@@ -307,6 +322,16 @@ async def _queue(
     if not queued.replayed:
         send.queued(inbox.id)
     return SendResponse(message_id=queued.message_id, thread_id=queued.thread_id)
+
+
+def suppressed_error(addresses: list[str]) -> ApiError:
+    named = ", ".join(addresses[:10])
+    return ApiError(
+        422,
+        "recipient_suppressed",
+        f"not sent: on this account's suppression list: {named} (it bounced, complained or was "
+        "added; DELETE /api/v1/suppressions/{address} to send to it again)",
+    )
 
 
 def _conflict() -> ApiError:

@@ -26,6 +26,10 @@ DMARC_REJECTED = (
 SENDER_BLOCKED = "550 5.7.1 Sender address rejected: blocked by the recipient"
 BAD_SENDER = "553 5.1.7 Sender address syntax is invalid"
 BAD_RECIPIENT = "553 5.1.3 Recipient address syntax is invalid"
+RECIPIENT_SUPPRESSED = (
+    "550 5.7.1 Recipient address rejected: it is on this account's suppression list "
+    "(it bounced or complained)"
+)
 
 
 def ehlo_lines(responses: list[str]) -> list[str]:

@@ -11,7 +11,8 @@ Implementation notes (checked in this order):
   past the limit, 454 4.7.0 without checking. AUTH data is never logged.
 - MAIL FROM must be the authenticated inbox (plus-tags allowed), else 553 5.7.1; at most
   ``max_recipients`` RCPTs (452 4.5.3). Recipients may be anywhere: this is submission, not
-  relay, because the sender is authenticated.
+  relay, because the sender is authenticated. A recipient on the account's suppression list
+  (``store.suppressions``) is refused at RCPT with 550 5.7.1 (the others are still taken).
 - DATA: every From address must be the inbox's (553 5.7.1, RFC 6409 §8 lets us refuse). The
   message is completed as RFC 6409 §8 allows: Date and Message-ID added when missing, Bcc
   removed (its recipients are in the envelope). Then it is DKIM-signed, stored in Sent and
@@ -38,7 +39,7 @@ from mailboxkit.mailserver import replies
 from mailboxkit.mailserver.imap.auth import AuthThrottle, check_credentials, parse_plain
 from mailboxkit.mailserver.imap.state import User
 from mailboxkit.mailserver.smtp import ConnectionLimiter, MxLimits, MxServer
-from mailboxkit.store import outbox
+from mailboxkit.store import outbox, suppressions
 from mailboxkit.store.accounts import Inbox, split_address
 from mailboxkit.store.charsets import raw_header
 from mailboxkit.store.clock import Clock
@@ -234,6 +235,13 @@ class SubmissionHandler:
         local, _, domain = address.rpartition("@")
         if not local or not domain or any(c.isspace() for c in address):
             return replies.BAD_RECIPIENT
+        user = session.auth_data
+        assert isinstance(user, User)
+        async with self._db.read() as conn:
+            listed = await suppressions.suppressed(conn, user.account_id, [address])
+        if listed:
+            log.info("event=submission_recipient_suppressed inbox_id=%s", user.inbox_id)
+            return replies.RECIPIENT_SUPPRESSED
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return replies.RECIPIENT_OK

@@ -10,8 +10,9 @@ Implementation notes (see also ``store.outbox``):
   (:func:`settle`) only rows still ``sending`` with its attempt number, so a worker that
   outlived its lease cannot overwrite the next one's result.
 - Settling writes, in one transaction: the new states, ``message.sent`` per accepted message,
-  local deliveries, and for permanent failures the DSN in the sender's INBOX and a
-  ``message.bounced`` event. So a DSN is filed exactly once.
+  local deliveries, and for permanent failures the DSN in the sender's INBOX, a
+  ``message.bounced`` event and the bad addresses on the suppression list. So a DSN is filed
+  exactly once.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from sqlalchemy import and_, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
+from mailboxkit.store import suppressions
 from mailboxkit.store.events import Event, EventType, NewEvent, record_events
 from mailboxkit.store.messages import NewMessage, insert_messages
 from mailboxkit.store.outbox import RecipientStatus
+from mailboxkit.store.suppressions import NewSuppression, SuppressionReason
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +168,7 @@ class Settlement:
     status: RecipientStatus  # SENT, QUEUED (try again at next_attempt_at) or BOUNCED
     reply: str
     next_attempt_at: datetime | None = None
+    provider_id: str = ""  # SENT: the transport's id of the message, if it gave one
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +178,7 @@ class Bounce:
     outbound_id: str
     report: NewMessage
     recipients: Sequence[dict[str, str]]  # email, status, diagnostic
+    suppress: Sequence[str] = ()  # of those, the addresses to put on the suppression list
 
 
 @dataclass(slots=True)
@@ -183,15 +188,16 @@ class Settled:
 
 
 async def _apply(conn: AsyncConnection, items: Sequence[Settlement], now: datetime) -> set[int]:
-    """Write the outcomes, one statement per distinct outcome (status, reply, next time), each
-    row fenced by its claim's attempt number; the ids of the rows that were still ours."""
+    """Write the outcomes, one statement per distinct outcome (status, reply, next time, provider
+    id), each row fenced by its claim's attempt number; the ids of the rows that were still
+    ours."""
     r = m.outbound_recipients.c
-    groups: dict[tuple[str, str, datetime | None], list[Settlement]] = {}
+    groups: dict[tuple[str, str, datetime | None, str], list[Settlement]] = {}
     for item in items:
-        outcome = (item.status.value, item.reply[:2000], item.next_attempt_at)
+        outcome = (item.status.value, item.reply[:2000], item.next_attempt_at, item.provider_id)
         groups.setdefault(outcome, []).append(item)
     done: set[int] = set()
-    for (status, reply, next_at), group in groups.items():
+    for (status, reply, next_at, provider_id), group in groups.items():
         values: dict[str, Any] = {
             "status": status,
             "last_reply": reply,
@@ -200,6 +206,8 @@ async def _apply(conn: AsyncConnection, items: Sequence[Settlement], now: dateti
         }
         if next_at is not None:
             values["next_attempt_at"] = next_at
+        if provider_id:
+            values["provider_message_id"] = provider_id[:255]
         for start in range(0, len(group), FENCE_CHUNK):
             chunk = group[start : start + FENCE_CHUNK]
             fences = [(i.claim.id, i.claim.attempts) for i in chunk]
@@ -283,6 +291,13 @@ async def settle(
             continue
         [report] = await insert_messages(conn, [bounce.report])
         out.events.extend(report.events)
+        bad = [
+            NewSuppression(r["email"], SuppressionReason.BOUNCE, r["diagnostic"], origin.message_id)
+            for r in recipients
+            if r["email"] in bounce.suppress
+        ]
+        if bad:
+            await suppressions.add(conn, origin.account_id, bad, now=now)
         new_events.append(
             NewEvent(
                 EventType.MESSAGE_BOUNCED,

@@ -110,7 +110,7 @@ async def update_inbox(
 
 
 async def unreferenced_blobs(conn: AsyncConnection, keys: Iterable[str]) -> list[str]:
-    """Those of ``keys`` no message (raw) or attachment row refers to."""
+    """Those of ``keys`` no message (raw), attachment or queued message refers to."""
     wanted = sorted(set(keys))
     if not wanted:
         return []
@@ -123,6 +123,13 @@ async def unreferenced_blobs(conn: AsyncConnection, keys: Iterable[str]) -> list
         used.update(
             await conn.scalars(
                 select(m.attachments.c.blob_key).where(m.attachments.c.blob_key.in_(chunk))
+            )
+        )
+        used.update(
+            await conn.scalars(
+                select(m.outbound_messages.c.raw_key).where(
+                    m.outbound_messages.c.raw_key.in_(chunk)
+                )
             )
         )
     return [k for k in wanted if k not in used]

@@ -342,7 +342,12 @@ outbound_messages = Table(
     Column("envelope_from", String(320), nullable=False),
     Column("created_at", Timestamp, nullable=False),
     Column("expires_at", Timestamp, nullable=False),  # give up retrying after this
+    # When the retention job dropped the queue's hold on the content (``store/retention.py``):
+    # ``raw_key`` is then empty; the recipients' rows stay as the delivery log.
+    Column("purged_at", Timestamp),
     Index("ix_outbound_messages_inbox", "inbox_id", "created_at"),
+    Index("ix_outbound_messages_purge", "purged_at", "created_at"),
+    Index("ix_outbound_messages_raw_key", "raw_key"),
 )
 
 outbound_recipients = Table(
@@ -357,14 +362,34 @@ outbound_recipients = Table(
     ),
     Column("recipient", String(320), nullable=False),
     Column("domain", String(253), nullable=False),
-    Column("status", String(16), nullable=False),  # queued | sending | sent | bounced
+    # queued | sending | sent | bounced, and after provider feedback: delivered | complained
+    Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", Timestamp, nullable=False),
     Column("lease_until", Timestamp),
     Column("last_reply", Text, nullable=False, server_default=""),
     Column("updated_at", Timestamp, nullable=False),
+    # The id the transport gave the accepted message (SES's MessageId): how the provider's
+    # bounce, complaint and delivery notifications find this row.
+    Column("provider_message_id", String(255)),
     Index("ix_outbound_recipients_due", "status", "next_attempt_at"),
     Index("ix_outbound_recipients_outbound", "outbound_id"),
+    Index("ix_outbound_recipients_provider", "provider_message_id"),
+)
+
+# Addresses an account does not send to (``store/suppressions.py``): added when they bounce
+# permanently or complain, or by the account; sending to one is refused. ``address`` is
+# lowercased. ``message_id`` is the Sent copy whose delivery caused it, if any.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("address", String(320), primary_key=True),
+    Column("reason", String(16), nullable=False),  # bounce | complaint | manual
+    Column("detail", Text, nullable=False, server_default=""),
+    Column("message_id", Id),
+    Column("created_at", Timestamp, nullable=False),
+    Index("ix_suppressions_account_created", "account_id", "created_at", "address"),
 )
 
 # Idempotency keys of the send routes: the first request with a key is remembered with a hash of

@@ -51,7 +51,9 @@ class RecipientStatus(StrEnum):
     QUEUED = "queued"  # waiting for next_attempt_at
     SENDING = "sending"  # claimed by a worker until lease_until
     SENT = "sent"  # accepted by the transport, or stored in a local inbox
-    BOUNCED = "bounced"  # failed permanently or expired; the sender got a DSN
+    BOUNCED = "bounced"  # failed permanently or expired (a DSN), or the provider said it bounced
+    DELIVERED = "delivered"  # the provider says the recipient's server accepted it
+    COMPLAINED = "complained"  # the recipient marked it as spam (provider feedback)
 
 
 class IdempotencyConflict(Exception):

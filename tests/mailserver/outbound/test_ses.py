@@ -62,6 +62,9 @@ async def test_raw_bytes_reach_ses_unchanged(endpoint: str) -> None:
         await transport.close()
     assert all(isinstance(r, Accepted) for r in results.values())
     [sent] = ses_backends[DEFAULT_ACCOUNT_ID][REGION].sent_messages
+    # The id SES answered is kept: its bounce and delivery notifications name the message by it.
+    assert {r.provider_id for r in results.values() if isinstance(r, Accepted)} == {sent.id}
+    assert sent.id
     assert sent.source == "bot@example.test"
     assert sent.raw_data.encode() == DATA
     assert "hidden@remote.test" in sent.destinations

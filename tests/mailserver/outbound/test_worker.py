@@ -259,6 +259,53 @@ async def test_recipients_in_our_domains_are_delivered_locally(env: Env) -> None
     assert [s for _, s, _ in await states(env, queued)] == ["sent", "bounced"]
 
 
+async def suppressed(env: Env) -> list[tuple[str, str, str | None]]:
+    async with env.db.read() as conn:
+        rows = await conn.execute(
+            select(m.suppressions.c.address, m.suppressions.c.reason, m.suppressions.c.message_id)
+            .where(m.suppressions.c.account_id == env.sender.account_id)
+            .order_by(m.suppressions.c.address)
+        )
+        return [tuple(r) for r in rows]
+
+
+async def test_a_bad_address_reply_from_the_remote_suppresses_it(env: Env) -> None:
+    def script(parcel: Parcel) -> dict[str, Result]:
+        return {
+            "gone@remote.test": PermanentFailure("550 5.1.1 No such user", "mx.remote.test"),
+            "Moved@remote.test": PermanentFailure("551 5.1.6 User has moved", "mx.remote.test"),
+            "spam@remote.test": PermanentFailure("550 5.7.1 Looks like spam", "mx.remote.test"),
+            "sender@remote.test": PermanentFailure("553 5.1.7 Bad sender", "mx.remote.test"),
+            "ok@remote.test": Accepted("250 ok", "mx.remote.test", provider_id="Q123"),
+        }
+
+    fake = FakeTransport(script=script)
+    rcpts = ("gone@remote.test", "Moved@remote.test", "spam@remote.test", "sender@remote.test")
+    with env.bus.subscribe() as sub:
+        queued = await queue(env, *rcpts, "ok@remote.test", "ghost@example.test")
+        running = worker(env, fake)
+        try:
+            await next_event(sub, EventType.MESSAGE_BOUNCED)
+            await next_event(sub, EventType.MESSAGE_BOUNCED)  # the remote's, and ours (local)
+        finally:
+            await running.stop()
+    # Only the remote's verdicts on the recipient's address; never the local 5.1.1 of ghost@
+    # (an inbox may be made there later), a policy refusal, or a complaint about our sender.
+    assert await suppressed(env) == [
+        ("gone@remote.test", "bounce", queued.message_id),
+        ("moved@remote.test", "bounce", queued.message_id),
+    ]
+    async with env.db.read() as conn:
+        ids = (
+            await conn.execute(
+                select(
+                    m.outbound_recipients.c.recipient, m.outbound_recipients.c.provider_message_id
+                ).where(m.outbound_recipients.c.status == "sent")
+            )
+        ).all()
+    assert [tuple(r) for r in ids] == [("ok@remote.test", "Q123")]
+
+
 async def test_a_claim_whose_worker_died_is_delivered_after_its_lease(env: Env) -> None:
     queued = await queue(env, "alice@remote.test")
     now = env.clock.now()

@@ -9,6 +9,8 @@ Implementation notes:
 - SES accepts or refuses the message as a whole: one result for every recipient. Throttling,
   5xx and network errors are temporary; ``MessageRejected``, unverified identities, a suspended
   account and invalid parameters are permanent (retrying cannot help).
+- The ``MessageId`` SES answers is kept on the recipients' rows (``Accepted.provider_id``): SES's
+  bounce, complaint and delivery notifications name the message by it (``api/sesfeedback.py``).
 - boto3 blocks, so each call runs in a thread. The client is made once, from its own session
   (no module-level default session): credentials come from the usual AWS chain.
 """
@@ -85,7 +87,8 @@ class SesTransport:
         except BotoCoreError as error:
             log.warning("event=ses_unreachable error=%s", type(error).__name__)
             return every(parcel.recipients, TemporaryFailure(f"451 4.4.1 SES: {error}"))
-        return every(parcel.recipients, Accepted(f"250 2.0.0 SES message id {ses_id}", "ses"))
+        accepted = Accepted(f"250 2.0.0 SES message id {ses_id}", "ses", provider_id=ses_id)
+        return every(parcel.recipients, accepted)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._client.close)

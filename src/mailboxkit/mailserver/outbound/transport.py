@@ -35,6 +35,7 @@ class Accepted:
 
     reply: str
     remote: str = ""  # the host that answered, e.g. "mx.example.com"
+    provider_id: str = ""  # the provider's id of the message (SES MessageId), for its feedback
 
 
 @dataclass(frozen=True, slots=True)

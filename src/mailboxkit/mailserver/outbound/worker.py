@@ -12,7 +12,9 @@ Implementation notes:
   transport, one group per recipient domain when it delivers per domain (MX).
 - Outcomes: accepted → ``sent``; temporary → ``queued`` again at the retry policy's next time
   (the clock is the injected :class:`~mailboxkit.store.clock.Clock`, so tests move it); past
-  the message's expiry, or permanent → ``bounced`` with a DSN (RFC 3464) to the sender.
+  the message's expiry, or permanent → ``bounced`` with a DSN (RFC 3464) to the sender. A
+  permanent failure that says the recipient's address is bad (:data:`BAD_ADDRESS`, from the
+  transport, never for our own domains) also puts it on the account's suppression list.
 - Settling is group-committed: every finished group waiting at that moment is recorded in one
   transaction (``store.deliveries.settle``), then its events are published and IMAP is told. If the
   batch fails, each group is retried alone; a group that still fails keeps its claim and is
@@ -62,6 +64,9 @@ log = logging.getLogger(__name__)
 LOCAL = "\x00local"  # the route of recipients in our own domains
 MIN_WAIT = 0.05  # seconds: never spin when due work is held by another node
 CONTENT_GONE = "554 5.3.0 The message content is no longer stored"
+# Enhanced codes (RFC 3463 §3.2) that say the recipient's address is bad: no such mailbox, no
+# such domain, bad syntax, moved, null MX (RFC 7505). Not 5.1.7/5.1.8: those are the sender's.
+BAD_ADDRESS = frozenset({"5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10"})
 INTERNAL_ERROR = "451 4.3.0 Internal error while delivering; will retry"
 
 
@@ -249,9 +254,8 @@ class QueueWorker:
             raw = await self._blobs.get(group[0].raw_key)
         except BlobNotFound:
             log.error("event=outbound_content_missing outbound_id=%s", group[0].outbound_id)
-            await self._judge(
-                group, every(recipients, PermanentFailure(CONTENT_GONE)), b"", outcome
-            )
+            gone = every(recipients, PermanentFailure(CONTENT_GONE))
+            await self._judge(group, gone, b"", outcome, remote=False)
             return outcome
         try:
             if route == LOCAL:
@@ -263,7 +267,7 @@ class QueueWorker:
             log.exception("event=outbound_delivery_error outbound_id=%s", group[0].outbound_id)
             outcome = _Outcome()
             results = every(recipients, TemporaryFailure(INTERNAL_ERROR))
-        await self._judge(group, results, raw, outcome)
+        await self._judge(group, results, raw, outcome, remote=route != LOCAL)
         return outcome
 
     def _deliver_locally(
@@ -304,15 +308,27 @@ class QueueWorker:
         return results
 
     async def _judge(
-        self, group: list[Claimed], results: dict[str, Result], raw: bytes, outcome: _Outcome
+        self,
+        group: list[Claimed],
+        results: dict[str, Result],
+        raw: bytes,
+        outcome: _Outcome,
+        *,
+        remote: bool,
     ) -> None:
-        """Turn results into settlements, and permanent failures into one DSN."""
+        """Turn results into settlements, and permanent failures into one DSN (``remote``: the
+        results came from the transport, so a bad address is suppressed)."""
         now = self._clock.now()
         failed: list[FailedRecipient] = []
+        suppress: list[str] = []
         for c in group:
             result = results.get(c.recipient) or TemporaryFailure(INTERNAL_ERROR)
             if isinstance(result, Accepted):
-                outcome.settlements.append(Settlement(c, RecipientStatus.SENT, result.reply))
+                outcome.settlements.append(
+                    Settlement(
+                        c, RecipientStatus.SENT, result.reply, provider_id=result.provider_id
+                    )
+                )
                 continue
             if isinstance(result, TemporaryFailure):
                 retry = self._config.policy.next_attempt(now, c.attempts, c.expires_at, self._rng)
@@ -327,12 +343,14 @@ class QueueWorker:
             else:
                 status = status_code(result.reply, permanent=True)
                 diagnostic, from_remote = result.reply, True
+                if remote and status in BAD_ADDRESS:
+                    suppress.append(c.recipient)
             outcome.settlements.append(Settlement(c, RecipientStatus.BOUNCED, diagnostic))
             failed.append(
                 FailedRecipient(c.recipient, status, diagnostic, result.remote, from_remote)
             )
         if failed:
-            outcome.bounces.append(await self._bounce(group[0], raw, failed))
+            outcome.bounces.append(await self._bounce(group[0], raw, failed, suppress))
         for c in group:
             log.info(
                 "event=outbound_attempt outbound_id=%s recipient_id=%d attempt=%d result=%s",
@@ -342,7 +360,9 @@ class QueueWorker:
                 type(results.get(c.recipient)).__name__,
             )
 
-    async def _bounce(self, c: Claimed, raw: bytes, failed: list[FailedRecipient]) -> Bounce:
+    async def _bounce(
+        self, c: Claimed, raw: bytes, failed: list[FailedRecipient], suppress: list[str]
+    ) -> Bounce:
         now = self._clock.now()
         host = self._config.hostname
         original_id = parse_message(original_header(raw)).message_id if raw else None
@@ -371,7 +391,7 @@ class QueueWorker:
         recipients = [
             {"email": f.recipient, "status": f.status, "diagnostic": f.diagnostic} for f in failed
         ]
-        return Bounce(c.outbound_id, new, recipients)
+        return Bounce(c.outbound_id, new, recipients, tuple(suppress))
 
     # --- settling ---------------------------------------------------------------------------
 
