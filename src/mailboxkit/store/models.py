@@ -321,6 +321,7 @@ outbound_messages = Table(
     Column("created_at", Timestamp, nullable=False),
     Column("expires_at", Timestamp, nullable=False),  # give up retrying after this
     Index("ix_outbound_messages_inbox", "inbox_id", "created_at"),
+    Index("ix_outbound_messages_raw_key", "raw_key"),  # the store sweep's reference check
 )
 
 outbound_recipients = Table(
