@@ -69,6 +69,7 @@ from mailboxkit.store.migrate import upgrade_async
 from mailboxkit.store.notify import ChangeNotifier, NotifyConfig, listen_dsn
 from mailboxkit.store.outbox import OutboxWriter
 from mailboxkit.store.ratelimit import Limit
+from mailboxkit.store.sweep import Sweeper, SweepPolicy
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,13 @@ def open_blobs(settings: Settings, clock: Clock | None = None) -> BlobStore:
         s3_endpoint_url=settings.s3_endpoint_url,
         s3_region=settings.s3_region,
         clock=lambda: clock.now().timestamp(),
+    )
+
+
+def sweep_policy(settings: Settings) -> SweepPolicy:
+    return SweepPolicy(
+        message_grace=timedelta(seconds=settings.store_sweep_message_grace),
+        blob_grace=timedelta(seconds=settings.store_sweep_blob_grace),
     )
 
 
@@ -203,6 +211,7 @@ class MailboxKit:
     _notifier: ChangeNotifier | None = None
     _relay: asyncio.Task[None] | None = None
     _counters_task: asyncio.Task[None] | None = None
+    _sweeper: Sweeper | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -240,6 +249,11 @@ class MailboxKit:
             await self._start_imap()
         if s.http_port:
             await self._start_http()
+        if s.store_sweep_interval:
+            self._sweeper = Sweeper(
+                self.db, self.blobs, self.clock, sweep_policy(s), s.store_sweep_interval
+            )
+            self._sweeper.start()
 
     async def _start_change_notices(self) -> None:
         """Committed events ring their inbox; on PostgreSQL, notices reach other processes."""
@@ -493,6 +507,8 @@ class MailboxKit:
 
     async def stop(self) -> None:
         """Stop accepting, let sessions finish (up to the grace period), flush, close."""
+        if self._sweeper is not None:
+            await self._sweeper.stop()
         for server in self._servers:
             server.close()
         if self._limiter is not None:
