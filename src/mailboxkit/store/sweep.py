@@ -66,8 +66,10 @@ _SWEEP_LOCK = 0x6D626B73  # pg_advisory_lock key: one sweeping process per datab
 
 @dataclass(frozen=True, slots=True)
 class SweepPolicy:
-    message_grace: timedelta
-    blob_grace: timedelta
+    """How old what is unused must be before a pass deletes it (see the module notes)."""
+
+    message_grace: timedelta  # since the message was received
+    blob_grace: timedelta  # since the blob was written; the settings keep it >= MIN_BLOB_AGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +177,7 @@ async def sweep(
     """One pass: messages in no folder, then blobs no row refers to. See the module notes."""
     report = SweepReport(dry_run=dry_run)
     report = await _sweep_messages(db, now - policy.message_grace, report)
-    cutoff = (now - max(policy.blob_grace, timedelta(0))).timestamp()
+    cutoff = (now - policy.blob_grace).timestamp()
     for under in SWEPT_DIRECTORIES:
         report = await _sweep_blobs(db, blobs, under, cutoff, report)
     return report
