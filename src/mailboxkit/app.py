@@ -77,6 +77,7 @@ from mailboxkit.store.notify import ChangeNotifier, NotifyConfig, listen_dsn
 from mailboxkit.store.outbox import OutboxWriter
 from mailboxkit.store.ratelimit import Limit
 from mailboxkit.store.retention import RetentionJob
+from mailboxkit.store.sweep import Sweeper, SweepPolicy
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,13 @@ def open_blobs(settings: Settings, clock: Clock | None = None) -> BlobStore:
         s3_endpoint_url=settings.s3_endpoint_url,
         s3_region=settings.s3_region,
         clock=lambda: clock.now().timestamp(),
+    )
+
+
+def sweep_policy(settings: Settings) -> SweepPolicy:
+    return SweepPolicy(
+        message_grace=timedelta(seconds=settings.store_sweep_message_grace),
+        blob_grace=timedelta(seconds=settings.store_sweep_blob_grace),
     )
 
 
@@ -256,6 +264,7 @@ class MailboxKit:
     rechecker: DomainRechecker | None = None
     retention: RetentionJob | None = None
     _sns_client: httpx.AsyncClient | None = None
+    _sweeper: Sweeper | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -307,6 +316,11 @@ class MailboxKit:
             interval=s.dns_recheck_interval,
         )
         self.rechecker.start()
+        if s.store_sweep_interval:
+            self._sweeper = Sweeper(
+                self.db, self.blobs, self.clock, sweep_policy(s), s.store_sweep_interval
+            )
+            self._sweeper.start()
 
     async def _start_change_notices(self) -> None:
         """Committed events ring their inbox; on PostgreSQL, notices reach other processes."""
@@ -590,10 +604,12 @@ class MailboxKit:
 
     async def stop(self) -> None:
         """Stop accepting, let sessions finish (up to the grace period), flush, close."""
+        for server in self._servers:  # first, before anything awaits: no new sessions
+            server.close()
         if self.rechecker is not None:
             await self.rechecker.stop()
-        for server in self._servers:
-            server.close()
+        if self._sweeper is not None:
+            await self._sweeper.stop()
         if self._limiter is not None:
             await self._limiter.drain(self.settings.shutdown_grace)
         if self._submission_limiter is not None:

@@ -1,4 +1,5 @@
-"""The ``mailboxkit`` command: serve, migrate, account/inbox management, DNS records and keys."""
+"""The ``mailboxkit`` command: serve, migrate, account/inbox management, DNS records and keys,
+the store sweep."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from mailboxkit.store import accounts
 from mailboxkit.store.clock import SystemClock
 from mailboxkit.store.db import Database
 from mailboxkit.store.migrate import upgrade_async
+from mailboxkit.store.sweep import sweep_once
 
 log = logging.getLogger("mailboxkit")
 
@@ -79,6 +81,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("domain")
     check.add_argument("--json", action="store_true")
+
+    store = sub.add_parser("store", help="the mail store").add_subparsers(
+        dest="action", required=True
+    )
+    store_sweep = store.add_parser(
+        "sweep",
+        help="delete messages in no folder and blobs no row refers to, once "
+        "(the server does it every MAILBOXKIT_STORE_SWEEP_INTERVAL)",
+    )
+    store_sweep.add_argument(
+        "--dry-run", action="store_true", help="count what would be deleted; delete nothing"
+    )
+    store_sweep.add_argument("--json", action="store_true")
 
     dkim = sub.add_parser("dkim", help="DKIM keys").add_subparsers(dest="action", required=True)
     rotate = dkim.add_parser(
@@ -258,6 +273,33 @@ async def _dkim_rotate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _store_sweep(settings: Settings, args: argparse.Namespace) -> int:
+    from mailboxkit.app import open_blobs, sweep_policy  # loads the server: see _serve
+
+    db = await _open_db(settings)
+    blobs = open_blobs(settings)
+    try:
+        report = await sweep_once(
+            db, blobs, SystemClock(), sweep_policy(settings), dry_run=args.dry_run
+        )
+    finally:
+        await blobs.close()
+        await db.close()
+    if report is None:
+        print("mailboxkit: another server process is sweeping now", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(asdict(report)))
+        return 0
+    verb = "would delete" if report.dry_run else "deleted"
+    print(
+        f"{verb}: {report.messages} messages in no folder, "
+        f"{report.raw_blobs} message blobs ({report.raw_bytes} bytes), "
+        f"{report.attachment_blobs} attachment blobs ({report.attachment_bytes} bytes)"
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -286,6 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("dns", "records"): _dns_records,
         ("dns", "check"): _dns_check,
         ("dkim", "rotate"): _dkim_rotate,
+        ("store", "sweep"): _store_sweep,
     }
     return asyncio.run(commands[(args.command, args.action)](settings, args))
 

@@ -357,6 +357,26 @@ class Settings(BaseSettings):
         64, gt=0, description="Most messages committed together (group commit)."
     )
 
+    # Store sweep: messages in no folder, and blobs no row refers to.
+    store_sweep_interval: float = Field(
+        6 * 3600,
+        ge=0,
+        description="Seconds between passes of the store sweep, which deletes messages left in "
+        "no folder and blobs no message, attachment or queued message refers to (0: no sweep; "
+        "`mailboxkit store sweep` runs one pass). On PostgreSQL one process sweeps at a time.",
+    )
+    store_sweep_message_grace: int = Field(
+        3600,
+        ge=0,
+        description="Seconds after it was received before a message in no folder is deleted.",
+    )
+    store_sweep_blob_grace: int = Field(
+        24 * 3600,
+        ge=3600,
+        description="Seconds after it was written before a blob no row refers to is deleted; at "
+        "least an hour, as a batch writes its blobs before it commits the rows that refer to them.",
+    )
+
     # HTTP API.
     registration_enabled: bool = Field(
         False,

@@ -4,6 +4,7 @@ threads paging, and inbox deletion with its blobs."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ from sqlalchemy import select
 
 from api.apiserver import Api, message
 from mailboxkit.store import models as m
+from mailboxkit.store.sweep import SweepPolicy, SweepReport, sweep
 
 
 @pytest.fixture
@@ -123,6 +125,9 @@ def test_deleting_an_inbox_deletes_its_mail_and_unshared_blobs(api: Api) -> None
             for r in api.server.query(select(m.messages.c.raw_key, m.messages.c.inbox_id))
         }
         blobs = {r.blob_key for r in api.server.query(select(m.attachments.c.blob_key))}
+        # Attachment blobs written in the last hour are left to the store sweep (a delivery
+        # may be re-staging one); by the server's clock these are older.
+        api.clock.current = datetime.now(UTC) + timedelta(hours=1, minutes=1)
         assert c.delete(f"/inboxes/{owner['inbox_id']}").status_code == 204
         assert c.get(f"/inboxes/{owner['inbox_id']}").status_code == 404
         assert c.get(f"/inboxes/{keep['inbox_id']}/messages").json()["count"] == 2
@@ -139,3 +144,24 @@ def test_deleting_an_inbox_deletes_its_mail_and_unshared_blobs(api: Api) -> None
         api.server.query(select(m.messages.c.id).where(m.messages.c.inbox_id == owner["inbox_id"]))
         == []
     )
+
+
+def test_deleting_an_inbox_leaves_attachment_blobs_of_the_last_hour_to_the_sweep(
+    api: Api,
+) -> None:
+    owner = api.register("Hasty")
+    api.clock.current = datetime.now(UTC)
+    with api.client(owner["api_key"]) as c:
+        api.send(owner["email"], message(owner["email"], "a", "x\n", attachment=("f.txt", b"f")))
+        [row] = api.server.query(select(m.messages.c.raw_key))
+        [attachment] = api.server.query(select(m.attachments.c.blob_key))
+        assert c.delete(f"/inboxes/{owner['inbox_id']}").status_code == 204
+    store = api.server.app.blobs
+    assert not store.path_for(row.raw_key).exists()  # type: ignore[attr-defined]
+    assert store.path_for(attachment.blob_key).exists()  # type: ignore[attr-defined]
+    policy = SweepPolicy(message_grace=timedelta(hours=1), blob_grace=timedelta(days=1))
+    app = api.server.app
+    later = datetime.now(UTC) + timedelta(days=2)
+    report = api.server.call(sweep(app.db, app.blobs, now=later, policy=policy))
+    assert report == SweepReport(attachment_blobs=1, attachment_bytes=1)
+    assert not store.path_for(attachment.blob_key).exists()  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ import asyncio
 import os
 import stat
 import string
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -19,7 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from moto.server import ThreadedMotoServer
 
+from mailboxkit.store import blobs as blobs_module
 from mailboxkit.store.blobs import (
+    BlobInfo,
     BlobNotFound,
     BlobStore,
     InvalidBlobKey,
@@ -508,3 +511,70 @@ async def test_open_s3_form(tmp_path: Path, moto_endpoint: str, bucket: str) -> 
 def test_open_rejects_unknown_forms(tmp_path: Path, url: str) -> None:
     with pytest.raises(ValueError, match=r"s3://bucket/optional/prefix"):
         open_store(url, tmp_path)
+
+
+# --- listing and sweeping: both backends ----------------------------------------------------
+
+
+async def listed(store: BlobStore, under: str) -> dict[str, BlobInfo]:
+    return {info.key: info async for info in store.list_blobs(under)}
+
+
+async def test_list_blobs_gives_every_key_under_a_directory_with_size_and_time(
+    store: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(blobs_module, "LIST_PAGE", 2)  # several pages from 5 blobs
+    messages = {f"msg/2026/11/{day}/{day}.eml": b"m" * day for day in (1, 2, 27)}
+    attachments = {"att/aa": b"", "att/bb": b"12345"}
+    await store.put_many([*messages.items(), *attachments.items(), ("other/x", b"x")])
+    found = await listed(store, "msg")
+    assert {k: i.size for k, i in found.items()} == {k: len(v) for k, v in messages.items()}
+    assert {k: i.size for k, i in (await listed(store, "att")).items()} == {
+        "att/aa": 0,
+        "att/bb": 5,
+    }
+    assert await listed(store, "nothing") == {}
+    # a key that merely starts like the directory is not in it
+    await store.put("msgx", b"not under msg/")
+    assert set(await listed(store, "msg")) == set(messages)
+    for info in found.values():
+        assert abs(info.modified - time.time()) < 120
+
+
+async def test_listing_skips_what_is_not_a_blob(
+    local_store: LocalBlobStore, s3_store: S3BlobStore, raw_s3: Any, bucket: str, tmp_path: Path
+) -> None:
+    await local_store.put("att/real", b"r")
+    (tmp_path / "blobs/att/.0123~tmp").write_bytes(b"a write in progress")
+    (tmp_path / "blobs/att/.4567~del").write_bytes(b"a blob being deleted")
+    assert set(await listed(local_store, "att")) == {"att/real"}
+    await s3_store.put("att/real", b"r")
+    raw_s3.put_object(Bucket=bucket, Key="tenant/att/not a key", Body=b"someone else's")
+    assert set(await listed(s3_store, "att")) == {"att/real"}
+
+
+async def test_delete_stale_keeps_a_blob_written_since_the_cutoff(store: BlobStore) -> None:
+    await store.put_many([("att/old", b"old bytes"), ("att/new", b"new")])
+    times = await listed(store, "att")
+    # written before the cutoff: deleted; at or after it: kept (a put that raced the sweep)
+    deleted = await store.delete_stale(
+        ["att/old", "att/missing", "att/old"], written_before=times["att/old"].modified + 5
+    )
+    assert [(i.key, i.size) for i in deleted] == [("att/old", 9)]
+    assert await store.delete_stale(["att/new"], written_before=times["att/new"].modified - 5) == []
+    assert await store.get("att/new") == b"new"
+    with pytest.raises(BlobNotFound):
+        await store.get("att/old")
+    assert await store.delete_stale([], written_before=time.time()) == []
+
+
+async def test_local_delete_stale_leaves_no_file_aside(
+    local_store: LocalBlobStore, tmp_path: Path
+) -> None:
+    await local_store.put_many([("att/a", b"a"), ("att/b", b"b")])
+    deleted = await local_store.delete_stale(["att/a", "att/b"], written_before=time.time() + 60)
+    assert {i.key for i in deleted} == {"att/a", "att/b"}
+    await local_store.put("att/c", b"c")  # renamed aside, found new, put back
+    assert await local_store.delete_stale(["att/c"], written_before=time.time() - 3600) == []
+    assert await local_store.get("att/c") == b"c"
+    assert stored_files(tmp_path / "blobs") == {"att/c"}  # put back under its name, nothing else

@@ -15,6 +15,7 @@ from mailboxkit.api.errors import ApiError, not_found
 from mailboxkit.api.params import InboxId, Limit, PageToken
 from mailboxkit.store import accounts, inboxes
 from mailboxkit.store.domains import find_usable_domain
+from mailboxkit.store.sweep import delete_unreferenced
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,8 @@ async def update_inbox(
     response_class=Response,
     summary="Delete an inbox",
     description="Deletes the inbox, its folders, threads and messages, its inbox keys, and "
-    "the stored messages and attachments no other message shares. Needs an account key.",
+    "the stored messages and attachments no other message shares (attachments stored in the "
+    "last hour go with the next store sweep). Needs an account key.",
     responses=s.error_responses(403, 404),
 )
 async def delete_inbox(inbox_id: InboxId, owner: AccountPrincipal, ctx: Ctx) -> Response:
@@ -137,9 +139,7 @@ async def delete_inbox(inbox_id: InboxId, owner: AccountPrincipal, ctx: Ctx) -> 
     ctx.keys.clear()  # the inbox's own keys went with it
     if orphans:
         # Re-checked after commit, just before deleting: see store/inboxes.py.
-        async with ctx.db.read() as conn:
-            orphans = await inboxes.unreferenced_blobs(conn, orphans)
-        await ctx.blobs.delete_many(orphans)
+        orphans = await delete_unreferenced(ctx.db, ctx.blobs, orphans, now=ctx.clock.now())
     log.info(
         "event=inbox_deleted account_id=%s inbox_id=%s blobs_deleted=%d",
         owner.account_id,

@@ -14,6 +14,15 @@ Implementation notes (invariants):
   When a key appears twice in a batch the last item wins.
 - Blocking calls run in threads; a cancelled caller does not interrupt a write already started,
   and cleanup of temp files runs in that same thread.
+- Listing (``list_blobs``) streams: a page at a time, in no promised order, never the whole store
+  in memory. A blob's ``modified`` is when it was last written (a ``put`` of the same key again,
+  as content-addressed attachments get, makes it new).
+- ``delete_stale`` is how a sweep deletes: a blob written again since its cutoff is kept, so a
+  batch that re-stages a shared attachment while the sweep decides is not robbed of it. Locally
+  that is exact: the file is renamed aside (atomic: a ``put`` racing it makes a new file), its
+  time is read there, and a file found new is linked back unless a newer one took its name. S3
+  has no conditional delete: the time is read with HEAD just before ``DeleteObjects``, so only a
+  put landing between those two requests could be lost.
 - Signed URLs bind key, expiry, filename and content type; they are always downloads
   (``Content-Disposition: attachment``), never rendered inline: message content is untrusted.
 """
@@ -31,8 +40,10 @@ import logging
 import os
 import re
 import secrets
+import stat
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, unquote, urlencode, urlsplit
@@ -55,6 +66,8 @@ LOCAL_BATCH_WORKERS = 8
 S3_BATCH_CONCURRENCY = 8
 # DeleteObjects accepts at most 1000 keys per request.
 S3_DELETE_BATCH = 1000
+# Blobs per page of a listing (ListObjectsV2 returns at most 1000).
+LIST_PAGE = 1000
 
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -69,6 +82,15 @@ class BlobNotFound(KeyError):
 
 class InvalidBlobKey(ValueError):
     """The key is not a valid blob key (see ``validate_key``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    """A stored blob: its key, size in bytes, and when it was last written (Unix seconds)."""
+
+    key: str
+    size: int
+    modified: float
 
 
 class BlobStore(Protocol):
@@ -92,6 +114,15 @@ class BlobStore(Protocol):
 
     async def delete_many(self, keys: Sequence[str]) -> None:
         """Remove several blobs; missing ones are ignored."""
+        ...
+
+    def list_blobs(self, under: str) -> AsyncGenerator[BlobInfo, None]:
+        """Every blob whose key starts with ``under + "/"``, streamed a page at a time."""
+        ...
+
+    async def delete_stale(self, keys: Sequence[str], *, written_before: float) -> list[BlobInfo]:
+        """Remove those of ``keys`` last written before ``written_before`` (Unix seconds);
+        keep any written since. Missing ones are ignored. Returns what was removed."""
         ...
 
     def signed_url(
@@ -177,6 +208,42 @@ def _write_temp(directory: Path, data: bytes) -> Path:
     return temp
 
 
+def _walk(root: Path, under: str) -> Generator[BlobInfo, None, None]:
+    """The blobs in the directory tree ``root/under``, one directory open at a time."""
+    pending = [root / under]
+    while pending:
+        directory = pending.pop()
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if "~" in entry.name:  # a temp file or a blob being deleted, never a key
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(Path(entry.path))
+                        continue
+                    info = _file_info(root, Path(entry.path))
+                    if info is not None:
+                        yield info
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+
+
+def _file_info(root: Path, path: Path) -> BlobInfo | None:
+    """The blob ``path`` holds, or None when it is gone or is not a regular file with a key."""
+    try:
+        st = path.lstat()
+        key = validate_key(path.relative_to(root).as_posix())
+    except (FileNotFoundError, InvalidBlobKey):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return BlobInfo(key, st.st_size, st.st_mtime)
+
+
+def _take(items: Iterator[BlobInfo], count: int) -> list[BlobInfo]:
+    return [item for _, item in zip(range(count), items, strict=False)]
+
+
 class LocalBlobStore:
     """Blobs as files under ``root``; signed URLs served by our own HTTP server."""
 
@@ -229,6 +296,21 @@ class LocalBlobStore:
         paths = [self.path_for(key) for key in keys]
         if paths:
             await asyncio.to_thread(self._delete_paths, paths)
+
+    async def list_blobs(self, under: str) -> AsyncGenerator[BlobInfo, None]:
+        walk = _walk(self._root, validate_key(under))
+        try:
+            while page := await asyncio.to_thread(_take, walk, LIST_PAGE):
+                for info in page:
+                    yield info
+        finally:
+            walk.close()
+
+    async def delete_stale(self, keys: Sequence[str], *, written_before: float) -> list[BlobInfo]:
+        items = [(key, self.path_for(key)) for key in dict.fromkeys(keys)]
+        if not items:
+            return []
+        return await asyncio.to_thread(self._delete_stale, items, written_before)
 
     def signed_url(
         self,
@@ -324,6 +406,30 @@ class LocalBlobStore:
             _fsync_directory(current.parent)
             self._durable_dirs.add(current)
 
+    def _delete_stale(self, items: list[tuple[str, Path]], written_before: float) -> list[BlobInfo]:
+        """Rename each file aside, then judge the file it was: a put after the rename made a
+        new file, one before it shows in the time (see the module notes)."""
+        deleted: list[BlobInfo] = []
+        directories: set[Path] = set()
+        for key, path in items:
+            aside = path.parent / f".{secrets.token_hex(8)}~del"
+            try:
+                os.rename(path, aside)
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                continue
+            directories.add(path.parent)
+            st = aside.lstat()
+            if st.st_mtime < written_before:
+                aside.unlink()
+                deleted.append(BlobInfo(key, st.st_size, st.st_mtime))
+                continue
+            with contextlib.suppress(FileExistsError):  # else a newer put has the name
+                os.link(aside, path)
+            aside.unlink()
+        for directory in directories:
+            _fsync_directory(directory)
+        return deleted
+
     def _delete_paths(self, paths: list[Path]) -> None:
         directories: set[Path] = set()
         for path in paths:
@@ -390,6 +496,29 @@ class S3BlobStore:
             chunk = object_keys[start : start + S3_DELETE_BATCH]
             await asyncio.to_thread(self._delete_objects, chunk)
 
+    async def list_blobs(self, under: str) -> AsyncGenerator[BlobInfo, None]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        pages = iter(
+            paginator.paginate(
+                Bucket=self._bucket,
+                Prefix=f"{self._prefix}{validate_key(under)}/",
+                PaginationConfig={"PageSize": LIST_PAGE},
+            )
+        )
+        while (page := await asyncio.to_thread(next, pages, None)) is not None:
+            for item in page.get("Contents", []):
+                key = item["Key"][len(self._prefix) :]
+                with contextlib.suppress(InvalidBlobKey):  # not ours: never listed, never deleted
+                    yield BlobInfo(
+                        validate_key(key), item["Size"], item["LastModified"].timestamp()
+                    )
+
+    async def delete_stale(self, keys: Sequence[str], *, written_before: float) -> list[BlobInfo]:
+        found = await asyncio.gather(*(self._head_in_batch(k) for k in dict.fromkeys(keys)))
+        stale = [info for info in found if info is not None and info.modified < written_before]
+        await self.delete_many([info.key for info in stale])
+        return stale
+
     def signed_url(
         self,
         key: str,
@@ -419,6 +548,19 @@ class S3BlobStore:
     async def _put_in_batch(self, object_key: str, data: bytes) -> None:
         async with self._batch_slots:
             await asyncio.to_thread(self._put_object, object_key, data)
+
+    async def _head_in_batch(self, key: str) -> BlobInfo | None:
+        object_key = self._object_key(key)
+        async with self._batch_slots:
+            try:
+                head = await asyncio.to_thread(
+                    self._client.head_object, Bucket=self._bucket, Key=object_key
+                )
+            except ClientError as error:
+                if _is_not_found(error):
+                    return None
+                raise
+        return BlobInfo(key, head["ContentLength"], head["LastModified"].timestamp())
 
     def _put_object(self, object_key: str, data: bytes) -> None:
         md5 = hashlib.md5(data, usedforsecurity=False).digest()

@@ -6,16 +6,13 @@ Implementation notes:
   reported exactly like a missing one (None), so the API answers 404 for both.
 - Deleting an inbox deletes its rows by cascade (folders, entries, messages, attachments,
   threads, inbox-scoped keys) in the caller's transaction and returns the blob keys that no
-  remaining row references: the caller deletes those *after* commit. Raw blobs are per SMTP
-  transaction, shared only by that transaction's recipients; attachment blobs are
-  content-addressed (``att/<sha256>``) and may be shared by any message, so a delivery that
-  races the deletion could re-reference one between our check and the blob deletion. The
-  caller re-checks just before deleting to make that window small.
+  remaining row references: the caller deletes those *after* commit, with
+  ``sweep.delete_unreferenced`` (raw blobs at once; content-addressed attachment blobs, which
+  a delivery may be re-staging, only when older than an hour, else by the store sweep).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
 from mailboxkit.store.accounts import Scope
+from mailboxkit.store.sweep import unreferenced_blobs
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,32 +105,6 @@ async def update_inbox(
     if allowed:
         await conn.execute(update(m.inboxes).where(m.inboxes.c.id == inbox_id).values(**allowed))
     return await get_inbox(conn, scope, inbox_id)
-
-
-async def unreferenced_blobs(conn: AsyncConnection, keys: Iterable[str]) -> list[str]:
-    """Those of ``keys`` no message (raw), attachment or queued message refers to."""
-    wanted = sorted(set(keys))
-    if not wanted:
-        return []
-    used: set[str] = set()
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start : start + 500]
-        used.update(
-            await conn.scalars(select(m.messages.c.raw_key).where(m.messages.c.raw_key.in_(chunk)))
-        )
-        used.update(
-            await conn.scalars(
-                select(m.attachments.c.blob_key).where(m.attachments.c.blob_key.in_(chunk))
-            )
-        )
-        used.update(
-            await conn.scalars(
-                select(m.outbound_messages.c.raw_key).where(
-                    m.outbound_messages.c.raw_key.in_(chunk)
-                )
-            )
-        )
-    return [k for k in wanted if k not in used]
 
 
 async def delete_inbox(conn: AsyncConnection, scope: Scope, inbox_id: str) -> list[str] | None:

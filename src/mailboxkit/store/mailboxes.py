@@ -15,7 +15,8 @@ Implementation notes (invariants, on top of those in ``models``):
 - So changes commit in MODSEQ order per folder: a reader that first reads ``highestmodseq``
   as ``H`` then sees every change up to ``H`` (see :func:`changes_since`).
 - A message whose last entry is expunged is deleted (rows, attachments rows); its blobs are
-  left for a sweep, since the raw blob of an SMTP transaction is shared by its recipients.
+  left for the store sweep (``sweep``), since the raw blob of an SMTP transaction is shared by
+  its recipients and an attachment blob by every message with the same content.
 """
 
 from __future__ import annotations

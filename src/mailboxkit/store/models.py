@@ -347,7 +347,7 @@ outbound_messages = Table(
     Column("purged_at", Timestamp),
     Index("ix_outbound_messages_inbox", "inbox_id", "created_at"),
     Index("ix_outbound_messages_purge", "purged_at", "created_at"),
-    Index("ix_outbound_messages_raw_key", "raw_key"),
+    Index("ix_outbound_messages_raw_key", "raw_key"),  # the store sweep's reference check
 )
 
 outbound_recipients = Table(

@@ -32,8 +32,8 @@ from mailboxkit.store import models as m
 from mailboxkit.store.blobs import BlobStore
 from mailboxkit.store.clock import Clock
 from mailboxkit.store.db import Database
-from mailboxkit.store.inboxes import unreferenced_blobs
 from mailboxkit.store.outbox import RecipientStatus
+from mailboxkit.store.sweep import unreferenced_blobs
 
 log = logging.getLogger(__name__)
 

@@ -56,7 +56,7 @@ from mailboxkit.store.deliveries import Bounce, Claimed, Settlement
 from mailboxkit.store.events import EventBus
 from mailboxkit.store.mailbox_changes import MailboxChanges
 from mailboxkit.store.messages import NewMessage
-from mailboxkit.store.mime import parse_message
+from mailboxkit.store.mime import ParsedMessage, parse_message
 from mailboxkit.store.outbox import RecipientStatus
 
 log = logging.getLogger(__name__)
@@ -259,7 +259,13 @@ class QueueWorker:
             return outcome
         try:
             if route == LOCAL:
-                results = self._deliver_locally(group, targets, raw, outcome)
+                parsed = parse_message(raw)
+                # The local copies name the attachment blobs: stage them (again) before their
+                # rows commit, so a store sweep never takes one from under them.
+                await self._blobs.put_many(
+                    [(outbox.attachment_key(a.sha256), a.data) for a in parsed.attachments]
+                )
+                results = self._deliver_locally(group, targets, raw, parsed, outcome)
             else:
                 parcel = Parcel(group[0].envelope_from, tuple(recipients), raw, route)
                 results = await self.transport.deliver(parcel)
@@ -275,9 +281,9 @@ class QueueWorker:
         group: list[Claimed],
         targets: dict[int, Inbox | Refusal],
         raw: bytes,
+        parsed: ParsedMessage,
         outcome: _Outcome,
     ) -> dict[str, Result]:
-        parsed = parse_message(raw)
         keys = [outbox.attachment_key(a.sha256) for a in parsed.attachments]
         now = self._clock.now()
         host = self._config.hostname
