@@ -139,6 +139,10 @@ def retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+ROUND_GAP = 0.02
+"""Seconds at least between the starts of two rounds (see ``Dispatcher._run``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class DispatchConfig:
     timeout: float = 15.0
@@ -177,7 +181,7 @@ class Dispatcher:
         self.config = config
         self._wall = wall_clock or SystemClock()
         self._rng = rng or random.Random()  # jitter, not secrets
-        self._feed = EventFeed(0, is_sqlite=db.is_sqlite)
+        self._fan_out = store.FanOutProgress(EventFeed(0, is_sqlite=db.is_sqlite))
         self._wakeup = asyncio.Event()
         self._parked = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
@@ -229,7 +233,16 @@ class Dispatcher:
             self.wake()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = -ROUND_GAP
         while True:
+            # Each round is a write transaction. Mail arriving steadily wakes this after every
+            # delivered batch; spacing the rounds lets each take all the events so far instead
+            # of one commit per batch competing with the deliveries for the writer.
+            pause = started + ROUND_GAP - loop.time()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            started = loop.time()
             self._wakeup.clear()
             try:
                 busy = await self._round()
@@ -253,7 +266,7 @@ class Dispatcher:
 
     async def _sleep_time(self) -> float:
         timeout = self.config.poll_interval
-        if self._feed.held:
+        if self._fan_out.feed.held:
             return min(timeout, 0.2)
         try:
             async with self._db.read() as conn:
@@ -274,7 +287,7 @@ class Dispatcher:
         async with self._db.write() as conn:
             claimed, more = await store.fan_out(
                 conn,
-                self._feed,
+                self._fan_out,
                 now=now,
                 lease_until=lease_until,
                 claim=capacity,

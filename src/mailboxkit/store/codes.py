@@ -171,7 +171,10 @@ def _candidates(line: str) -> list[str]:
 def find_codes(subject: str, text: str) -> tuple[str, ...]:
     """The one-time codes in a message, most likely first (see the notes above)."""
     subject = subject[:MAX_SCAN]
-    lines = [line.strip() for line in text[:MAX_SCAN].splitlines()]
+    text = text[:MAX_SCAN]
+    if CODE_WORDS.search(subject.lower()) is None and CODE_WORDS.search(text.lower()) is None:
+        return ()  # most mail: no line can say it holds a code
+    lines = [line.strip() for line in text.splitlines()]
     found: list[str] = []
     subject_says_code = _code_line(subject)
     if subject_says_code:

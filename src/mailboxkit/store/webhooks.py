@@ -21,7 +21,8 @@ Implementation notes:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -251,9 +252,38 @@ def _delivery_row(
     }
 
 
+class FanOutProgress:
+    """This process's fan-out: its feed of events, and the cursor as it last saved it.
+
+    The stored cursor is written with new deliveries, else at most every ``SAVE_EVERY``
+    seconds: events no endpoint wants then cost no commit each. Reading them again after a
+    restart is harmless: they still make no deliveries (an endpoint made since starts after
+    its own ``after_seq``)."""
+
+    SAVE_EVERY = 1.0
+
+    def __init__(self, feed: EventFeed, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.feed = feed
+        self._monotonic = monotonic
+        self._saved = feed.cursor
+        self._saved_at = monotonic()
+
+    @property
+    def saved(self) -> int:
+        return self._saved
+
+    @saved.setter
+    def saved(self, seq: int) -> None:
+        self._saved = seq
+        self._saved_at = self._monotonic()
+
+    def due(self) -> bool:
+        return self._monotonic() - self._saved_at >= self.SAVE_EVERY
+
+
 async def fan_out(
     conn: AsyncConnection,
-    feed: EventFeed,
+    progress: FanOutProgress,
     *,
     now: datetime,
     lease_until: datetime,
@@ -269,15 +299,32 @@ async def fan_out(
     stored = await conn.scalar(query.with_for_update() if lock else query)
     if stored is None:
         return [], False
-    if int(stored) != feed.cursor:
-        feed.cursor = int(stored)  # another process moved it
+    feed = progress.feed
+    if int(stored) != progress.saved:
+        feed.cursor = progress.saved = int(stored)  # another process moved it
     events, more = await feed.read(conn)
-    if feed.cursor != int(stored):
+    new_rows, claimed = await _deliveries(conn, events, now, lease_until, claim)
+    if feed.cursor != progress.saved and (new_rows or progress.due()):
         await conn.execute(
             update(m.event_cursors).where(m.event_cursors.c.name == CURSOR).values(seq=feed.cursor)
         )
+        progress.saved = feed.cursor
+    if new_rows:
+        await conn.execute(insert(m.webhook_deliveries), new_rows)
+    return claimed, more
+
+
+async def _deliveries(
+    conn: AsyncConnection,
+    events: list[Event],
+    now: datetime,
+    lease_until: datetime,
+    claim: int,
+) -> tuple[list[dict[str, Any]], list[Claimed]]:
+    """The delivery rows ``events`` make for the endpoints that want them; the first ``claim``
+    claimed."""
     if not events:
-        return [], more
+        return [], []
     accounts = {e.account_id for e in events}
     rows = await conn.execute(
         select(m.webhooks).where(
@@ -309,9 +356,7 @@ async def fan_out(
                         1,
                     )
                 )
-    if new_rows:
-        await conn.execute(insert(m.webhook_deliveries), new_rows)
-    return claimed, more
+    return new_rows, claimed
 
 
 async def claim_due(
