@@ -2,9 +2,10 @@
 
 site.yml converges it (PostgreSQL, the hardened unit on the standard ports, TLS, nginx, ufw,
 backups); a second run changes nothing, nor does --check --diff; mail goes round on ports 25 and
-143 and the API answers through nginx; deploy.yml adds a release and rollback.yml goes back; a
-certificate replaced on the box is served by every TLS listener after a reload, with the same
-main process.
+143 and the API answers through nginx; deploy.yml upgrades to a release with a new migration and
+rollback.yml goes back, both while a stream of SMTP deliveries goes on (nothing acknowledged is
+lost, only 4xx or refused connections during the switch); a certificate replaced on the box is
+served by every TLS listener after a reload, with the same main process.
 The connection is containers.podman.podman, from the collections the ansible package ships.
 """
 
@@ -14,6 +15,7 @@ import imaplib
 import json
 import os
 import re
+import shutil
 import smtplib
 import ssl
 import subprocess
@@ -27,6 +29,7 @@ import trustme
 
 from deploy import mailcheck
 from deploy.engine import podman, published_port, unique
+from deploy.mailstream import DeliveryStream, stored_message_ids
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(1800)]
 
@@ -69,6 +72,9 @@ class Box:
 
     def main_pid(self) -> int:
         return int(self.exec("systemctl", "show", "-p", "MainPID", "--value", "mailboxkit"))
+
+    def psql(self, sql: str) -> str:
+        return self.exec("runuser", "-u", "postgres", "--", "psql", "-d", "mailboxkit", "-tAc", sql)
 
 
 def _host_ca_bundle() -> Path | None:
@@ -189,17 +195,95 @@ def test_backup_runs(box: Box, converged: dict[str, int]) -> None:
     assert {"database.pgdump", "data.tar.gz", "config.tar.gz"} <= set(listing.split())
 
 
-def test_deploy_then_rollback(box: Box, converged: dict[str, int]) -> None:
+SOURCE = Path(os.environ.get("MAILBOXKIT_DEPLOY_CONTEXT") or REPO)
+
+
+def _source_with_a_migration(directory: Path) -> tuple[Path, str]:
+    """A copy of the source with one more migration (a table and a column): the next release."""
+    from alembic.script import ScriptDirectory
+
+    tree = directory / "next-release"
+    tree.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(SOURCE / name, tree / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    shutil.copytree(SOURCE / "src", tree / "src", ignore=ignore)
+    migrations = tree / "src" / "mailboxkit" / "store" / "migrations"
+    head = ScriptDirectory(str(migrations)).get_current_head()
+    revision = "9001_deploy_check"
+    (migrations / "versions" / f"{revision}.py").write_text(
+        f'''"""deployment test: one table and one column more
+
+Revision ID: {revision}
+Revises: {head}
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "{revision}"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table("deploy_check", sa.Column("id", sa.Integer, primary_key=True))
+    op.add_column("messages", sa.Column("deploy_check", sa.Text, nullable=True))
+
+
+def downgrade() -> None:
+    op.drop_column("messages", "deploy_check")
+    op.drop_table("deploy_check")
+'''
+    )
+    return tree, revision
+
+
+def test_deploy_and_rollback_while_mail_flows(
+    box: Box, converged: dict[str, int], tmp_path: Path
+) -> None:
+    """deploy.yml (a release with a migration), then rollback.yml, under a stream of mail."""
+
     def current() -> str:
         return box.exec("readlink", "/opt/mailboxkit/current").strip()
 
-    first = current()
-    recap = box.play("deploy.yml", "-e", "mailboxkit_release_id=second")
-    assert recap["changed"] > 0
-    assert current() == "/opt/mailboxkit/releases/second"
-    box.play("rollback.yml")
-    assert current() == first
-    assert box.exec("systemctl", "is-active", "mailboxkit").strip() == "active"
+    first, first_pid = current(), box.main_pid()
+    source, revision = _source_with_a_migration(tmp_path)
+    created = box.exec("mailboxkit", "inbox", "create", "stream@example.test", "--json")
+    inbox = mailcheck.Inbox.from_json(created)
+    stream = DeliveryStream(published_port(box.name, 25), inbox)
+    stream.start()
+    try:
+        stream.wait_acked(5)  # mail flows before the switch...
+        recap = box.play("deploy.yml", "-e", f"mailboxkit_source_dir={source}")
+        assert recap["changed"] > 0
+        second, second_pid = current(), box.main_pid()
+        assert second != first and Path(second).parent == Path(first).parent
+        assert second_pid not in {0, first_pid}
+        box.exec("test", "-f", f"{second}/.complete")
+        assert box.psql("SELECT version_num FROM alembic_version").strip() == revision
+        assert box.psql("SELECT count(*) FROM deploy_check").strip() == "0"
+        stream.wait_acked(stream.acked_count() + 5)  # ...and after it
+
+        box.play("rollback.yml")
+        assert current() == first
+        assert box.main_pid() not in {0, second_pid}
+        assert box.exec("systemctl", "is-active", "mailboxkit").strip() == "active"
+        # The older release runs on the newer schema (migrations only add).
+        assert box.psql("SELECT version_num FROM alembic_version").strip() == revision
+        stream.wait_acked(stream.acked_count() + 5)
+    finally:
+        stream.stop()
+    assert stream.failures == [], (stream.failures, dict(stream.tolerated))
+    # Only "try again later" during the switches: 4xx replies and refused or dropped connections.
+    assert all(not why[0].isdigit() or why.startswith("4") for why in stream.tolerated), dict(
+        stream.tolerated
+    )
+    stored = stored_message_ids(published_port(box.name, 143), inbox)
+    missing = set(stream.acked) - set(stored)
+    assert not missing, f"{len(missing)} acknowledged messages lost: {sorted(missing)[:10]}"
+    assert len(stream.acked) >= 15
 
 
 def test_release_script_matches_the_playbook(box: Box, converged: dict[str, int]) -> None:
