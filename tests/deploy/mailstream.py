@@ -68,6 +68,12 @@ class DeliveryStream:
             )
             time.sleep(0.2)
 
+    def summary(self) -> str:
+        return (
+            f"acknowledged {len(self.acked)}, retried {sum(self.tolerated.values())} "
+            f"{dict(self.tolerated)}, failed {len(self.failures)} {self.failures}\n"
+        )
+
     def _message(self, number: int) -> EmailMessage:
         message = EmailMessage()
         message["From"] = "stream@example.org"

@@ -70,6 +70,14 @@ class Box:
     def exec(self, *args: str) -> str:
         return podman("exec", self.name, *args).stdout
 
+    def log(self, what: str, text: str) -> Path:
+        """Keep ``text`` beside the playbook logs; returns the file."""
+        logs = Path(os.environ.get("MAILBOXKIT_DEPLOY_CACHE", "/tmp")) / "logs"
+        logs.mkdir(exist_ok=True)
+        path = logs / f"{self.name}-{what}.log"
+        path.write_text(text)
+        return path
+
     def main_pid(self) -> int:
         return int(self.exec("systemctl", "show", "-p", "MainPID", "--value", "mailboxkit"))
 
@@ -109,6 +117,8 @@ def _inventory(path: Path, name: str) -> Path:
         "mailboxkit_preflight_check_ptr": False,
         "mailboxkit_preflight_check_outbound_25": False,
         "mailboxkit_keep_releases": 2,
+        # Generous on a loaded machine: tries, 2 s apart, of /readyz after a (re)start.
+        "mailboxkit_app_smoke_retries": 90,
         # Only SIGHUP (systemctl reload) loads a changed certificate here, so the certificate
         # test shows that path and not the server's own look at the files.
         "mailboxkit_settings": {"TLS_RELOAD_INTERVAL": "0"},
@@ -126,7 +136,7 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
         "--systemd=always", "--privileged", *publish, TARGET_IMAGE,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while True:
             state = podman("exec", name, "systemctl", "is-system-running", check=False)
             if state.stdout.strip() in {"running", "degraded"}:
@@ -275,6 +285,7 @@ def test_deploy_and_rollback_while_mail_flows(
         stream.wait_acked(stream.acked_count() + 5)
     finally:
         stream.stop()
+        box.log("stream", stream.summary())
     assert stream.failures == [], (stream.failures, dict(stream.tolerated))
     # Only "try again later" during the switches: 4xx replies and refused or dropped connections.
     assert all(not why[0].isdigit() or why.startswith("4") for why in stream.tolerated), dict(
