@@ -61,7 +61,8 @@ class Box:
         )
         logs = Path(os.environ.get("MAILBOXKIT_DEPLOY_CACHE", "/tmp")) / "logs"
         logs.mkdir(exist_ok=True)
-        log = logs / f"{self.name}-{playbook}-{len(list(logs.glob(self.name + '*')))}.log"
+        runs = len(list(logs.glob(f"{self.name}-*.yml-*.log")))
+        log = logs / f"{self.name}-{playbook}-{runs}.log"
         log.write_text(result.stdout + result.stderr)
         recap = re.search(rf"^{re.escape(self.name)}\s+:\s+(.*)$", result.stdout, re.M)
         assert result.returncode == 0 and recap, f"{log}:\n{result.stdout[-3000:]}{result.stderr}"
