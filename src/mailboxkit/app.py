@@ -64,7 +64,7 @@ from mailboxkit.mailserver.submission import (
     SubmissionHandler,
     SubmissionServer,
 )
-from mailboxkit.mailserver.tls import self_signed, server_context
+from mailboxkit.mailserver.tls import ServerCertificate, self_signed
 from mailboxkit.store.accounts import ensure_domain
 from mailboxkit.store.blobs import BlobStore, open_blob_store
 from mailboxkit.store.clock import Clock, SystemClock
@@ -265,6 +265,7 @@ class MailboxKit:
     retention: RetentionJob | None = None
     _sns_client: httpx.AsyncClient | None = None
     _sweeper: Sweeper | None = None
+    tls: ServerCertificate | None = None  # made with the first TLS listener
 
     async def start(self) -> None:
         s = self.settings
@@ -331,11 +332,27 @@ class MailboxKit:
             self._notifier = ChangeNotifier(listen_dsn(s.sqlalchemy_url), self.changes, config)
             await self._notifier.start()
 
-    def _tls(self) -> tuple[Path, Path]:
-        s = self.settings
-        if s.tls_cert_file is not None and s.tls_key_file is not None:
-            return s.tls_cert_file, s.tls_key_file
-        return self_signed(s.data_dir, s.hostname)
+    def _tls(self) -> ServerCertificate:
+        """The certificate every TLS listener serves (one, shared, reloadable)."""
+        if self.tls is None:
+            s = self.settings
+            files: tuple[Path, Path]
+            if s.tls_cert_file is not None and s.tls_key_file is not None:
+                files = s.tls_cert_file, s.tls_key_file
+            else:
+                files = self_signed(s.data_dir, s.hostname)
+            self.tls = ServerCertificate(*files, check_interval=s.tls_reload_interval)
+        return self.tls
+
+    def reload_tls(self) -> bool:
+        """Load the certificate and key files again for new connections (SIGHUP).
+
+        True if they were loaded; an invalid pair is logged and the previous one kept.
+        """
+        if self.tls is None:
+            log.info("event=tls_reload_skipped reason=no_tls_listener")
+            return False
+        return self.tls.reload()
 
     def _verifier(self) -> Verifier | None:
         if not self.settings.verify_inbound:
@@ -416,7 +433,7 @@ class MailboxKit:
     async def _start_submission(self) -> None:
         s = self.settings
         assert self.signer is not None and self.outbox is not None
-        context = server_context(*self._tls())
+        context = self._tls().context
         handler = SubmissionHandler(
             self.db,
             self.outbox,
@@ -465,7 +482,7 @@ class MailboxKit:
     async def _start_mx(self) -> None:
         s = self.settings
         assert self._pipeline is not None
-        context = server_context(*self._tls())
+        context = self._tls().context
         handler = MxHandler(
             self.db,
             self._pipeline,
@@ -515,7 +532,7 @@ class MailboxKit:
             changes=self.changes,
             limits=limits,
             throttle=AuthThrottle(s.imap_max_auth_failures, s.imap_auth_failure_window),
-            tls_context=server_context(*self._tls()),
+            tls_context=self._tls().context,
             allow_plaintext=s.plaintext_allowed,
         )
         self._imap = ImapServer(services)

@@ -113,6 +113,8 @@ async def _serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # SIGHUP (systemctl reload): the certificate again, for new connections; nothing else.
+    loop.add_signal_handler(signal.SIGHUP, server.reload_tls)
     await server.start()
     await stop.wait()
     log.info("event=shutdown_requested")

@@ -90,6 +90,13 @@ class Settings(BaseSettings):
     # TLS.
     tls_cert_file: Path | None = Field(None, description="PEM certificate chain.")
     tls_key_file: Path | None = Field(None, description="PEM private key.")
+    tls_reload_interval: float = Field(
+        5,
+        ge=0,
+        description="Seconds between looks, made as TLS connections start, at whether the "
+        "certificate or key file changed; a changed valid pair serves new connections. "
+        "SIGHUP reloads at once. 0: only SIGHUP.",
+    )
 
     # DNS and inbound authentication.
     dns_nameservers: str = Field(

@@ -36,18 +36,27 @@ def published_port(container: str, port: int) -> int:
     return int(number)
 
 
-def wait_healthy(container: str, timeout: float = 90.0) -> None:
-    """Run the image's HEALTHCHECK (podman here has no systemd timer to run it) until it passes."""
+def wait_healthy(container: str, timeout: float = 180.0) -> None:
+    """Run the image's HEALTHCHECK (podman here has no systemd timer to run it) until it passes.
+
+    A container with a restart policy may exit and come back meanwhile (compose starts
+    MailboxKit beside PostgreSQL, which may not answer yet): only the deadline ends the wait
+    then. Without one, a container that is not running has failed.
+    """
     deadline = time.monotonic() + timeout
     while True:
         result = podman("healthcheck", "run", container, check=False)
         if result.returncode == 0:
             return
-        state = podman("inspect", "--format", "{{.State.Status}}", container).stdout.strip()
-        if state != "running" or time.monotonic() > deadline:
+        found = podman(
+            "inspect", "--format", "{{.State.Status}} {{.HostConfig.RestartPolicy.Name}}", container
+        ).stdout
+        state, _, policy = found.strip().partition(" ")
+        restarts = policy not in {"", "no"}
+        if (state != "running" and not restarts) or time.monotonic() > deadline:
             logs = podman("logs", "--tail", "50", container, check=False)
             raise AssertionError(
-                f"{container} not healthy (state {state}):\n{result.stdout}{result.stderr}\n"
-                f"{logs.stdout}{logs.stderr}"
+                f"{container} not healthy (state {state}, restart policy {policy or 'none'}):\n"
+                f"{result.stdout}{result.stderr}\n{logs.stdout}{logs.stderr}"
             )
         time.sleep(1)

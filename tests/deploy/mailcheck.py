@@ -39,7 +39,7 @@ def _unverified() -> ssl.SSLContext:
     return context
 
 
-def wait_healthy(http_port: int, timeout: float = 60.0, host: str = "127.0.0.1") -> None:
+def wait_healthy(http_port: int, timeout: float = 120.0, host: str = "127.0.0.1") -> None:
     """Poll /healthz until it answers 200 (bounded by ``timeout``)."""
     deadline = time.monotonic() + timeout
     while True:

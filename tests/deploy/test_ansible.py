@@ -2,7 +2,10 @@
 
 site.yml converges it (PostgreSQL, the hardened unit on the standard ports, TLS, nginx, ufw,
 backups); a second run changes nothing, nor does --check --diff; mail goes round on ports 25 and
-143 and the API answers through nginx; deploy.yml adds a release and rollback.yml goes back.
+143 and the API answers through nginx; deploy.yml upgrades to a release with a new migration and
+rollback.yml goes back, both while a stream of SMTP deliveries goes on (nothing acknowledged is
+lost, only 4xx or refused connections during the switch); a certificate replaced on the box is
+served by every TLS listener after a reload, with the same main process.
 The connection is containers.podman.podman, from the collections the ansible package ships.
 """
 
@@ -12,6 +15,8 @@ import imaplib
 import json
 import os
 import re
+import shutil
+import smtplib
 import ssl
 import subprocess
 import time
@@ -24,6 +29,7 @@ import trustme
 
 from deploy import mailcheck
 from deploy.engine import podman, published_port, unique
+from deploy.mailstream import DeliveryStream, stored_message_ids
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(1800)]
 
@@ -31,7 +37,7 @@ REPO = Path(__file__).resolve().parents[2]
 TARGET_IMAGE = os.environ.get(
     "MAILBOXKIT_DEPLOY_TARGET_IMAGE", "localhost/mailboxkit-deploy/target:bookworm"
 )
-PORTS = (25, 143, 443)
+PORTS = (25, 143, 443, 465, 587, 993)
 
 
 @dataclass(frozen=True)
@@ -42,8 +48,8 @@ class Box:
     def play(self, playbook: str, *args: str) -> dict[str, int]:
         """Run ``playbook`` against the box; the PLAY RECAP counts for it."""
         source = os.environ.get("MAILBOXKIT_DEPLOY_CONTEXT")
-        if source:  # the same checkout the image was built from
-            args = (*args, "-e", f"mailboxkit_source_dir={Path(source).resolve()}")
+        if source:  # the same checkout the image was built from (a later -e still wins)
+            args = ("-e", f"mailboxkit_source_dir={Path(source).resolve()}", *args)
         result = subprocess.run(
             ["ansible-playbook", "-i", str(self.inventory), playbook, *args],
             cwd=REPO / "ansible",
@@ -55,7 +61,8 @@ class Box:
         )
         logs = Path(os.environ.get("MAILBOXKIT_DEPLOY_CACHE", "/tmp")) / "logs"
         logs.mkdir(exist_ok=True)
-        log = logs / f"{self.name}-{playbook}-{len(list(logs.glob(self.name + '*')))}.log"
+        runs = len(list(logs.glob(f"{self.name}-*.yml-*.log")))
+        log = logs / f"{self.name}-{playbook}-{runs}.log"
         log.write_text(result.stdout + result.stderr)
         recap = re.search(rf"^{re.escape(self.name)}\s+:\s+(.*)$", result.stdout, re.M)
         assert result.returncode == 0 and recap, f"{log}:\n{result.stdout[-3000:]}{result.stderr}"
@@ -63,6 +70,20 @@ class Box:
 
     def exec(self, *args: str) -> str:
         return podman("exec", self.name, *args).stdout
+
+    def log(self, what: str, text: str) -> Path:
+        """Keep ``text`` beside the playbook logs; returns the file."""
+        logs = Path(os.environ.get("MAILBOXKIT_DEPLOY_CACHE", "/tmp")) / "logs"
+        logs.mkdir(exist_ok=True)
+        path = logs / f"{self.name}-{what}.log"
+        path.write_text(text)
+        return path
+
+    def main_pid(self) -> int:
+        return int(self.exec("systemctl", "show", "-p", "MainPID", "--value", "mailboxkit"))
+
+    def psql(self, sql: str) -> str:
+        return self.exec("runuser", "-u", "postgres", "--", "psql", "-d", "mailboxkit", "-tAc", sql)
 
 
 def _host_ca_bundle() -> Path | None:
@@ -97,6 +118,11 @@ def _inventory(path: Path, name: str) -> Path:
         "mailboxkit_preflight_check_ptr": False,
         "mailboxkit_preflight_check_outbound_25": False,
         "mailboxkit_keep_releases": 2,
+        # Generous on a loaded machine: tries, 2 s apart, of /readyz after a (re)start.
+        "mailboxkit_app_smoke_retries": 90,
+        # Only SIGHUP (systemctl reload) loads a changed certificate here, so the certificate
+        # test shows that path and not the server's own look at the files.
+        "mailboxkit_settings": {"TLS_RELOAD_INTERVAL": "0"},
     }
     (group_vars / "main.yml").write_text(json.dumps(settings))
     return path / "hosts.yml"
@@ -111,7 +137,7 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
         "--systemd=always", "--privileged", *publish, TARGET_IMAGE,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while True:
             state = podman("exec", name, "systemctl", "is-system-running", check=False)
             if state.stdout.strip() in {"running", "degraded"}:
@@ -180,17 +206,96 @@ def test_backup_runs(box: Box, converged: dict[str, int]) -> None:
     assert {"database.pgdump", "data.tar.gz", "config.tar.gz"} <= set(listing.split())
 
 
-def test_deploy_then_rollback(box: Box, converged: dict[str, int]) -> None:
+SOURCE = Path(os.environ.get("MAILBOXKIT_DEPLOY_CONTEXT") or REPO)
+
+
+def _source_with_a_migration(directory: Path) -> tuple[Path, str]:
+    """A copy of the source with one more migration (a table and a column): the next release."""
+    from alembic.script import ScriptDirectory
+
+    tree = directory / "next-release"
+    tree.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(SOURCE / name, tree / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    shutil.copytree(SOURCE / "src", tree / "src", ignore=ignore)
+    migrations = tree / "src" / "mailboxkit" / "store" / "migrations"
+    head = ScriptDirectory(str(migrations)).get_current_head()
+    revision = "9001_deploy_check"
+    (migrations / "versions" / f"{revision}.py").write_text(
+        f'''"""deployment test: one table and one column more
+
+Revision ID: {revision}
+Revises: {head}
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "{revision}"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table("deploy_check", sa.Column("id", sa.Integer, primary_key=True))
+    op.add_column("messages", sa.Column("deploy_check", sa.Text, nullable=True))
+
+
+def downgrade() -> None:
+    op.drop_column("messages", "deploy_check")
+    op.drop_table("deploy_check")
+'''
+    )
+    return tree, revision
+
+
+def test_deploy_and_rollback_while_mail_flows(
+    box: Box, converged: dict[str, int], tmp_path: Path
+) -> None:
+    """deploy.yml (a release with a migration), then rollback.yml, under a stream of mail."""
+
     def current() -> str:
         return box.exec("readlink", "/opt/mailboxkit/current").strip()
 
-    first = current()
-    recap = box.play("deploy.yml", "-e", "mailboxkit_release_id=second")
-    assert recap["changed"] > 0
-    assert current() == "/opt/mailboxkit/releases/second"
-    box.play("rollback.yml")
-    assert current() == first
-    assert box.exec("systemctl", "is-active", "mailboxkit").strip() == "active"
+    first, first_pid = current(), box.main_pid()
+    source, revision = _source_with_a_migration(tmp_path)
+    created = box.exec("mailboxkit", "inbox", "create", "stream@example.test", "--json")
+    inbox = mailcheck.Inbox.from_json(created)
+    stream = DeliveryStream(published_port(box.name, 25), inbox)
+    stream.start()
+    try:
+        stream.wait_acked(5)  # mail flows before the switch...
+        recap = box.play("deploy.yml", "-e", f"mailboxkit_source_dir={source}")
+        assert recap["changed"] > 0
+        second, second_pid = current(), box.main_pid()
+        assert second != first and Path(second).parent == Path(first).parent
+        assert second_pid not in {0, first_pid}
+        box.exec("test", "-f", f"{second}/.complete")
+        assert box.psql("SELECT version_num FROM alembic_version").strip() == revision
+        assert box.psql("SELECT count(*) FROM deploy_check").strip() == "0"
+        stream.wait_acked(stream.acked_count() + 5)  # ...and after it
+
+        box.play("rollback.yml")
+        assert current() == first
+        assert box.main_pid() not in {0, second_pid}
+        assert box.exec("systemctl", "is-active", "mailboxkit").strip() == "active"
+        # The older release runs on the newer schema (migrations only add).
+        assert box.psql("SELECT version_num FROM alembic_version").strip() == revision
+        stream.wait_acked(stream.acked_count() + 5)
+    finally:
+        stream.stop()
+        box.log("stream", stream.summary())
+    assert stream.failures == [], (stream.failures, dict(stream.tolerated))
+    # Only "try again later" during the switches: 4xx replies and refused or dropped connections.
+    assert all(not why[0].isdigit() or why.startswith("4") for why in stream.tolerated), dict(
+        stream.tolerated
+    )
+    stored = stored_message_ids(published_port(box.name, 143), inbox)
+    missing = set(stream.acked) - set(stored)
+    assert not missing, f"{len(missing)} acknowledged messages lost: {sorted(missing)[:10]}"
+    assert len(stream.acked) >= 15
 
 
 def test_release_script_matches_the_playbook(box: Box, converged: dict[str, int]) -> None:
@@ -206,53 +311,86 @@ def test_release_script_matches_the_playbook(box: Box, converged: dict[str, int]
     assert box.exec("readlink", "/opt/mailboxkit/current").strip() == current
 
 
-def _served_certificate(imap_port: int) -> bytes:
+def _served_certificates(box: Box, ca: trustme.CA) -> dict[int, bytes]:
+    """The certificate each TLS listener of the box serves to a new connection (verified
+    against ``ca``; the host name is the box's, the address the published loopback port)."""
     context = ssl.create_default_context()
+    ca.configure_trust(context)
     context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with imaplib.IMAP4("127.0.0.1", imap_port, timeout=30) as imap:
-        imap.starttls(context)
-        der = imap.sock.getpeercert(binary_form=True)  # type: ignore[attr-defined]
-        imap.logout()
-    assert isinstance(der, bytes)
-    return der
+    found: dict[int, bytes | None] = {}
+    for port in (993, 143, 25, 587, 465):
+        published = published_port(box.name, port)
+        if port == 993:
+            with imaplib.IMAP4_SSL("127.0.0.1", published, ssl_context=context, timeout=30) as i:
+                found[port] = i.sock.getpeercert(binary_form=True)
+        elif port == 143:
+            with imaplib.IMAP4("127.0.0.1", published, timeout=30) as i:
+                i.starttls(context)
+                found[port] = i.sock.getpeercert(binary_form=True)
+        elif port == 465:
+            with smtplib.SMTP_SSL("127.0.0.1", published, context=context, timeout=30) as smtp:
+                smtp.ehlo("client.example.org")
+                found[port] = smtp.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]
+        else:
+            with smtplib.SMTP("127.0.0.1", published, timeout=30) as smtp:
+                smtp.ehlo("client.example.org")
+                smtp.starttls(context=context)
+                found[port] = smtp.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]
+    assert all(isinstance(der, bytes) for der in found.values()), found
+    return {port: der for port, der in found.items() if der is not None}
 
 
-def test_renewed_certificate_is_picked_up(
+def test_renewed_certificate_is_served_after_a_reload(
     box: Box, converged: dict[str, int], tmp_path: Path
 ) -> None:
-    """TLS mode host: replacing the certificate on the box restarts MailboxKit with it."""
+    """TLS mode host: a certificate replaced on the box is served by IMAPS, IMAP and SMTP
+    STARTTLS and submission 465 after a reload; the unit's main process stays the same.
+
+    First the TLS role's handler (site.yml finds a new certificate), then the path unit
+    (a renewal on the box). The box's MailboxKit looks at the files only on SIGHUP."""
     ca = trustme.CA()
     first, second = ca.issue_cert("mail.example.test"), ca.issue_cert("mail.example.test")
+    ports = (993, 143, 25, 587, 465)
 
-    def install(leaf: trustme.LeafCert) -> bytes:
+    def install(leaf: trustme.LeafCert) -> dict[int, bytes]:
+        """Replace the key, then the certificate, as a renewal does."""
         leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "fullchain.pem"))
         leaf.private_key_pem.write_to_path(str(tmp_path / "privkey.pem"))
         box.exec("mkdir", "-p", "/etc/ssl/mbk", "/root/staging")
         for name in ("privkey.pem", "fullchain.pem"):
             podman("cp", str(tmp_path / name), f"{box.name}:/root/staging/{name}")
             box.exec("mv", f"/root/staging/{name}", f"/etc/ssl/mbk/{name}")
-        return ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode())
+        der = ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode())
+        return dict.fromkeys(ports, der)
 
+    pid = box.main_pid()
+    assert pid > 0
     expected = install(first)
-    box.play(
+    recap = box.play(
         "site.yml",
         "-e", "mailboxkit_tls_mode=host",
         "-e", "mailboxkit_tls_host_cert=/etc/ssl/mbk/fullchain.pem",
         "-e", "mailboxkit_tls_host_key=/etc/ssl/mbk/privkey.pem",
     )  # fmt: skip
-    imap_port = published_port(box.name, 143)
-    assert _served_certificate(imap_port) == expected
+    assert recap["changed"] > 0
+    assert _served_certificates(box, ca) == expected  # the handler reloaded it
+    assert box.main_pid() == pid
 
-    expected = install(second)
-    deadline = time.monotonic() + 60
+    expected = install(second)  # the path unit installs it and reloads
+    deadline = time.monotonic() + 120
     while True:
         try:
-            if _served_certificate(imap_port) == expected:
-                break
-        except OSError:
-            pass  # restarting
+            served = _served_certificates(box, ca)
+        except ssl.SSLCertVerificationError:
+            served = {}  # not the other CA's: only this test's certificates are trusted
+        if served == expected:
+            break
         assert time.monotonic() < deadline, box.exec(
-            "journalctl", "-u", "mailboxkit-tls-sync", "--no-pager"
+            "journalctl", "-u", "mailboxkit-tls-sync", "-u", "mailboxkit", "--no-pager", "-n", "80"
         )
         time.sleep(1)
+    assert box.main_pid() == pid
+    restarts = box.exec("systemctl", "show", "-p", "NRestarts", "--value", "mailboxkit")
+    assert restarts.strip() == "0"
+    journal = box.exec("journalctl", "-u", "mailboxkit", "--no-pager", "-o", "cat")
+    assert journal.count("event=tls_reloaded") >= 2, journal[-3000:]

@@ -31,6 +31,7 @@ import contextlib
 import email.utils
 import ipaddress
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -188,6 +189,9 @@ class Dispatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._sub: Subscription | None = None
         self._waiting = False  # the loop sleeps until woken or due
+        # SQLite only (one process): whether any endpoint is enabled, and when that was read.
+        self._endpoints = True
+        self._endpoints_read_at = -math.inf
 
     async def start(self) -> None:
         async with self._db.write() as conn:
@@ -218,6 +222,34 @@ class Dispatcher:
         """Look for work now (new events, due deliveries)."""
         self._parked.clear()
         self._wakeup.set()
+
+    def endpoints_changed(self) -> None:
+        """An endpoint was made, enabled or disabled here: read them again, and look now."""
+        self._endpoints_read_at = -math.inf
+        self.wake()
+
+    async def _idle_without_endpoints(self) -> bool:
+        """On SQLite, with no endpoint enabled: keep the cursor at the newest event (about once
+        a second, see ``store.FanOutProgress``) and say there is nothing to do.
+
+        Mail arriving then costs no fan-out transaction, which would queue behind and ahead
+        of the deliveries for SQLite's one writer. Whether endpoints exist is read again every
+        ``poll_interval`` and whenever this process changes one; other processes do not share
+        a SQLite database. PostgreSQL always fans out (no single writer to spare there).
+        """
+        if not self._db.is_sqlite:
+            return False
+        now = time.monotonic()
+        if now - self._endpoints_read_at >= self.config.poll_interval:
+            async with self._db.read() as conn:
+                self._endpoints = await store.any_enabled(conn)
+            self._endpoints_read_at = now
+        if self._endpoints:
+            return False
+        if self._fan_out.due():
+            async with self._db.write() as conn:
+                await store.skip_to_head(conn, self._fan_out)
+        return True
 
     async def idle(self) -> None:
         """Return once nothing is in flight and nothing is due (tests synchronize on it)."""
@@ -268,6 +300,8 @@ class Dispatcher:
         timeout = self.config.poll_interval
         if self._fan_out.feed.held:
             return min(timeout, 0.2)
+        if self._db.is_sqlite and not self._endpoints:
+            return timeout  # nothing can be due
         try:
             async with self._db.read() as conn:
                 due = await store.next_due(conn)
@@ -280,6 +314,8 @@ class Dispatcher:
 
     async def _round(self) -> bool:
         """One fan-out and claim; whether to go again at once."""
+        if await self._idle_without_endpoints():
+            return False
         capacity = self.config.concurrency - len(self._inflight)
         now = self._clock.now()
         lease_until = now + self.config.lease

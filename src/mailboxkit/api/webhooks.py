@@ -256,7 +256,7 @@ async def _check(ctx: ApiContext, account_id: str, body: WebhookCreate | Webhook
 
 def _wake(ctx: ApiContext) -> None:
     if ctx.dispatcher is not None:
-        ctx.dispatcher.wake()
+        ctx.dispatcher.endpoints_changed()
 
 
 @router.post(

@@ -272,13 +272,42 @@ class FanOutProgress:
     def saved(self) -> int:
         return self._saved
 
-    @saved.setter
-    def saved(self, seq: int) -> None:
+    def record(self, seq: int) -> None:
+        """The stored cursor is ``seq`` as of now (saved or read)."""
         self._saved = seq
         self._saved_at = self._monotonic()
 
     def due(self) -> bool:
         return self._monotonic() - self._saved_at >= self.SAVE_EVERY
+
+
+async def any_enabled(conn: AsyncConnection) -> bool:
+    """Whether any account has an enabled endpoint."""
+    found = await conn.scalar(
+        select(m.webhooks.c.id).where(m.webhooks.c.enabled.is_(True)).limit(1)
+    )
+    return found is not None
+
+
+async def skip_to_head(conn: AsyncConnection, progress: FanOutProgress) -> None:
+    """Move the stored cursor to the newest event, if no endpoint is enabled (checked in the
+    same statement, so an endpoint made meanwhile keeps its events)."""
+    newest = await head(conn)
+    c = m.event_cursors.c
+    moved = await conn.execute(
+        update(m.event_cursors)
+        .where(
+            c.name == CURSOR,
+            c.seq < newest,
+            ~select(m.webhooks.c.id).where(m.webhooks.c.enabled.is_(True)).exists(),
+        )
+        .values(seq=newest)
+    )
+    if moved.rowcount:
+        progress.feed.cursor = newest
+        progress.record(newest)
+    else:  # checked now: not again before SAVE_EVERY
+        progress.record(progress.saved)
 
 
 async def fan_out(
@@ -301,14 +330,15 @@ async def fan_out(
         return [], False
     feed = progress.feed
     if int(stored) != progress.saved:
-        feed.cursor = progress.saved = int(stored)  # another process moved it
+        feed.cursor = int(stored)  # another process moved it
+        progress.record(feed.cursor)
     events, more = await feed.read(conn)
     new_rows, claimed = await _deliveries(conn, events, now, lease_until, claim)
     if feed.cursor != progress.saved and (new_rows or progress.due()):
         await conn.execute(
             update(m.event_cursors).where(m.event_cursors.c.name == CURSOR).values(seq=feed.cursor)
         )
-        progress.saved = feed.cursor
+        progress.record(feed.cursor)
     if new_rows:
         await conn.execute(insert(m.webhook_deliveries), new_rows)
     return claimed, more
