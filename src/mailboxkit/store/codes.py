@@ -179,20 +179,22 @@ def find_codes(subject: str, text: str) -> tuple[str, ...]:
     subject_says_code = _code_line(subject)
     if subject_says_code:
         found.extend(_candidates(subject))
-    previous = ""
+    previous_says_code = False
     for line in lines:
         if not line:
             continue
         # Drop quoted history: a code in an older message is not this message's code.
         if line.startswith(">"):
             continue
+        lowered = line.lower()
         # A line that names a promotion or an order is about that, whatever the line before said.
-        if NOT_CODE_WORDS.search(line.lower()):
-            previous = line
+        if NOT_CODE_WORDS.search(lowered):
+            previous_says_code = False
             continue
-        if _code_line(line) or _code_line(previous) or (subject_says_code and len(line) <= 12):
+        says_code = CODE_WORDS.search(lowered) is not None
+        if says_code or previous_says_code or (subject_says_code and len(line) <= 12):
             found.extend(_candidates(line))
-        previous = line
+        previous_says_code = says_code
     unique = list(dict.fromkeys(found))
     return tuple(unique[:MAX_CODES])
 
