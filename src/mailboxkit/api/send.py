@@ -16,6 +16,9 @@ Implementation notes:
   ``recipient_suppressed`` naming them; nothing is queued.
 - Anything that cannot be composed (a header the email package refuses, a non-ASCII address)
   is a 422, never a 500.
+- A reply (or reply-all) marks its original ``\\Answered`` and a forward ``$Forwarded``, in the
+  transaction that queues it (``store.answered``). Drafts queue through
+  :func:`queue_message` too (``api.drafts``, ``api.scheduler``).
 """
 
 from __future__ import annotations
