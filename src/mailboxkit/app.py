@@ -27,6 +27,7 @@ from mailboxkit.api.auth import keep_counters_flushed
 from mailboxkit.api.context import EventsConfig
 from mailboxkit.api.dispatcher import USER_AGENT, DispatchConfig, Dispatcher
 from mailboxkit.api.payloads import PayloadLimits
+from mailboxkit.api.scheduler import DraftScheduler, SchedulerConfig
 from mailboxkit.api.send import SendContext
 from mailboxkit.api.sesfeedback import FeedbackContext
 from mailboxkit.api.sns import SnsPolicy, SnsVerifier
@@ -266,6 +267,7 @@ class MailboxKit:
     _sns_client: httpx.AsyncClient | None = None
     _sweeper: Sweeper | None = None
     tls: ServerCertificate | None = None  # made with the first TLS listener
+    drafts: DraftScheduler | None = None  # sends scheduled drafts when due
 
     async def start(self) -> None:
         s = self.settings
@@ -299,6 +301,7 @@ class MailboxKit:
         )
         self._pipeline.start()
         self._start_outbound()
+        self._start_drafts()
         await self._start_webhooks()
         if s.smtp_port:
             await self._start_mx()
@@ -416,6 +419,33 @@ class MailboxKit:
                 interval=s.outbound_retention_interval,
             )
             self.retention.start()
+
+    def _send_context(self) -> SendContext:
+        s = self.settings
+        assert self.signer is not None and self.outbox is not None
+        return SendContext(
+            self.signer,
+            self.outbox,
+            max_recipients=s.send_max_recipients,
+            queued=self._queued,
+            scheduled=self._scheduled,
+            max_schedule=timedelta(days=s.draft_schedule_max_days),
+        )
+
+    def _start_drafts(self) -> None:
+        """The scheduler of drafts with a send_at."""
+        s = self.settings
+        config = SchedulerConfig(
+            poll_interval=s.draft_poll_interval,
+            lease=s.draft_claim_lease,
+            exclusive=self.db.is_sqlite,
+        )
+        self.drafts = DraftScheduler(self.db, self.blobs, self.clock, self._send_context(), config)
+        self.drafts.start()
+
+    def _scheduled(self) -> None:
+        if self.drafts is not None:
+            self.drafts.wake()
 
     def _routing_changed(self) -> None:
         """A catch-all or a sender rule changed: forget what the MX cached about them."""
@@ -588,13 +618,7 @@ class MailboxKit:
             routing_changed=self._routing_changed,
         )
         app = create_app(self._api)
-        assert self.signer is not None and self.outbox is not None
-        app.state.send = SendContext(
-            self.signer,
-            self.outbox,
-            max_recipients=s.send_max_recipients,
-            queued=self._queued,
-        )
+        app.state.send = self._send_context()
         self._sns_client = sns_client(s)
         policy = SnsPolicy(cert_hosts=s.sns_hosts, topic_arns=s.sns_topics)
         app.state.sns = FeedbackContext(SnsVerifier(self._sns_client, policy))
@@ -645,6 +669,8 @@ class MailboxKit:
             await self._imap.stop(self.settings.shutdown_grace)
         if self._pipeline is not None:
             await self._pipeline.stop()
+        if self.drafts is not None:
+            await self.drafts.stop()  # before the outbox writer it queues through
         if self.outbox is not None:
             await self.outbox.stop()
         if self.outbound is not None:

@@ -176,6 +176,21 @@ class Settings(BaseSettings):
         description="Most recipients (To, Cc and Bcc together) of one message an inbox sends, "
         "over the API or SMTP submission.",
     )
+    draft_poll_interval: float = Field(
+        5,
+        gt=0,
+        description="Seconds between looks for due scheduled drafts when nothing wakes the "
+        "scheduler (drafts scheduled through another server process).",
+    )
+    draft_claim_lease: float = Field(
+        60,
+        gt=0,
+        description="Seconds a server process holds a due draft it is sending before another "
+        "process may take it.",
+    )
+    draft_schedule_max_days: int = Field(
+        365, gt=0, description="How many days ahead a draft's send_at may be."
+    )
     submission_auth_failure_delay: float = Field(
         2.0, ge=0, description="Seconds before a failed submission AUTH is answered."
     )

@@ -25,6 +25,7 @@ EXAMPLE_IDS = {
     "api_key_id": s.KEY_ID,
     "domain_id": s.DOMAIN_ID,
     "sender_rule_id": s.SENDER_RULE_ID,
+    "draft_id": s.DRAFT_ID,
 }
 UNAUTHENTICATED = {("post", "/api/v1/register"), ("get", "/healthz"), ("get", "/readyz")}
 # Called by Amazon SNS, authenticated by the SNS signature, never by an account's key: it acts
@@ -52,8 +53,8 @@ def _body_example(doc: dict[str, Any], operation: dict[str, Any]) -> Any:
 
 
 def _objects_of(api: Api, owner: dict[str, Any]) -> dict[str, str]:
-    """An inbox with a message (attachment, thread), an inbox key, a domain (with the inbox as
-    its catch-all) and a sender rule of that inbox."""
+    """An inbox with a message (attachment, thread) and a draft, an inbox key, a domain (with
+    the inbox as its catch-all) and a sender rule of that inbox."""
     with api.client(owner["api_key"]) as c:
         inbox = c.post("/inboxes", json={"username": f"victim{len(owner['email'])}"}).json()
         address = inbox["email"]
@@ -71,6 +72,10 @@ def _objects_of(api: Api, owner: dict[str, Any]) -> dict[str, str]:
         hook = c.post("/webhooks", json={"url": "http://127.0.0.1:9/hook"}).json()
         c.post(f"/webhooks/{hook['webhook_id']}/disable")  # the test event stays queued
         test = c.post(f"/webhooks/{hook['webhook_id']}/test").json()
+        draft = c.post(
+            f"/inboxes/{inbox['inbox_id']}/drafts",
+            json={"to": "alice@example.org", "subject": "Secret draft", "text": "draft text"},
+        ).json()
         suppressed = f"suppressed{len(owner['email'])}@example.org"
         assert c.post("/suppressions", json={"address": suppressed}).status_code == 201
     return {
@@ -81,6 +86,7 @@ def _objects_of(api: Api, owner: dict[str, Any]) -> dict[str, str]:
         "api_key_id": key["api_key_id"],
         "domain_id": domain["domain_id"],
         "sender_rule_id": rule["sender_rule_id"],
+        "draft_id": draft["draft_id"],
         "webhook_id": hook["webhook_id"],
         "delivery_id": test["delivery_id"],
         "email": address,
@@ -155,6 +161,8 @@ def _still_there(api: Api, owner: dict[str, Any], theirs: dict[str, str]) -> Non
         account = c.get("/account").json()
         assert account["name"] == "Victim"
         assert c.get(f"/suppressions/{theirs['address']}").status_code == 200
+        draft = c.get(f"/inboxes/{inbox}/drafts/{theirs['draft_id']}").json()
+        assert draft["status"] == "draft" and draft["text"] == "draft text"
 
 
 def test_another_account_gets_404_on_every_route(

@@ -2,8 +2,8 @@
 response matches the documented schema and content type. Bounded, to keep the suite fast.
 
 Half the cases keep their generated path ids (mostly 404s); the other half get the ids of real
-objects (an inbox with a delivered message, its thread and attachment, a spare key, a domain),
-so the routes' success paths are exercised too. Deleting operations run last.
+objects (an inbox with a delivered message, its thread and attachment, a spare key, a domain,
+a draft), so the routes' success paths are exercised too. Deleting operations run last.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ def _objects(api: Api, key: str, address: str, inbox_id: str) -> dict[str, str]:
         full = c.get(f"/inboxes/{inbox_id}/messages/{item['message_id']}").json()
         spare = c.post("/api-keys", json={"name": "spare"}).json()
         domain = c.post("/domains", json={"domain": "fuzz.example.com"}).json()
+        draft = c.post(
+            f"/inboxes/{inbox_id}/drafts", json={"to": "a@example.org", "text": "fuzz"}
+        ).json()
     return {
         "inbox_id": inbox_id,
         "message_id": item["message_id"],
@@ -40,6 +43,7 @@ def _objects(api: Api, key: str, address: str, inbox_id: str) -> dict[str, str]:
         "attachment_id": full["attachments"][0]["attachment_id"],
         "api_key_id": spare["api_key_id"],
         "domain_id": domain["domain_id"],
+        "draft_id": draft["draft_id"],
     }
 
 

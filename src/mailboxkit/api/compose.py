@@ -23,34 +23,10 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 
+from mailboxkit.store.drafts import RESERVED_HEADERS as RESERVED_HEADERS  # re-exported
 from mailboxkit.store.ids import new_id
 from mailboxkit.store.listing import MessageRecord
 from mailboxkit.store.mime import has_reply_prefix
-
-RESERVED_HEADERS = frozenset(
-    {
-        "from",
-        "sender",
-        "to",
-        "cc",
-        "bcc",
-        "reply-to",
-        "subject",
-        "date",
-        "message-id",
-        "in-reply-to",
-        "references",
-        "mime-version",
-        "content-type",
-        "content-transfer-encoding",
-        "content-disposition",
-        "content-id",
-        "dkim-signature",
-        "received",
-        "return-path",
-    }
-)
-"""Headers the send routes set themselves; a request's ``headers`` may not name them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,14 +71,17 @@ class Draft:
         return list(seen.values())
 
 
-def compose(draft: Draft, *, now: datetime, domain: str) -> bytes:
-    """The message as bytes, CRLF line endings, without Bcc (the envelope carries it)."""
+def compose(draft: Draft, *, now: datetime, domain: str, keep_bcc: bool = False) -> bytes:
+    """The message as bytes, CRLF line endings, without Bcc (the envelope carries it) unless
+    ``keep_bcc``: a draft's copy in Drafts keeps it, as mail clients' drafts do."""
     msg = EmailMessage(policy=SMTP)
     msg["From"] = draft.sender.formatted()
     if draft.to:
         msg["To"] = ", ".join(m.formatted() for m in draft.to)
     if draft.cc:
         msg["Cc"] = ", ".join(m.formatted() for m in draft.cc)
+    if keep_bcc and draft.bcc:
+        msg["Bcc"] = ", ".join(m.formatted() for m in draft.bcc)
     if draft.reply_to:
         msg["Reply-To"] = ", ".join(m.formatted() for m in draft.reply_to)
     msg["Subject"] = draft.subject

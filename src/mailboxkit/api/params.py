@@ -25,6 +25,7 @@ AttachmentId = Annotated[str, _id(s.ATTACHMENT_ID, "attachment")]
 ApiKeyId = Annotated[str, _id(s.KEY_ID, "API key")]
 DomainId = Annotated[str, _id(s.DOMAIN_ID, "domain")]
 SenderRuleId = Annotated[str, _id(s.SENDER_RULE_ID, "sender rule")]
+DraftId = Annotated[str, _id(s.DRAFT_ID, "draft")]
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Most items per page.", examples=[20])]
 PageToken = Annotated[

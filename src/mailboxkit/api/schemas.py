@@ -29,6 +29,7 @@ ATTACHMENT_ID = "0193a3c4-1a2c-7f5e-b099-6d5c2b1e0f54"
 KEY_ID = "0193a3c2-7d50-7a6f-81aa-7e6d3c2f1a65"
 DOMAIN_ID = "0193a3c2-7d51-7b70-92bb-8f7e4d3a2b76"
 SENDER_RULE_ID = "0193a3c2-7d52-7c81-a3cc-9a8f5e4b3c87"
+DRAFT_ID = "0193a3c4-1a2d-7a6f-b1aa-7e6d3c2f1b01"
 
 
 def _example(example: dict[str, Any]) -> ConfigDict:

@@ -16,6 +16,9 @@ Implementation notes:
   ``recipient_suppressed`` naming them; nothing is queued.
 - Anything that cannot be composed (a header the email package refuses, a non-ASCII address)
   is a 422, never a 500.
+- A reply (or reply-all) marks its original ``\\Answered`` and a forward ``$Forwarded``, in the
+  transaction that queues it (``store.answered``). Drafts queue through
+  :func:`queue_message` too (``api.drafts``, ``api.scheduler``).
 """
 
 from __future__ import annotations
@@ -25,14 +28,16 @@ import binascii
 import hashlib
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from email.errors import MessageError
 from email.utils import parseaddr
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.api import schemas as s
 from mailboxkit.api.auth import Principal
@@ -54,7 +59,10 @@ from mailboxkit.api.params import InboxId, MessageId
 from mailboxkit.dns.signing import DkimSigner
 from mailboxkit.store import outbox, suppressions
 from mailboxkit.store.accounts import Inbox, KeyOwner
+from mailboxkit.store.answered import Answer, MarkOriginal
 from mailboxkit.store.blobs import BlobNotFound
+from mailboxkit.store.clock import Clock
+from mailboxkit.store.db import Database
 from mailboxkit.store.inboxes import InboxRecord, get_inbox
 from mailboxkit.store.listing import MessageRecord, get_message
 from mailboxkit.store.mime import parse_message
@@ -72,6 +80,8 @@ class SendContext:
     outbox: outbox.OutboxWriter
     max_recipients: int = 50
     queued: Callable[[str], None] = lambda _inbox_id: None  # wakes the worker, rings IMAP
+    scheduled: Callable[[], None] = lambda: None  # a draft was scheduled: wakes the scheduler
+    max_schedule: timedelta = timedelta(days=365)  # how far ahead send_at may be
 
 
 def send_context(request: Request) -> SendContext:
@@ -206,7 +216,7 @@ router = APIRouter(
 )
 
 
-def _invalid(field: str, message: str) -> ApiError:
+def invalid(field: str, message: str) -> ApiError:
     return ApiError(
         422,
         "validation_error",
@@ -215,37 +225,37 @@ def _invalid(field: str, message: str) -> ApiError:
     )
 
 
-def _mailboxes(value: str | list[str] | None, field: str) -> tuple[Mailbox, ...]:
+def mailboxes_of(value: str | list[str] | None, field: str) -> tuple[Mailbox, ...]:
     items = [value] if isinstance(value, str) else (value or [])
     out = []
     for item in items:
         name, email = parseaddr(item)
         if not valid_address(email):
-            raise _invalid(field, f"not an email address: {item[:100]!r}")
+            raise invalid(field, f"not an email address: {item[:100]!r}")
         out.append(Mailbox(" ".join(name.split()), email))
     return tuple(out)
 
 
-def _attachments(items: list[AttachmentIn]) -> tuple[Attachment, ...]:
+def attachments_of(items: list[AttachmentIn]) -> tuple[Attachment, ...]:
     out = []
     for index, a in enumerate(items):
         try:
             data = base64.b64decode(a.content, validate=True)
         except (binascii.Error, ValueError):
-            raise _invalid(f"body.attachments.{index}.content", "not base64") from None
+            raise invalid(f"body.attachments.{index}.content", "not base64") from None
         out.append(
             Attachment(a.filename, a.content_type.lower(), data, a.disposition, a.content_id)
         )
     return tuple(out)
 
 
-def _headers(headers: dict[str, str] | None) -> tuple[tuple[str, str], ...]:
+def extra_headers(headers: dict[str, str] | None) -> tuple[tuple[str, str], ...]:
     items = list((headers or {}).items())
     if len(items) > MAX_HEADERS:
-        raise _invalid("body.headers", f"at most {MAX_HEADERS} headers")
+        raise invalid("body.headers", f"at most {MAX_HEADERS} headers")
     for name, _ in items:
         if not HEADER_NAME.match(name) or name.lower() in RESERVED_HEADERS:
-            raise _invalid("body.headers", f"header {name[:80]!r} cannot be set")
+            raise invalid("body.headers", f"header {name[:80]!r} cannot be set")
     return tuple(items)
 
 
@@ -267,6 +277,7 @@ async def _queue(
     idempotency_key: str | None,
     route: str,
     make: Composer,
+    answer: Answer | None = None,
 ) -> SendResponse:
     async with ctx.db.read() as conn:
         inbox = await get_inbox(conn, owner.scope, inbox_id)
@@ -277,29 +288,72 @@ async def _queue(
             original = await get_message(conn, inbox_id, message_id)
             if original is None:
                 raise not_found("message")
-        key = None
-        if idempotency_key is not None:
-            ids = [inbox_id, message_id or ""]
-            key = outbox.IdempotencyKey(
-                owner.account_id, idempotency_key, _fingerprint(route, ids, body)
-            )
-            try:
-                found = await outbox.find_idempotent(conn, key)
-            except outbox.IdempotencyConflict:
-                raise _conflict() from None
-            if found is not None:
-                return SendResponse(message_id=found.message_id, thread_id=found.thread_id)
+        key = idempotency(owner, idempotency_key, route, [inbox_id, message_id or ""], body)
+        found = await find_answer(conn, key)
+        if found is not None:
+            return found
     draft = await make(inbox, original)
-    recipients = draft.recipients
+    hook = None if message_id is None or answer is None else MarkOriginal(message_id, answer)
+    queued = await queue_message(
+        ctx.db, ctx.clock, send, inbox, draft, labels=body.labels, key=key, hook=hook
+    )
+    return SendResponse(message_id=queued.message_id, thread_id=queued.thread_id)
+
+
+def idempotency(
+    owner: KeyOwner, header: str | None, route: str, ids: list[str], body: BaseModel
+) -> outbox.IdempotencyKey | None:
+    """The idempotency key of a request with an ``Idempotency-Key`` header."""
+    if header is None:
+        return None
+    return outbox.IdempotencyKey(owner.account_id, header, _fingerprint(route, ids, body))
+
+
+async def find_answer(
+    conn: AsyncConnection, key: outbox.IdempotencyKey | None
+) -> SendResponse | None:
+    """The answer a request with ``key`` got before; a 409 when it was another request."""
+    if key is None:
+        return None
+    try:
+        found = await outbox.find_idempotent(conn, key)
+    except outbox.IdempotencyConflict:
+        raise _conflict() from None
+    return (
+        None
+        if found is None
+        else SendResponse(message_id=found.message_id, thread_id=found.thread_id)
+    )
+
+
+def check_recipients(recipients: list[str], max_recipients: int) -> None:
     if not recipients:
-        raise _invalid("body.to", "at least one recipient (to, cc or bcc) is required")
-    if len(recipients) > send.max_recipients:
-        raise _invalid("body.to", f"at most {send.max_recipients} recipients in all")
-    async with ctx.db.read() as conn:
+        raise invalid("body.to", "at least one recipient (to, cc or bcc) is required")
+    if len(recipients) > max_recipients:
+        raise invalid("body.to", f"at most {max_recipients} recipients in all")
+
+
+async def queue_message(
+    db: Database,
+    clock: Clock,
+    send: SendContext,
+    inbox: InboxRecord,
+    draft: Draft,
+    *,
+    labels: Sequence[str],
+    key: outbox.IdempotencyKey | None = None,
+    hook: outbox.QueueHook | None = None,
+) -> outbox.Queued:
+    """Check, compose, sign and queue ``draft`` from ``inbox``; returns once it is durably
+    queued. Raises :class:`ApiError` (422 or 409) and :class:`outbox.NotQueued` (the hook
+    refused)."""
+    recipients = draft.recipients
+    check_recipients(recipients, send.max_recipients)
+    async with db.read() as conn:
         listed = await suppressions.suppressed(conn, inbox.account_id, recipients)
     if listed:
         raise suppressed_error(listed)
-    now = ctx.clock.now()
+    now = clock.now()
     try:
         raw = compose(draft, now=now, domain=inbox.domain)
     except (MessageError, ValueError, TypeError, UnicodeError) as error:
@@ -313,15 +367,15 @@ async def _queue(
         parsed=parse_message(signed),
         envelope_from=inbox.address,
         recipients=recipients,
-        labels=tuple(dict.fromkeys(body.labels)),
+        labels=tuple(dict.fromkeys(labels)),
     )
     try:
-        queued = await send.outbox.submit(outgoing, now=now, idempotency=key)
+        queued = await send.outbox.submit(outgoing, now=now, idempotency=key, hook=hook)
     except outbox.IdempotencyConflict:
         raise _conflict() from None
     if not queued.replayed:
         send.queued(inbox.id)
-    return SendResponse(message_id=queued.message_id, thread_id=queued.thread_id)
+    return queued
 
 
 def suppressed_error(addresses: list[str]) -> ApiError:
@@ -340,7 +394,7 @@ def _conflict() -> ApiError:
     )
 
 
-def _sender(inbox: InboxRecord) -> Mailbox:
+def sender_of(inbox: InboxRecord) -> Mailbox:
     return Mailbox(inbox.display_name, inbox.address)
 
 
@@ -364,16 +418,16 @@ async def send_message(
 
     async def make(inbox: InboxRecord, _original: MessageRecord | None) -> Draft:
         return Draft(
-            sender=_sender(inbox),
-            to=_mailboxes(body.to, "body.to"),
-            cc=_mailboxes(body.cc, "body.cc"),
-            bcc=_mailboxes(body.bcc, "body.bcc"),
-            reply_to=_mailboxes(body.reply_to, "body.reply_to"),
+            sender=sender_of(inbox),
+            to=mailboxes_of(body.to, "body.to"),
+            cc=mailboxes_of(body.cc, "body.cc"),
+            bcc=mailboxes_of(body.bcc, "body.bcc"),
+            reply_to=mailboxes_of(body.reply_to, "body.reply_to"),
             subject=body.subject,
             text=body.text,
             html=body.html,
-            headers=_headers(body.headers),
-            attachments=_attachments(body.attachments),
+            headers=extra_headers(body.headers),
+            attachments=attachments_of(body.attachments),
         )
 
     return await _queue(ctx, send, owner, inbox_id, None, body, idempotency_key, "send", make)
@@ -395,23 +449,25 @@ async def _reply(
     async def make(inbox: InboxRecord, original: MessageRecord | None) -> Draft:
         assert original is not None
         thread = reply_threading(original, own=inbox.address, reply_all=reply_all)
-        to = _mailboxes(body.to, "body.to") if body.to is not None else thread.to
+        to = mailboxes_of(body.to, "body.to") if body.to is not None else thread.to
         return Draft(
-            sender=_sender(inbox),
+            sender=sender_of(inbox),
             to=to,
-            cc=(*(thread.cc if body.to is None else ()), *_mailboxes(body.cc, "body.cc")),
-            bcc=_mailboxes(body.bcc, "body.bcc"),
+            cc=(*(thread.cc if body.to is None else ()), *mailboxes_of(body.cc, "body.cc")),
+            bcc=mailboxes_of(body.bcc, "body.bcc"),
             subject=thread.subject,
             text=body.text,
             html=body.html,
-            headers=_headers(body.headers),
-            attachments=_attachments(body.attachments),
+            headers=extra_headers(body.headers),
+            attachments=attachments_of(body.attachments),
             in_reply_to=thread.in_reply_to,
             references=thread.references,
         )
 
     route = "reply-all" if reply_all else "reply"
-    return await _queue(ctx, send, owner, inbox_id, message_id, body, idempotency_key, route, make)
+    return await _queue(
+        ctx, send, owner, inbox_id, message_id, body, idempotency_key, route, make, Answer.REPLY
+    )
 
 
 @router.post(
@@ -496,19 +552,28 @@ async def forward(
         if body.html is not None or original.html is not None:
             html = forwarded_html(original, body.html, body.text)
         return Draft(
-            sender=_sender(inbox),
-            to=_mailboxes(body.to, "body.to"),
-            cc=_mailboxes(body.cc, "body.cc"),
-            bcc=_mailboxes(body.bcc, "body.bcc"),
+            sender=sender_of(inbox),
+            to=mailboxes_of(body.to, "body.to"),
+            cc=mailboxes_of(body.cc, "body.cc"),
+            bcc=mailboxes_of(body.bcc, "body.bcc"),
             subject=body.subject if body.subject is not None else thread.subject,
             text=forwarded_text(original, body.text),
             html=html,
-            headers=_headers(body.headers),
-            attachments=(*_attachments(body.attachments), *carried),
+            headers=extra_headers(body.headers),
+            attachments=(*attachments_of(body.attachments), *carried),
             in_reply_to=thread.in_reply_to,
             references=thread.references,
         )
 
     return await _queue(
-        ctx, send, owner, inbox_id, message_id, body, idempotency_key, "forward", make
+        ctx,
+        send,
+        owner,
+        inbox_id,
+        message_id,
+        body,
+        idempotency_key,
+        "forward",
+        make,
+        Answer.FORWARD,
     )

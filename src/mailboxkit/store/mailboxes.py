@@ -457,6 +457,12 @@ async def expunge(
     return await _remove(conn, folder_id, rows)
 
 
+async def remove_entries(conn: AsyncConnection, *, folder_id: int, uids: Iterable[int]) -> Expunged:
+    """Remove entries whatever their flags, as an expunge does (a draft replaced or sent)."""
+    await lock_folders(conn, [folder_id])
+    return await _remove(conn, folder_id, await _locked_entries(conn, folder_id, uids))
+
+
 async def _remove(conn: AsyncConnection, folder_id: int, rows: Sequence[Any]) -> Expunged:
     if not rows:
         return Expunged((), None)

@@ -406,6 +406,41 @@ idempotency_keys = Table(
     Column("created_at", Timestamp, nullable=False),
 )
 
+# Drafts (``store/drafts.py``): mail being written, made through the API or appended to the
+# Drafts folder over IMAP. ``content`` holds the fields the draft is sent from (recipients,
+# subject, bodies, extra headers, labels, threading ids, attachments by their blob's sha256).
+# While unsent its copy is an entry in the inbox's Drafts folder with \Draft: ``entry_id``, and
+# expunging that entry (an IMAP client deleting or replacing the draft) deletes the row. Sending
+# clears ``entry_id`` and expunges the copy in the transaction that queues the message, with a
+# conditional update on ``status`` and ``version``: a draft is queued at most once. ``status``:
+# draft | scheduled (``send_at``) | sent | failed (a scheduled send that could not be queued:
+# ``error``). ``claimed_until``: a scheduler process holds a due draft until then.
+drafts = Table(
+    "drafts",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("inbox_id", Id, ForeignKey("inboxes.id", ondelete="CASCADE"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("version", Integer, nullable=False, server_default="1"),
+    Column("entry_id", BigInteger, ForeignKey("entries.id", ondelete="CASCADE")),
+    Column("message_id", Id),  # the copy in Drafts (no FK: the entry's cascade decides)
+    Column("reply_to_message_id", Id),  # the original of a reply draft: \Answered when sent
+    Column("content", JSON, nullable=False),
+    Column("send_at", Timestamp),
+    Column("claimed_until", Timestamp),
+    Column("error", Text),
+    Column("sent_message_id", Id),  # the Sent copy
+    Column("thread_id", Id),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    Column("sent_at", Timestamp),
+    Index("ix_drafts_inbox", "inbox_id", "created_at", "id"),
+    Index("ix_drafts_account", "account_id", "created_at", "id"),
+    Index("ix_drafts_due", "status", "send_at"),
+    Index("ix_drafts_entry", "entry_id"),
+)
+
 # Webhooks (``store/webhooks.py``). An endpoint receives the events of its account whose type
 # matches one of ``events`` (names or dot-boundary prefixes, "*" for all) and, when
 # ``inbox_ids`` is set, whose inbox is one of them; only events after ``after_seq`` (the head of

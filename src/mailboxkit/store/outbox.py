@@ -18,6 +18,11 @@ Implementation notes (invariants the API, the submission server and the queue wo
 - Idempotency keys are per account. The key row is inserted first in the queueing
   transaction with ``ON CONFLICT DO NOTHING``: a concurrent request with the same key waits on
   it (PostgreSQL) or runs after it (SQLite), then finds the original and sends nothing.
+- A :class:`QueueHook` does more in the queueing transaction: its ``claim`` runs first (after
+  the idempotency key's) and may refuse, then nothing is queued (:class:`NotQueued`); its
+  ``queued`` runs after, with the Sent copy's ids. Sending a draft takes the draft there (a
+  conditional update: it is queued at most once) and a reply marks its original \\Answered,
+  so what the message did to the store commits with it or not at all.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -58,6 +63,11 @@ class RecipientStatus(StrEnum):
 
 class IdempotencyConflict(Exception):
     """The idempotency key was used before with another request."""
+
+
+class NotQueued(Exception):
+    """A :class:`QueueHook` refused the message in the queueing transaction: nothing was
+    queued (e.g. the draft was sent or changed meanwhile)."""
 
 
 def message_key(at: datetime, queue_id: str) -> str:
@@ -158,13 +168,27 @@ async def stage(
     return key
 
 
+class QueueHook(Protocol):
+    """What else the queueing transaction does for one message (module notes)."""
+
+    async def claim(self, conn: AsyncConnection) -> bool:
+        """Before the message is queued; False: do not queue it."""
+        ...
+
+    async def queued(self, conn: AsyncConnection, queued: Queued) -> None:
+        """After the message is queued, with its Sent copy's ids."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Submission:
-    """One message to queue: what to send, and the idempotency key it came with, if any."""
+    """One message to queue: what to send, the idempotency key it came with, if any, and what
+    else its transaction does."""
 
     outgoing: Outgoing
     now: datetime
     idempotency: IdempotencyKey | None = None
+    hook: QueueHook | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,23 +206,29 @@ async def submit(
     now: datetime,
     max_age: timedelta,
     idempotency: IdempotencyKey | None = None,
+    hook: QueueHook | None = None,
 ) -> Queued:
     """Queue one message durably: blobs first, then one transaction. See the module notes."""
-    [result] = await submit_many(db, blobs, [Submission(outgoing, now, idempotency)], max_age)
+    submission = Submission(outgoing, now, idempotency, hook)
+    [result] = await submit_many(db, blobs, [submission], max_age)
     if isinstance(result, BaseException):
         raise result
     return result
 
 
+Answer = Queued | IdempotencyConflict | NotQueued
+
+
 async def submit_many(
     db: Database, blobs: BlobStore, batch: Sequence[Submission], max_age: timedelta
-) -> list[Queued | IdempotencyConflict]:
+) -> list[Answer]:
     """Queue a batch with one blob write and one transaction (group commit).
 
-    Each item's answer, in order: its :class:`Queued`, or the conflict of its idempotency key.
+    Each item's answer, in order: its :class:`Queued`, the conflict of its idempotency key, or
+    its hook's refusal.
     Raises when the batch as a whole fails (the caller may retry items one by one).
     """
-    answers: dict[int, Queued | IdempotencyConflict] = {}
+    answers: dict[int, Answer] = {}
     keyed = [(i, s.idempotency) for i, s in enumerate(batch) if s.idempotency is not None]
     if keyed:
         async with db.read() as conn:
@@ -220,33 +250,56 @@ async def submit_many(
         await blobs.put_many(list(items.items()))
     replays: list[str] = []
     async with db.write() as conn:
-        plain = [i for i in todo if staged[i].submission.idempotency is None]
+        plain = [i for i in todo if _plain(staged[i].submission)]
         if plain:
             queued = await enqueue_many(conn, [staged[i] for i in plain], max_age)
             answers.update(zip(plain, queued, strict=True))
         for i in todo:
             item = staged[i]
-            key = item.submission.idempotency
-            if key is None:
+            if _plain(item.submission):
                 continue
-            replay = await _replay(conn, key, item.submission.now)
-            if replay is not None:
-                answers[i] = replay
+            one = await _enqueue_one(conn, item, max_age)
+            if not isinstance(one, Queued) or one.replayed:
                 replays.append(item.raw_key)
-                continue
-            [one] = await enqueue_many(conn, [item], max_age)
-            await conn.execute(
-                update(m.idempotency_keys)
-                .where(
-                    m.idempotency_keys.c.account_id == key.account_id,
-                    m.idempotency_keys.c.key == key.key,
-                )
-                .values(message_id=one.message_id, thread_id=one.thread_id)
-            )
             answers[i] = one
     if replays:
         await blobs.delete_many(replays)  # staged for nothing; attachments may be shared
     return [answers[i] for i in range(len(batch))]
+
+
+def _plain(submission: Submission) -> bool:
+    return submission.idempotency is None and submission.hook is None
+
+
+async def _enqueue_one(conn: AsyncConnection, item: _Staged, max_age: timedelta) -> Answer:
+    """Queue one message that has an idempotency key or a hook, in the caller's transaction."""
+    key, hook = item.submission.idempotency, item.submission.hook
+    if key is not None:
+        replay = await _replay(conn, key, item.submission.now)
+        if replay is not None:
+            return replay
+    if hook is not None and not await hook.claim(conn):
+        if key is not None:  # claimed above for this request: let it go again
+            await conn.execute(
+                delete(m.idempotency_keys).where(
+                    m.idempotency_keys.c.account_id == key.account_id,
+                    m.idempotency_keys.c.key == key.key,
+                )
+            )
+        return NotQueued()
+    [one] = await enqueue_many(conn, [item], max_age)
+    if key is not None:
+        await conn.execute(
+            update(m.idempotency_keys)
+            .where(
+                m.idempotency_keys.c.account_id == key.account_id,
+                m.idempotency_keys.c.key == key.key,
+            )
+            .values(message_id=one.message_id, thread_id=one.thread_id)
+        )
+    if hook is not None:
+        await hook.queued(conn, one)
+    return one
 
 
 async def _known(conn: AsyncConnection, key: IdempotencyKey) -> Queued | IdempotencyConflict | None:
@@ -376,13 +429,20 @@ class OutboxWriter:
             self._task = None
 
     async def submit(
-        self, outgoing: Outgoing, *, now: datetime, idempotency: IdempotencyKey | None = None
+        self,
+        outgoing: Outgoing,
+        *,
+        now: datetime,
+        idempotency: IdempotencyKey | None = None,
+        hook: QueueHook | None = None,
     ) -> Queued:
-        """Queue ``outgoing`` durably; raises :class:`IdempotencyConflict`."""
+        """Queue ``outgoing`` durably; raises :class:`IdempotencyConflict` or
+        :class:`NotQueued`."""
         if self._task is None or self._task.done():
             raise RuntimeError("the outbox writer is not running")
         job = _Job(
-            Submission(outgoing, now, idempotency), asyncio.get_running_loop().create_future()
+            Submission(outgoing, now, idempotency, hook),
+            asyncio.get_running_loop().create_future(),
         )
         self._queue.put_nowait(job)
         return await job.done
@@ -410,7 +470,7 @@ class OutboxWriter:
         for job, answer in zip(batch, answers, strict=True):
             if job.done.done():
                 continue
-            if isinstance(answer, IdempotencyConflict):
+            if isinstance(answer, Exception):
                 job.done.set_exception(answer)
             else:
                 job.done.set_result(answer)

@@ -8,7 +8,9 @@ publish"):
   and the change watch rung; ``OK [APPENDUID]`` is sent only after the commit.
 - The raw message is kept byte-exact; its INTERNALDATE is the date given or now.
 - Messages filed into \\Sent or \\Drafts are stored as outbound (a client saving what it
-  sent), others as inbound; each records the usual message event.
+  sent), others as inbound; each records the usual message event, except drafts: a message
+  appended to \\Drafts with \\Draft is not mail sent, it records no event and becomes a draft
+  the API lists (``store.drafts.record_appended``; expunging it deletes that draft).
 - The literal size limit (APPENDLIMIT) is enforced by the framer before any octet is read.
 """
 
@@ -27,6 +29,8 @@ from mailboxkit.mailserver.imap.message_handlers import split_flags
 from mailboxkit.mailserver.imap.responses import AppendUid, Code
 from mailboxkit.mailserver.imap.state import Authenticated, Selected
 from mailboxkit.store.accounts import Inbox
+from mailboxkit.store.drafts import record_appended
+from mailboxkit.store.events import delete_events
 from mailboxkit.store.mailboxes import Folder, SystemFlag, find_folder, set_entry_flags
 from mailboxkit.store.messages import NewMessage, insert_messages
 from mailboxkit.store.mime import parse_message
@@ -44,6 +48,7 @@ class _Staged:
     flags: list[SystemFlag]
     keywords: list[str]
     blobs: dict[str, bytes]
+    draft: bool  # a draft a client saves: filed into \\Drafts with \\Draft
 
 
 def _stage(message: AppendMessage, inbox: Inbox, folder: Folder, now: datetime) -> _Staged:
@@ -66,7 +71,8 @@ def _stage(message: AppendMessage, inbox: Inbox, folder: Folder, now: datetime) 
         folder=folder.name,
         seen=SystemFlag.SEEN in system,
     )
-    return _Staged(new, system, keywords, blobs)
+    draft = folder.special_use == "\\Drafts" and SystemFlag.DRAFT in system
+    return _Staged(new, system, keywords, blobs, draft)
 
 
 async def handle_append(
@@ -90,7 +96,11 @@ async def handle_append(
                 await set_entry_flags(
                     conn, folder_id=row.folder_id, uid=row.uid, flags=s.flags, keywords=s.keywords
                 )
-    services.bus.publish(event for row in stored for event in row.events)
+            if s.draft:
+                await delete_events(conn, row.events)
+                await record_appended(conn, inbox=inbox, stored=row, parsed=s.new.parsed, now=now)
+    drafts = {row.id for row, s in zip(stored, staged, strict=True) if s.draft}
+    services.bus.publish(event for row in stored if row.id not in drafts for event in row.events)
     services.changes.notify(user.inbox_id)
     log.info(
         "event=imap_append session=%s inbox=%s count=%d",
