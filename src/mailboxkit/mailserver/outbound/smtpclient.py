@@ -149,6 +149,9 @@ class SmtpClientPool:
                 results = await self._transaction(client, endpoint, parcel)
             except _StaleConnection:
                 await client.discard()
+            except BaseException:  # cancelled (shutdown) or a bug: never leave a socket open
+                client.close()
+                raise
             else:
                 await self._give_back(endpoint, client)
                 return results
@@ -158,6 +161,9 @@ class SmtpClientPool:
         except _StaleConnection as error:
             await client.discard()
             raise Unreachable(str(error.__cause__ or error)) from None
+        except BaseException:
+            client.close()
+            raise
         await self._give_back(endpoint, client)
         return results
 
@@ -252,6 +258,9 @@ class SmtpClientPool:
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
             await client.discard()
             raise Unreachable(f"{type(error).__name__}: {error}") from None
+        except BaseException:  # cancelled while connecting
+            client.close()
+            raise
         return client
 
     async def _transaction(
