@@ -84,7 +84,7 @@ class AttachmentRecord:
     blob_key: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a listing makes 50 of these, and frozen init is slow
 class MessageRecord:
     """A message with its read state and labels; the detail fields are None (or empty) in
     listings."""
