@@ -55,16 +55,17 @@ class ServerThread:
         try:
             self.call(self.app.start())
         except BaseException:  # the app released what it had started; end the loop too
-            self._end_loop()
+            self.end_loop()
             raise
 
     def stop(self) -> None:
         try:
             self.call(self.app.stop())
         finally:
-            self._end_loop()
+            self.end_loop()
 
-    def _end_loop(self) -> None:
+    def end_loop(self) -> None:
+        """End the event loop and its thread (after the app stopped, or failed to start)."""
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -13,6 +14,7 @@ import trustme
 from sqlalchemy import delete, select
 
 from mailboxkit.store import models as m
+from mailboxkit.store.db import Database
 
 from harness import ServerThread, server_settings
 
@@ -296,3 +298,44 @@ def test_inbox_deleted_during_the_transaction_gets_a_temporary_error(
         assert client.sendmail("alice@sender.test", ["kept@example.test"], _message("kept")) == {}
     assert len(_stored(server, kept.id)) == 1
     assert server.query(select(m.messages.c.id).where(m.messages.c.inbox_id == gone.id)) == []
+
+
+def test_shutdown_ends_idle_sessions_and_lets_a_transaction_finish(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A stop (SIGTERM, a deploy) closes idle sessions at once with 421; a transaction in
+    flight is stored and acknowledged, and its session gets 421 at the next MAIL."""
+    server = ServerThread(server_settings(tmp_path / "data", database_url, shutdown_grace=60))
+    server.start()
+    try:
+        inbox = server.create_inbox("bot@example.test")
+        idle = smtplib.SMTP("127.0.0.1", server.smtp_port)
+        idle.ehlo()
+        busy = smtplib.SMTP("127.0.0.1", server.smtp_port)
+        busy.ehlo()
+        busy.mail("alice@sender.test")
+        busy.rcpt("bot@example.test")
+        assert busy.docmd("DATA")[0] == 354
+        stopping = asyncio.run_coroutine_threadsafe(server.app.stop(), server.loop)
+        # The idle session hears 421 without asking (RFC 5321 §3.8) and is closed.
+        assert idle.getreply() == (421, b"4.3.2 Service shutting down, try again later")
+        busy.send(b"Subject: in flight\r\n\r\nbody\r\n.\r\n")
+        code, text = busy.getreply()
+        assert (code, text[:6]) == (250, b"2.0.0 ")
+        assert busy.docmd("MAIL", "FROM:<alice@sender.test>")[0] == 421
+        stopping.result(timeout=30)  # well before the 60 s grace: nothing left to wait for
+        idle.close()
+        busy.close()
+    finally:
+        server.end_loop()
+    assert asyncio.run(_subjects(database_url, inbox.id)) == ["in flight"]
+
+
+async def _subjects(database_url: str, inbox_id: str) -> list[str]:
+    db = Database.open(database_url)
+    try:
+        async with db.read() as conn:
+            query = select(m.messages.c.subject).where(m.messages.c.inbox_id == inbox_id)
+            return list((await conn.scalars(query)).all())
+    finally:
+        await db.close()

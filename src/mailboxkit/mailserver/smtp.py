@@ -70,6 +70,7 @@ class ConnectionLimiter:
     per_ip: Counter[str] = field(default_factory=Counter)
     sessions: set[MxServer] = field(default_factory=set)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    draining: bool = False  # shutting down: no new transaction starts
 
     def __post_init__(self) -> None:
         self.idle.set()
@@ -91,7 +92,12 @@ class ConnectionLimiter:
             self.idle.set()
 
     async def drain(self, grace: float) -> None:
-        """Wait up to ``grace`` seconds for sessions to end, then close the rest with 421."""
+        """Close idle sessions with 421 now; let transactions in flight finish (a new MAIL gets
+        421) for up to ``grace`` seconds, then close the rest with 421."""
+        self.draining = True
+        for session in tuple(self.sessions):
+            if not session.in_transaction:
+                session.close_for_shutdown()
         try:
             await asyncio.wait_for(self.idle.wait(), grace)
         except TimeoutError:
@@ -396,6 +402,17 @@ class MxServer(SMTP):
             self._limiter.sessions.discard(self)
             self._slot = None
         super().connection_lost(exc)
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether MAIL FROM was given and the transaction has not ended yet."""
+        return self.envelope is not None and self.envelope.mail_from is not None
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if self._limiter.draining:  # between transactions while shutting down: end here
+            self.close_for_shutdown()
+            return
+        await super().smtp_MAIL(arg)
 
     def close_for_shutdown(self) -> None:
         transport = self.transport
