@@ -41,11 +41,13 @@ Window = tuple[str, int, int]
 
 
 class Counters:
+    """One process's counts (see the notes above); :meth:`flush` writes them."""
+
     def __init__(self) -> None:
-        self._pending: Counter[Window] = Counter()  # hits since the last flush
-        self._flushed: dict[
-            Window, int
-        ] = {}  # the window's total in the database at the last flush
+        self._pending: Counter[Window] = Counter()  # hits since the last flush began
+        self._writing: Counter[Window] = Counter()  # hits a flush is writing right now
+        # Each window's total in the database as the last flush found it.
+        self._flushed: dict[Window, int] = {}
         self._requests: Counter[tuple[str, str]] = Counter()  # (account id, day) since the flush
         self._next_purge = 0.0
 
@@ -57,7 +59,7 @@ class Counters:
         start = int(t // limit.window) * limit.window
         window = (bucket, start, limit.window)
         self._pending[window] += 1
-        hits = self._flushed.get(window, 0) + self._pending[window]
+        hits = self._flushed.get(window, 0) + self._writing[window] + self._pending[window]
         if hits <= limit.hits:
             return Verdict(True, hits, 0)
         return Verdict(False, hits, max(1, math.ceil(start + limit.window - t)))
@@ -75,18 +77,20 @@ class Counters:
         What was taken is put back if writing fails here; if the caller's transaction fails
         after this returned, those counts are lost (a second's worth at most).
         """
-        pending, self._pending = self._pending, Counter()
+        self._writing, self._pending = self._pending, Counter()
         requests, self._requests = self._requests, Counter()
         try:
-            totals = await _write(conn, pending, requests)
+            totals = await _write(conn, self._writing, requests)
             t = now.timestamp()
             if t >= self._next_purge:
                 self._next_purge = t + PURGE_INTERVAL
                 await conn.execute(delete(m.rate_limits).where(m.rate_limits.c.expires_at <= t))
         except BaseException:
-            self._pending.update(pending)
+            self._pending.update(self._writing)
             self._requests.update(requests)
             raise
+        finally:
+            self._writing = Counter()
         self._flushed = {w: n for w, n in self._flushed.items() if w[1] + w[2] > t}
         self._flushed.update(totals)
 
