@@ -18,8 +18,6 @@ Implementation notes:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from mailboxkit.store.clock import Clock
 from mailboxkit.store.db import Database
 from mailboxkit.store.domains import Domain, Transition
 from mailboxkit.store.events import Event, EventBus, EventType, record_event
+from mailboxkit.store.periodic import Periodic
 
 __all__ = ["CheckOutcome", "DomainRechecker", "ProfileFactory", "record_result"]
 
@@ -139,27 +138,13 @@ class DomainRechecker:
         self._profile = profile
         self._clock = clock
         self._bus = bus
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("dns_recheck", interval, self.run_once)
 
     def start(self) -> None:
-        if self._interval > 0:
-            self._task = asyncio.create_task(self._run(), name="dns-recheck")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("event=dns_recheck_failed")
+        await self._periodic.stop()
 
     async def run_once(self) -> list[CheckOutcome]:
         """One pass over every verified domain; what each check did."""

@@ -21,8 +21,6 @@ Implementation notes:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import datetime, timedelta
 
@@ -33,6 +31,7 @@ from mailboxkit.store.blobs import BlobStore
 from mailboxkit.store.clock import Clock
 from mailboxkit.store.db import Database
 from mailboxkit.store.outbox import RecipientStatus
+from mailboxkit.store.periodic import Periodic
 from mailboxkit.store.sweep import unreferenced_blobs
 
 log = logging.getLogger(__name__)
@@ -95,27 +94,14 @@ class RetentionJob:
         self._blobs = blobs
         self._clock = clock
         self._age = timedelta(days=days)
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("outbound_retention", interval, self.run_once, first_now=True)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outbound-retention")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._periodic.stop()
 
     async def run_once(self) -> int:
         now = self._clock.now()
         return await purge_outbound(self._db, self._blobs, before=now - self._age, now=now)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("event=outbound_retention_failed")
-            await asyncio.sleep(self._interval)

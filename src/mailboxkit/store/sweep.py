@@ -33,7 +33,6 @@ Implementation notes (what is left behind, and why deleting it is safe):
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -41,6 +40,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy import Integer, bindparam, case, delete, exists, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -49,6 +49,7 @@ from mailboxkit.store import models as m
 from mailboxkit.store.blobs import BlobInfo, BlobStore
 from mailboxkit.store.clock import Clock
 from mailboxkit.store.db import Database
+from mailboxkit.store.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -268,27 +269,12 @@ class Sweeper:
     def __init__(
         self, db: Database, blobs: BlobStore, clock: Clock, policy: SweepPolicy, interval: float
     ) -> None:
-        self._db = db
-        self._blobs = blobs
-        self._clock = clock
-        self._policy = policy
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(
+            "store_sweep", interval, partial(sweep_once, db, blobs, clock, policy)
+        )
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="store-sweep")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await sweep_once(self._db, self._blobs, self._clock, self._policy)
-            except Exception:
-                log.exception("event=store_sweep_failed")
+        await self._periodic.stop()
