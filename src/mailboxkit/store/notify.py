@@ -16,10 +16,11 @@ Implementation notes:
 - A notice received from another process rings this process's watches only
   (``MailboxChanges.ring``), never sent on. Our own come back to us; they are known by the
   sending backend's pid, which is our connection's, and dropped.
-- A lost connection (termination, failed send or keepalive) is reopened with exponential
-  backoff, from :data:`FIRST_RETRY` up to ``retry_max`` seconds. Notices from other
-  processes may have gone by meanwhile, so every local watch is rung after each connect;
-  our own unsent notices are kept and sent after reconnecting.
+- A lost connection (termination, failed send or keepalive, or any error of the driver, such
+  as an operation caught in flight by the termination) is reopened with exponential backoff,
+  from :data:`FIRST_RETRY` up to ``retry_max`` seconds. Notices from other processes may have
+  gone by meanwhile, so every local watch is rung after each connect; our own unsent notices
+  are kept and sent after reconnecting.
 - A silently dead connection (no FIN, no RST) is found by a ``SELECT 1`` after
   ``keepalive`` seconds without traffic.
 - LISTEN needs a session of its own: a pooler in transaction mode (PgBouncer) between us and
@@ -55,8 +56,6 @@ FIRST_RETRY = 0.1
 """Seconds before the first reconnect attempt; each failure doubles it up to ``retry_max``."""
 
 _SEND = "SELECT pg_notify($1, inbox_id) FROM unnest($2::text[]) AS inbox_id"
-
-_LOST = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class ConnectionLost(Exception):
@@ -139,7 +138,7 @@ class ChangeNotifier:
                     timeout=self._config.keepalive,
                     server_settings={"application_name": APPLICATION_NAME},
                 )
-            except _LOST as error:
+            except Exception as error:  # whatever it is, the relay must go on: retry
                 log.warning(
                     "event=change_notify_connect_failed error=%s retry_in=%.1f",
                     type(error).__name__,
@@ -151,13 +150,12 @@ class ChangeNotifier:
             delay = FIRST_RETRY
             try:
                 await self._serve(conn)
-            except (*_LOST, ConnectionLost) as error:
+            except asyncio.CancelledError:
+                conn.terminate()  # a close could meet an operation in flight
+                raise
+            except Exception as error:  # lost, or the driver's state broke with it: start over
                 log.warning("event=change_notify_lost error=%s", type(error).__name__)
                 conn.terminate()
-            except asyncio.CancelledError:
-                with contextlib.suppress(*_LOST):
-                    await conn.close(timeout=1)
-                raise
             finally:
                 self._connected.clear()
                 self._pid = None
