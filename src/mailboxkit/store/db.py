@@ -14,9 +14,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+
+from mailboxkit.store import sqlite_driver
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -46,7 +48,14 @@ class Database:
     def open(cls, url: str, *, echo: bool = False) -> Database:
         if url.startswith("sqlite"):
             engine = create_async_engine(url, echo=echo, pool_size=4, max_overflow=4)
-            writer = create_async_engine(url, echo=echo, pool_size=1, max_overflow=0)
+            args, kwargs = engine.dialect.create_connect_args(make_url(url))
+            creator = sqlite_driver.connector(args, {**kwargs, "check_same_thread": False})
+            engine = create_async_engine(
+                url, echo=echo, pool_size=4, max_overflow=4, async_creator=creator
+            )
+            writer = create_async_engine(
+                url, echo=echo, pool_size=1, max_overflow=0, async_creator=creator
+            )
             for eng, begin in ((engine, "BEGIN"), (writer, "BEGIN IMMEDIATE")):
                 event.listen(eng.sync_engine, "connect", _sqlite_pragmas)
                 event.listen(

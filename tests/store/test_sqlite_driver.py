@@ -1,0 +1,89 @@
+"""The SQLite driver under SQLAlchemy: results, errors, transactions and cancellation behave as
+with any DB-API driver (the rest of the store's tests run on it too)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from mailboxkit.store.db import Database
+
+
+@pytest.fixture
+async def db(tmp_path: Path):  # type: ignore[no-untyped-def]
+    database = Database.open(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}")
+    async with database.write() as conn:
+        await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT UNIQUE)"))
+    yield database
+    await database.close()
+
+
+async def test_rows_rowcount_and_lastrowid(db: Database) -> None:
+    async with db.write() as conn:
+        many = await conn.execute(
+            text("INSERT INTO t (name) VALUES (:n)"), [{"n": "a"}, {"n": "b"}]
+        )
+        assert many.rowcount == 2
+        one = await conn.execute(text("INSERT INTO t (name) VALUES ('c')"))
+        assert one.lastrowid == 3
+    async with db.read() as conn:
+        result = await conn.execute(text("SELECT id, name FROM t ORDER BY id"))
+        assert list(result.keys()) == ["id", "name"]
+        assert [tuple(r) for r in result] == [(1, "a"), (2, "b"), (3, "c")]
+        assert (await conn.execute(text("UPDATE t SET name = name"))).rowcount == 3
+
+
+async def test_constraint_error_is_sqlalchemys_and_the_transaction_is_rolled_back(
+    db: Database,
+) -> None:
+    with pytest.raises(IntegrityError):
+        async with db.write() as conn:
+            await conn.execute(text("INSERT INTO t (name) VALUES ('x')"))
+            await conn.execute(text("INSERT INTO t (name) VALUES ('x')"))
+    with pytest.raises(OperationalError, match="no such table"):
+        async with db.read() as conn:
+            await conn.execute(text("SELECT * FROM missing"))
+    async with db.read() as conn:
+        assert (await conn.scalar(text("SELECT count(*) FROM t"))) == 0
+
+
+async def test_a_cancelled_statement_leaves_the_database_usable(db: Database) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def slow(value: int) -> int:  # runs on the connection's thread, inside the statement
+        started.set()
+        release.wait(10)
+        return value
+
+    async def cancelled_write() -> None:
+        async with db.write() as conn:
+            raw = await conn.get_raw_connection()
+            raw.driver_connection._conn.create_function("slow", 1, slow)  # type: ignore[union-attr]
+            await conn.execute(text("INSERT INTO t (name) VALUES ('lost')"))
+            await conn.execute(text("SELECT slow(1)"))
+
+    task = asyncio.create_task(cancelled_write())
+    await asyncio.to_thread(started.wait, 10)
+    task.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with db.write() as conn:  # the one writer connection is free and works
+        await conn.execute(text("INSERT INTO t (name) VALUES ('after')"))
+    async with db.read() as conn:
+        assert (await conn.execute(text("SELECT name FROM t"))).scalars().all() == ["after"]
+
+
+async def test_each_connection_has_its_own_thread_and_close_ends_it(tmp_path: Path) -> None:
+    before = threading.active_count()
+    database = Database.open(f"sqlite+aiosqlite:///{tmp_path / 'e.db'}")
+    async with database.read() as a, database.engine.connect() as b:
+        assert await a.scalar(text("SELECT 1")) == await b.scalar(text("SELECT 1"))
+        assert threading.active_count() == before + 2
+    await database.close()
+    assert threading.active_count() == before
