@@ -18,17 +18,33 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ColumnElement, Text, and_, cast, exists, func, or_, select, type_coerce
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    Integer,
+    Select,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    exists,
+    func,
+    or_,
+    select,
+    type_coerce,
+)
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
+from mailboxkit.store.accounts import Scope
 
 
 class InvalidCursor(ValueError):
@@ -118,7 +134,7 @@ class MessageRecord:
     attachments: list[AttachmentRecord] = field(default_factory=list)
 
 
-SUMMARY_COLUMNS = (
+SUMMARY_COLUMNS = (  # then _extras_column; _summary unpacks them in this order
     m.messages.c.id,
     m.messages.c.inbox_id,
     m.messages.c.thread_id,
@@ -129,8 +145,6 @@ SUMMARY_COLUMNS = (
     m.messages.c.subject,
     m.messages.c.from_name,
     m.messages.c.from_email,
-    m.messages.c.to_addrs,
-    m.messages.c.cc_addrs,
     m.messages.c.preview,
     m.messages.c.has_attachments,
     m.messages.c.raw_key,
@@ -198,70 +212,113 @@ def _conditions(f: MessageFilter) -> list[ColumnElement[bool]]:
     return out
 
 
-def _flag_column(conn: AsyncConnection) -> Any:
-    """A column for the message query: ``[[seen, keywords], ...]`` of the message's entries in
-    entry order (JSON; NULL or ``[]`` without entries). One correlated aggregate, so each row
-    costs one lookup on ``ix_entries_message`` (an EXISTS for ``seen`` would be planned by
-    PostgreSQL as a hash of every seen entry of every inbox)."""
-    e = m.entries.c
-    mine = e.message_id == m.messages.c.id
-    if conn.dialect.name == "postgresql":
+def _extras_column(dialect: str) -> Any:
+    """A column for the message query, one JSON value so that a row costs one decode:
+    ``[to, cc, flags]``, where flags are ``[[seen, keywords], ...]`` of the message's entries in
+    entry order (NULL or ``[]`` without entries). The flags are one correlated aggregate, so
+    each row costs one lookup on ``ix_entries_message`` (an EXISTS for ``seen`` would be planned
+    by PostgreSQL as a hash of every seen entry of every inbox)."""
+    c, e = m.messages.c, m.entries.c
+    mine = e.message_id == c.id
+    if dialect == "postgresql":
         pair = func.json_build_array(e.seen, e.keywords)
         flags = select(func.json_agg(aggregate_order_by(pair, e.id))).where(mine)
+        extras = func.json_build_array(c.to_addrs, c.cc_addrs, flags.scalar_subquery())
     else:
         pair = func.json_array(e.seen, func.json(e.keywords))
         ordered = select(pair.label("pair")).where(mine).order_by(e.id)
         inner = ordered.correlate(m.messages).subquery()
         flags = select(func.json_group_array(func.json(inner.c.pair)))
-    return type_coerce(flags.scalar_subquery(), JSON).label("entry_flags")
+        extras = func.json_array(
+            func.json(c.to_addrs), func.json(c.cc_addrs), func.json(flags.scalar_subquery())
+        )
+    return type_coerce(extras, JSON).label("extras")
 
 
-def _flags(row: Any) -> tuple[bool, list[str]]:
-    """Read state and labels of a row that has the :func:`_flag_column`."""
+def _summary(row: Any) -> MessageRecord:
+    """The record of a row that starts with ``SUMMARY_COLUMNS`` and ``_extras_column``."""
+    (
+        id_,
+        inbox_id,
+        thread_id,
+        direction,
+        received_at,
+        sent_at,
+        size,
+        subject,
+        from_name,
+        from_email,
+        preview,
+        has_attachments,
+        raw_key,
+        (to, cc, flags),
+    ) = row[:14]
     read, labels = False, []
-    for seen, keywords in row.entry_flags or ():
+    for seen, keywords in flags or ():
         read = read or bool(seen)
         for keyword in keywords or ():
             if keyword not in labels:
                 labels.append(keyword)
-    return read, labels
-
-
-def _record(row: Any, flags: tuple[bool, list[str]], detail: bool) -> MessageRecord:
-    read, labels = flags
-    extra: dict[str, Any] = {}
-    if detail:
-        extra = {
-            "message_id_header": row.message_id_header,
-            "in_reply_to": row.in_reply_to,
-            "references": list(row.reference_ids or []),
-            "reply_to": list(row.reply_to_addrs or []),
-            "headers": [list(h) for h in row.headers or []],
-            "text": row.text,
-            "html": row.html,
-            "extracted_text": row.extracted_text,
-            "auth": row.auth,
-        }
     return MessageRecord(
-        id=row.id,
-        inbox_id=row.inbox_id,
-        thread_id=row.thread_id,
-        direction=row.direction,
-        received_at=row.received_at,
-        sent_at=row.sent_at,
-        size=int(row.size),
-        subject=row.subject,
-        from_name=row.from_name,
-        from_email=row.from_email,
-        to=list(row.to_addrs or []),
-        cc=list(row.cc_addrs or []),
-        preview=row.preview,
-        has_attachments=bool(row.has_attachments),
-        read=read,
-        labels=labels,
-        raw_key=row.raw_key,
-        **extra,
+        id_,
+        inbox_id,
+        thread_id,
+        direction,
+        received_at,
+        sent_at,
+        int(size),
+        subject,
+        from_name,
+        from_email,
+        to or [],
+        cc or [],
+        preview,
+        bool(has_attachments),
+        read,
+        labels,
+        raw_key,
     )
+
+
+def _detail(row: Any, attachments: list[AttachmentRecord]) -> MessageRecord:
+    """The record of a row of ``SUMMARY_COLUMNS``, ``_extras_column`` and ``DETAIL_COLUMNS``."""
+    record = _summary(row)
+    reply_to, msgid, in_reply_to, references, headers, text, html, extracted, auth = row[14:]
+    record.reply_to = list(reply_to or [])
+    record.message_id_header = msgid
+    record.in_reply_to = in_reply_to
+    record.references = list(references or [])
+    record.headers = [list(h) for h in headers or []]
+    record.text = text
+    record.html = html
+    record.extracted_text = extracted
+    record.auth = auth
+    record.attachments = attachments
+    return record
+
+
+@functools.cache
+def _page_query(dialect: str, visible: bool, inbox_key: bool, after: bool) -> Select[Any]:
+    """The listing's statement for one shape, with bound parameters ``inbox_id``, ``limit`` and
+    ``account_id`` (when ``visible``), ``scope_inbox`` (``inbox_key``), ``at`` and ``after_id``
+    (``after``). Built once per shape: its SQL and cache key are then computed once too."""
+    c = m.messages.c
+    query = select(*SUMMARY_COLUMNS, _extras_column(dialect)).where(
+        c.inbox_id == bindparam("inbox_id")
+    )
+    if visible:
+        inbox = m.inboxes.c
+        owned = [inbox.id == bindparam("inbox_id"), inbox.account_id == bindparam("account_id")]
+        if inbox_key:
+            owned.append(inbox.id == bindparam("scope_inbox"))
+        query = query.where(exists().where(*owned))
+    if after:
+        at = bindparam("at", type_=c.received_at.type)
+        query = query.where(
+            or_(c.received_at < at, and_(c.received_at == at, c.id < bindparam("after_id")))
+        )
+    order = (c.received_at.desc(), c.id.desc())
+    return query.order_by(*order).limit(bindparam("limit", type_=Integer))
 
 
 async def list_messages(
@@ -271,22 +328,29 @@ async def list_messages(
     *,
     limit: int,
     cursor: Cursor | None = None,
+    visible_to: Scope | None = None,
 ) -> tuple[list[MessageRecord], Cursor | None]:
     """One page of an inbox's messages, newest first, and the cursor of the next page.
 
-    The caller has checked that the inbox is in the caller's scope.
+    With ``visible_to``, the inbox's scope is checked in the same query: the page is empty when
+    the inbox is not in it. Without it the caller has checked the scope.
     """
-    c = m.messages.c
-    query = select(*SUMMARY_COLUMNS, _flag_column(conn)).where(
-        c.inbox_id == inbox_id, *_conditions(filters)
-    )
+    params: dict[str, Any] = {"inbox_id": inbox_id, "limit": limit + 1}
+    if visible_to is not None:
+        params.update(account_id=visible_to.account_id, scope_inbox=visible_to.inbox_id)
     if cursor is not None:
-        query = query.where(
-            or_(c.received_at < cursor.at, and_(c.received_at == cursor.at, c.id < cursor.id))
-        )
-    query = query.order_by(c.received_at.desc(), c.id.desc()).limit(limit + 1)
-    rows = (await conn.execute(query)).all()
-    records = [_record(r, _flags(r), False) for r in rows[:limit]]
+        params.update(at=cursor.at, after_id=cursor.id)
+    query = _page_query(
+        conn.dialect.name,
+        visible_to is not None,
+        visible_to is not None and visible_to.inbox_id is not None,
+        cursor is not None,
+    )
+    conditions = _conditions(filters)
+    if conditions:
+        query = query.where(*conditions)
+    rows = (await conn.execute(query, params)).all()
+    records = [_summary(r) for r in rows[:limit]]
     last = records[-1] if records else None
     more = len(rows) > limit and last is not None
     return records, (Cursor(last.received_at, last.id) if more and last else None)
@@ -328,13 +392,13 @@ async def messages_by(
     order = (c.received_at, c.id) if oldest_first else (c.received_at.desc(), c.id.desc())
     rows = (
         await conn.execute(
-            select(*SUMMARY_COLUMNS, *DETAIL_COLUMNS, _flag_column(conn))
+            select(*SUMMARY_COLUMNS, _extras_column(conn.dialect.name), *DETAIL_COLUMNS)
             .where(condition)
             .order_by(*order)
         )
     ).all()
     files = await attachments_of(conn, [r.id for r in rows])
-    return [replace(_record(r, _flags(r), True), attachments=files.get(r.id, [])) for r in rows]
+    return [_detail(r, files.get(r.id, [])) for r in rows]
 
 
 async def get_message(

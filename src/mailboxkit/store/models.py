@@ -73,6 +73,21 @@ class UtcDateTime(TypeDecorator[datetime]):
         assert isinstance(value, datetime)
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        # One call per value instead of the driver type's processor and then ours: listings
+        # read two datetimes on every row. SQLite returns the text SQLAlchemy stored
+        # ("YYYY-MM-DD HH:MM:SS.ffffff", in UTC); PostgreSQL drivers return datetimes.
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+
+        def process(value: str | None) -> datetime | None:
+            if value is None:
+                return None
+            found = datetime.fromisoformat(value)
+            return found.replace(tzinfo=UTC) if found.tzinfo is None else found.astimezone(UTC)
+
+        return process
+
 
 Timestamp = UtcDateTime()
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for counters that grow.
