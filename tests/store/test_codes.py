@@ -142,6 +142,18 @@ CODES = [
         [],
     ),
     (
+        "short keywords are whole words: a spin, a pinball and tokens name no code",
+        "Weekly spin class",
+        "Book a spin 482913 now\nPinball night 773311\nTokens left 4455\nYour PIN: 9012",
+        ["9012"],
+    ),
+    (
+        "a zip code line is not a code line, unzip is no zip",
+        "Your one-time passcode",
+        "Zip 90210 delivery\nOne-time code below\n\n553311\nunzip 778899 to install",
+        ["553311"],
+    ),
+    (
         "a year next to the code",
         "Sign-in code",
         "Your sign-in code is 845120 (valid in 2026 only for 10 minutes).",
