@@ -5,6 +5,7 @@ recipient limit, and accepted mail signed, kept in Sent and delivered to the rec
 from __future__ import annotations
 
 import base64
+import imaplib
 import email
 import smtplib
 from collections.abc import Iterator
@@ -139,3 +140,45 @@ def test_implicit_tls_port_and_auth_login(sending: Sending) -> None:
         assert smtp.auth("LOGIN", smtp.auth_login)[0] == 235
         assert smtp.sendmail("bot@example.test", ["alice@remote.test"], MESSAGE) == {}
     assert sending.sink.next().rcpt_tos == ("alice@remote.test",)
+
+
+def test_a_clients_own_copy_in_sent_is_not_filed_twice(tmp_path: Path, database_url: str) -> None:
+    """Clients that submit through us also save what they sent in Sent (IMAP APPEND): the copy
+    we filed when sending is the one kept, and saving it is not a second send."""
+    running = start_sending(
+        tmp_path, database_url, submission_port=free_port(), imap_port=free_port()
+    )
+    try:
+        bot, key = running.inbox("bot@example.test")
+        sent = MESSAGE.replace(b"Subject:", b"Message-ID: <draft-1@client.test>\r\nSubject:")
+        with connect(running) as smtp:
+            smtp.login("bot@example.test", key)
+            smtp.sendmail("bot@example.test", ["alice@remote.test"], sent)
+        running.settled(1)
+
+        imap = imaplib.IMAP4("127.0.0.1", running.server.imap_port)
+        imap.starttls(running.client_context())
+        imap.login("bot@example.test", key)
+        typ, data = imap.append("Sent", "(\\Seen)", None, sent)
+        assert (typ, data[0].split()[2]) == ("OK", b"1]")  # APPENDUID names our copy, UID 1
+        other = sent.replace(b"<draft-1@client.test>", b"<elsewhere@client.test>")
+        typ, data = imap.append("Sent", "(\\Seen)", None, other)  # sent through another server
+        assert (typ, data[0].split()[2]) == ("OK", b"2]")
+        imap.select("Sent", readonly=True)
+        typ, found = imap.uid("SEARCH", "ALL")
+        assert found[0].split() == [b"1", b"2"]
+        imap.logout()
+
+        copies = running.server.query(
+            select(m.messages.c.message_id_header)
+            .join(m.entries, m.entries.c.message_id == m.messages.c.id)
+            .where(m.messages.c.inbox_id == bot.id)
+            .order_by(m.entries.c.uid)
+        )
+        assert [c.message_id_header for c in copies] == [
+            "draft-1@client.test",
+            "elsewhere@client.test",
+        ]
+        assert len(running.events("message.sent")) == 1  # the send, not the saved copies
+    finally:
+        running.stop()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
@@ -63,6 +63,32 @@ def address_json(addresses: Sequence[Address]) -> list[dict[str, str]]:
 
 def _header_id(value: str | None) -> str | None:
     return value if value is None or len(value) <= MAX_ID_LENGTH else None
+
+
+async def sent_copies(
+    conn: AsyncConnection, inbox_id: str, folder_id: int, message_ids: Sequence[str]
+) -> dict[str, int]:
+    """The UIDs in folder ``folder_id`` of the inbox's outbound messages with these Message-IDs:
+    the copies this server filed in Sent when it sent them."""
+    wanted = {i for i in message_ids if _header_id(i) is not None}
+    if not wanted:
+        return {}
+    msg, entry = m.messages.c, m.entries.c
+    rows = await conn.execute(
+        select(msg.message_id_header, entry.uid)
+        .join(m.entries, entry.message_id == msg.id)
+        .where(
+            msg.inbox_id == inbox_id,
+            msg.message_id_header.in_(sorted(wanted)),
+            msg.direction == "outbound",
+            entry.folder_id == folder_id,
+        )
+        .order_by(entry.uid)
+    )
+    found: dict[str, int] = {}
+    for message_id, uid in rows:
+        found.setdefault(message_id, int(uid))
+    return found
 
 
 async def allocate_uids(

@@ -8,9 +8,15 @@ publish"):
   and the change watch rung; ``OK [APPENDUID]`` is sent only after the commit.
 - The raw message is kept byte-exact; its INTERNALDATE is the date given or now.
 - Messages filed into \\Sent or \\Drafts are stored as outbound (a client saving what it
-  sent), others as inbound; each records the usual message event, except drafts: a message
-  appended to \\Drafts with \\Draft is not mail sent, it records no event and becomes a draft
-  the API lists (``store.drafts.record_appended``; expunging it deletes that draft).
+  sent), others as inbound. An appended message records ``message.received`` in other folders
+  and no event in \\Sent or \\Drafts: saving a copy is not sending (``message.sent`` and the
+  usage count of sent mail come from our transports). A message appended to \\Drafts with
+  \\Draft becomes a draft the API lists (``store.drafts.record_appended``; expunging it
+  deletes that draft).
+- A client that submits through us and then saves its copy in \\Sent (most do) would file
+  every message twice: we file one when we send it. A message appended to \\Sent whose
+  Message-ID is that of one of our copies there is not stored again; APPENDUID gives the
+  copy's UID.
 - The literal size limit (APPENDLIMIT) is enforced by the framer before any octet is read.
 """
 
@@ -32,7 +38,7 @@ from mailboxkit.store.accounts import Inbox
 from mailboxkit.store.drafts import record_appended
 from mailboxkit.store.events import delete_events
 from mailboxkit.store.mailboxes import Folder, SystemFlag, find_folder, set_entry_flags
-from mailboxkit.store.messages import NewMessage, insert_messages
+from mailboxkit.store.messages import NewMessage, insert_messages, sent_copies
 from mailboxkit.store.mime import parse_message
 
 log = logging.getLogger(__name__)
@@ -75,6 +81,20 @@ def _stage(message: AppendMessage, inbox: Inbox, folder: Folder, now: datetime) 
     return _Staged(new, system, keywords, blobs, draft)
 
 
+async def _sent_copies(ctx: Context, folder: Folder, staged: list[_Staged]) -> dict[int, int]:
+    """Which of the messages appended to Sent are copies we filed there: position -> UID."""
+    ids = [s.new.parsed.message_id for s in staged if s.new.parsed.message_id]
+    if not ids:
+        return {}
+    async with ctx.services.db.read() as conn:
+        found = await sent_copies(conn, folder.inbox_id, folder.id, ids)
+    return {
+        position: found[s.new.parsed.message_id]
+        for position, s in enumerate(staged)
+        if s.new.parsed.message_id in found
+    }
+
+
 async def handle_append(
     ctx: Context, state: Authenticated | Selected, command: c.Append
 ) -> Outcome:
@@ -88,24 +108,41 @@ async def handle_append(
     inbox = Inbox(user.inbox_id, user.account_id, user.address, "")
     now = services.clock.now()
     staged = [_stage(message, inbox, folder, now) for message in command.messages]
-    await services.blobs.put_many([item for s in staged for item in s.blobs.items()])
-    async with services.db.write() as conn:
-        stored = await insert_messages(conn, [s.new for s in staged])
-        for row, s in zip(stored, staged, strict=True):
-            if set(s.flags) - {SystemFlag.SEEN} or s.keywords:
-                await set_entry_flags(
-                    conn, folder_id=row.folder_id, uid=row.uid, flags=s.flags, keywords=s.keywords
-                )
-            if s.draft:
-                await delete_events(conn, row.events)
-                await record_appended(conn, inbox=inbox, stored=row, parsed=s.new.parsed, now=now)
-    drafts = {row.id for row, s in zip(stored, staged, strict=True) if s.draft}
-    services.bus.publish(event for row in stored if row.id not in drafts for event in row.events)
-    services.changes.notify(user.inbox_id)
+    # Position in the command -> UID: a copy we filed in Sent when we sent it keeps its own.
+    uids = await _sent_copies(ctx, folder, staged) if folder.special_use == "\\Sent" else {}
+    new = [(i, s) for i, s in enumerate(staged) if i not in uids]
+    await services.blobs.put_many([item for _, s in new for item in s.blobs.items()])
+    stored = []
+    if new:
+        async with services.db.write() as conn:
+            stored = await insert_messages(conn, [s.new for _, s in new])
+            for row, (position, s) in zip(stored, new, strict=True):
+                uids[position] = row.uid
+                if set(s.flags) - {SystemFlag.SEEN} or s.keywords:
+                    await set_entry_flags(
+                        conn,
+                        folder_id=row.folder_id,
+                        uid=row.uid,
+                        flags=s.flags,
+                        keywords=s.keywords,
+                    )
+                if folder.special_use in OUTBOUND_USES:  # a copy saved, not mail sent
+                    await delete_events(conn, row.events)
+                if s.draft:
+                    await record_appended(
+                        conn, inbox=inbox, stored=row, parsed=s.new.parsed, now=now
+                    )
+    if folder.special_use not in OUTBOUND_USES:
+        services.bus.publish(event for row in stored for event in row.events)
+    if stored:
+        services.changes.notify(user.inbox_id)
     log.info(
         "event=imap_append session=%s inbox=%s count=%d",
         ctx.conn.session_id,
         user.inbox_id,
         len(stored),
     )
-    return Outcome("APPEND completed", AppendUid(folder.uidvalidity, tuple(s.uid for s in stored)))
+    return Outcome(
+        "APPEND completed",
+        AppendUid(folder.uidvalidity, tuple(uids[i] for i in range(len(staged)))),
+    )
