@@ -130,6 +130,7 @@ _CANDIDATE = re.compile(
     + _END
 )
 _YEAR = re.compile(r"(19|20)\d\d")
+_DIGIT = re.compile(r"\d")
 _URL = re.compile(r"https?://[^\s<>\"'()\[\]{}]+", re.IGNORECASE)
 _URL_TRAIL = ".,;:!?'\"\u00bb\u201d\u2019"  # and closing guillemets and curly quotes
 
@@ -164,6 +165,8 @@ def _code_line(line: str) -> bool:
 
 
 def _candidates(line: str) -> list[str]:
+    if _DIGIT.search(line) is None:  # every code has a digit; most lines have none
+        return []
     found = []
     for match in _CANDIDATE.finditer(line):
         code = re.sub(r"[ \-]", "", match.group(1))
@@ -253,7 +256,8 @@ def find_links(text: str, html: str | None = None) -> tuple[Link, ...]:
         parser.feed(html[:MAX_SCAN])
         parser._flush()
         candidates.extend(Link(url, label) for url, label in parser.anchors)
-    for line in text[:MAX_SCAN].splitlines():
+    plain = text[:MAX_SCAN]
+    for line in plain.splitlines() if "://" in plain else ():
         if line.lstrip().startswith(">"):
             continue
         for match in _URL.finditer(line):
