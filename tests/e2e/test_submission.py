@@ -5,8 +5,8 @@ recipient limit, and accepted mail signed, kept in Sent and delivered to the rec
 from __future__ import annotations
 
 import base64
-import imaplib
 import email
+import imaplib
 import smtplib
 from collections.abc import Iterator
 from pathlib import Path

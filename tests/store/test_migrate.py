@@ -49,8 +49,7 @@ async def test_large_text_is_compressed_with_lz4_on_postgresql(postgres_database
     conn = await asyncpg.connect(postgres_database)
     try:
         if not await conn.fetchval(
-            "SELECT 'lz4' = ANY(enumvals) FROM pg_settings"
-            " WHERE name = 'default_toast_compression'"
+            "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
         ):
             pytest.skip("this PostgreSQL server has no lz4")
         now = datetime.now(UTC)
