@@ -118,6 +118,7 @@ def test_create_update_list_get_and_delete(sending: Sending, bot: tuple[str, str
         got = api.get(url).json()
         listed = api.get(f"/inboxes/{inbox_id}/drafts").json()
         everywhere = api.get("/drafts").json()
+        messages = api.get(f"/inboxes/{inbox_id}/messages").json()
         [(flags_after, raw_after)] = imap.folder("Drafts")
         deleted = api.delete(url)
         gone = api.get(url)
@@ -135,6 +136,7 @@ def test_create_update_list_get_and_delete(sending: Sending, bot: tuple[str, str
     assert b"\\Draft" in flags_after
     assert [d["draft_id"] for d in listed["drafts"]] == [draft["draft_id"]]
     assert [d["draft_id"] for d in everywhere["drafts"]] == [draft["draft_id"]]
+    assert messages["messages"] == []  # a draft is not a message of the inbox (yet)
     assert deleted.status_code == 204
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found"
     assert sending.server.query(select(m.outbound_messages.c.id)) == []  # nothing was sent
@@ -162,6 +164,7 @@ def test_sending_a_draft_delivers_once_and_moves_it_to_sent(
         listed = api.get(f"/inboxes/{inbox_id}/drafts").json()["drafts"]
         sent_listed = api.get(f"/inboxes/{inbox_id}/drafts", params={"status": "sent"}).json()
         sent_copy = api.get(f"/inboxes/{inbox_id}/messages/{first.json()['message_id']}").json()
+        messages = api.get(f"/inboxes/{inbox_id}/messages").json()["messages"]
     assert imap.folder("Drafts") == []
     [(sent_flags, sent_raw)] = imap.folder("Sent")
     imap.close()
@@ -178,6 +181,7 @@ def test_sending_a_draft_delivers_once_and_moves_it_to_sent(
     assert listed == []
     assert [d["draft_id"] for d in sent_listed["drafts"]] == [draft["draft_id"]]
     assert sent_copy["direction"] == "outbound" and sent_copy["subject"] == "Draft one"
+    assert [x["message_id"] for x in messages] == [sent_copy["message_id"]]
     assert b"\\Draft" not in sent_flags and b"Hello from a draft" in sent_raw
     assert len(sending.server.query(select(m.outbound_messages.c.id))) == 1
 

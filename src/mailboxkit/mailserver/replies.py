@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
 OK = "250 2.0.0 OK"
 SENDER_OK = "250 2.1.0 Sender OK"
 RECIPIENT_OK = "250 2.1.5 Recipient OK"
@@ -36,6 +38,21 @@ def ehlo_lines(responses: list[str]) -> list[str]:
     """aiosmtpd's EHLO reply plus PIPELINING (RFC 2920) and ENHANCEDSTATUSCODES (RFC 2034),
     inserted before the final line."""
     return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
+
+
+class Ehlo:
+    """The EHLO hook of our aiosmtpd handlers: keeps the client's name, adds the extensions."""
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        return ehlo_lines(responses)
 
 
 def queued(queue_id: str) -> str:

@@ -142,7 +142,7 @@ class Verdict:
     peer_name: str | None = None  # forward-confirmed reverse DNS of the peer
 
 
-class MxHandler:
+class MxHandler(replies.Ehlo):
     """aiosmtpd handler hooks for the MX receiver."""
 
     def __init__(
@@ -166,17 +166,6 @@ class MxHandler:
         self._max_recipients = max_recipients
         self._verify = verify
         self._dmarc_reject = dmarc_reject
-
-    async def handle_EHLO(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: Envelope,
-        hostname: str,
-        responses: list[str],
-    ) -> list[str]:
-        session.host_name = hostname
-        return replies.ehlo_lines(responses)
 
     async def handle_MAIL(
         self,

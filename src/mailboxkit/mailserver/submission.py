@@ -116,7 +116,7 @@ def complete_message(raw: bytes, *, domain: str, now: datetime) -> bytes:
     return b"".join([*added, *kept]) + rest
 
 
-class SubmissionHandler:
+class SubmissionHandler(replies.Ehlo):
     """aiosmtpd hooks for submission: AUTH, sender checks, then sign, store, queue."""
 
     def __init__(
@@ -193,17 +193,6 @@ class SubmissionHandler:
         return AuthResult(success=True, auth_data=user)
 
     # The transaction.
-
-    async def handle_EHLO(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: Envelope,
-        hostname: str,
-        responses: list[str],
-    ) -> list[str]:
-        session.host_name = hostname
-        return replies.ehlo_lines(responses)
 
     async def handle_MAIL(
         self,

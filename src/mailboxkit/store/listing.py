@@ -302,9 +302,12 @@ def _page_query(dialect: str, visible: bool, inbox_key: bool, after: bool) -> Se
     """The listing's statement for one shape, with bound parameters ``inbox_id``, ``limit`` and
     ``account_id`` (when ``visible``), ``scope_inbox`` (``inbox_key``), ``at`` and ``after_id``
     (``after``). Built once per shape: its SQL and cache key are then computed once too."""
-    c = m.messages.c
+    c, d = m.messages.c, m.drafts.c
+    drafts = select(d.message_id).where(
+        d.inbox_id == bindparam("inbox_id"), d.message_id.is_not(None)
+    )
     query = select(*SUMMARY_COLUMNS, _extras_column(dialect)).where(
-        c.inbox_id == bindparam("inbox_id")
+        c.inbox_id == bindparam("inbox_id"), c.id.not_in(drafts)
     )
     if visible:
         inbox = m.inboxes.c
@@ -330,7 +333,9 @@ async def list_messages(
     cursor: Cursor | None = None,
     visible_to: Scope | None = None,
 ) -> tuple[list[MessageRecord], Cursor | None]:
-    """One page of an inbox's messages, newest first, and the cursor of the next page.
+    """One page of an inbox's messages, newest first, and the cursor of the next page. The
+    copies of drafts in Drafts are not listed: they are the drafts' (``store.drafts``), and
+    would read as mail sent.
 
     With ``visible_to``, the inbox's scope is checked in the same query: the page is empty when
     the inbox is not in it. Without it the caller has checked the scope.
