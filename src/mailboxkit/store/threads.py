@@ -46,8 +46,7 @@ def thread_keys(parsed: ParsedMessage) -> list[str]:
 async def _thread_by_subject(
     conn: AsyncConnection, inbox_id: str, parsed: ParsedMessage, when: datetime
 ) -> str | None:
-    if not has_reply_prefix(parsed.subject):
-        return None
+    """The thread a reply without identification fields joins, by its "Re:" subject."""
     candidate = (
         await conn.execute(
             select(m.threads.c.id)
@@ -123,8 +122,12 @@ async def assign_threads(conn: AsyncConnection, requests: Sequence[ThreadRequest
         thread_id = next(
             (known[(request.inbox_id, k)] for k in ids if (request.inbox_id, k) in known), None
         )
-        if thread_id is None and not (p.in_reply_to or p.references):
-            await _flush_new(conn, new_threads)
+        if (
+            thread_id is None
+            and not (p.in_reply_to or p.references)
+            and has_reply_prefix(p.subject)
+        ):
+            await _flush_new(conn, new_threads)  # the lookup must see this batch's threads
             thread_id = await _thread_by_subject(conn, request.inbox_id, p, request.when)
         if thread_id is None:
             thread_id = new_id()
