@@ -25,7 +25,7 @@ Implementation notes (see the ``drafts`` table in ``models``):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -36,7 +36,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from mailboxkit.store import models as m
 from mailboxkit.store.accounts import Inbox, Scope
 from mailboxkit.store.answered import Answer, mark_original
-from mailboxkit.store.events import delete_events
 from mailboxkit.store.ids import new_id
 from mailboxkit.store.listing import Cursor
 from mailboxkit.store.mailboxes import SystemFlag, remove_entries, set_entry_flags
@@ -295,9 +294,8 @@ async def list_drafts(
 
 async def _store_copy(conn: AsyncConnection, copy: NewMessage) -> tuple[StoredMessage, int]:
     """Store the copy in Drafts with ``\\Seen \\Draft``; the stored row and its entry's id. A
-    draft is not mail sent: the event ``insert_messages`` writes for it is dropped."""
-    [stored] = await insert_messages(conn, [copy])
-    await delete_events(conn, stored.events)
+    draft is not mail sent: it records no event."""
+    [stored] = await insert_messages(conn, [replace(copy, silent=True)])
     await set_entry_flags(
         conn,
         folder_id=stored.folder_id,

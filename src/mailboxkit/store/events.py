@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import delete, insert
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
@@ -89,12 +89,6 @@ async def record_events(conn: AsyncConnection, new: Sequence[NewEvent]) -> list[
         Event(seq, r["id"], e.type, e.account_id, e.inbox_id, e.message_id, r["payload"], e.now)
         for seq, r, e in zip(result.scalars(), rows, new, strict=True)
     ]
-
-
-async def delete_events(conn: AsyncConnection, events: Sequence[Event]) -> None:
-    """Take back events written in this same transaction (before anyone could read them)."""
-    if events:
-        await conn.execute(delete(m.events).where(m.events.c.id.in_([e.id for e in events])))
 
 
 async def record_event(

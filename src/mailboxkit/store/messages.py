@@ -45,6 +45,7 @@ class NewMessage:
     seen: bool = False
     auth: dict[str, Any] | None = None
     event: EventType | None = None  # default: message.received, or message.sent if outbound
+    silent: bool = False  # a copy (in Sent, in Drafts): no mail came or went, no event
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,21 +230,27 @@ async def insert_messages(conn: AsyncConnection, news: Sequence[NewMessage]) -> 
             for i, new in enumerate(news)
         ],
     )
-    events = await record_events(
-        conn,
-        [
-            NewEvent(
-                new.event or _default_event(new),
-                new.inbox.account_id,
-                message_summary(i, t, new),
-                new.received_at,
-                inbox_id=new.inbox.id,
-                message_id=i,
-            )
-            for i, t, new in zip(ids, thread_ids, news, strict=True)
-        ],
+    recorded = iter(
+        await record_events(
+            conn,
+            [
+                NewEvent(
+                    new.event or _default_event(new),
+                    new.inbox.account_id,
+                    message_summary(i, t, new),
+                    new.received_at,
+                    inbox_id=new.inbox.id,
+                    message_id=i,
+                )
+                for i, t, new in zip(ids, thread_ids, news, strict=True)
+                if not new.silent
+            ],
+        )
     )
-    return [StoredMessage(ids[i], thread_ids[i], *slots[i], (events[i],)) for i in range(len(news))]
+    return [
+        StoredMessage(ids[i], thread_ids[i], *slots[i], () if new.silent else (next(recorded),))
+        for i, new in enumerate(news)
+    ]
 
 
 def _default_event(new: NewMessage) -> EventType:

@@ -341,13 +341,11 @@ async def enqueue_many(
             envelope_from=s.submission.outgoing.envelope_from,
             envelope_to=tuple(s.submission.outgoing.recipients),
             seen=True,
+            silent=True,  # message.sent is the transport's to say (module notes)
         )
         for s in staged
     ]
     stored = await insert_messages(conn, news)
-    # message.sent is the transport's to say (module notes).
-    event_ids = [e.id for row in stored for e in row.events]
-    await conn.execute(delete(m.events).where(m.events.c.id.in_(event_ids)))
     outbound_rows: list[dict[str, Any]] = []
     recipient_rows: list[dict[str, Any]] = []
     answers = []

@@ -36,7 +36,6 @@ from mailboxkit.mailserver.imap.responses import AppendUid, Code
 from mailboxkit.mailserver.imap.state import Authenticated, Selected
 from mailboxkit.store.accounts import Inbox
 from mailboxkit.store.drafts import record_appended
-from mailboxkit.store.events import delete_events
 from mailboxkit.store.mailboxes import Folder, SystemFlag, find_folder, set_entry_flags
 from mailboxkit.store.messages import NewMessage, insert_messages, sent_copies
 from mailboxkit.store.mime import parse_message
@@ -75,6 +74,7 @@ def _stage(message: AppendMessage, inbox: Inbox, folder: Folder, now: datetime) 
         attachment_keys=keys,
         direction="outbound" if folder.special_use in OUTBOUND_USES else "inbound",
         folder=folder.name,
+        silent=folder.special_use in OUTBOUND_USES,  # a copy saved, not mail sent
         seen=SystemFlag.SEEN in system,
     )
     draft = folder.special_use == "\\Drafts" and SystemFlag.DRAFT in system
@@ -126,14 +126,11 @@ async def handle_append(
                         flags=s.flags,
                         keywords=s.keywords,
                     )
-                if folder.special_use in OUTBOUND_USES:  # a copy saved, not mail sent
-                    await delete_events(conn, row.events)
                 if s.draft:
                     await record_appended(
                         conn, inbox=inbox, stored=row, parsed=s.new.parsed, now=now
                     )
-    if folder.special_use not in OUTBOUND_USES:
-        services.bus.publish(event for row in stored for event in row.events)
+    services.bus.publish(event for row in stored for event in row.events)
     if stored:
         services.changes.notify(user.inbox_id)
     log.info(
