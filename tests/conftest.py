@@ -11,12 +11,13 @@ import asyncio
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from mailboxkit.store.db import Database
 from mailboxkit.store.migrate import upgrade
 
 from harness import ServerThread, server_settings
@@ -84,6 +85,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url: str = request.getfixturevalue("postgres_database")
     _truncate_all(url)
     return _async_url(url)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """The database of ``database_url``, open."""
+    database = Database.open(database_url)
+    yield database
+    await database.close()
 
 
 @pytest.fixture

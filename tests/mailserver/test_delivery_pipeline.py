@@ -4,7 +4,6 @@ stored fails alone while the others are stored (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,13 +25,6 @@ from mailboxkit.store.listing import MessageFilter, list_messages
 from mailboxkit.store.mime import parse_message
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database.open(database_url)
-    yield database
-    await database.close()
 
 
 @pytest.fixture

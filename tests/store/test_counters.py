@@ -3,10 +3,8 @@ by processes through the table, usage summed (deleted accounts skipped), old win
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from sqlalchemy import delete, select
 
 from mailboxkit.store import models as m
@@ -18,13 +16,6 @@ from mailboxkit.store.usage import usage
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)  # the start of a minute window
 PER_MINUTE = Limit(5, 60)
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database.open(database_url)
-    yield database
-    await database.close()
 
 
 async def flush(db: Database, counters: Counters, now: datetime = T0) -> None:

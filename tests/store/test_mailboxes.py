@@ -4,7 +4,6 @@ changes since a MODSEQ, expunge tombstones, copy and move UIDs, folder rename an
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
@@ -36,13 +35,6 @@ from mailboxkit.store.mime import parse_message
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 RAW = b"From: a@example.test\r\nSubject: s\r\n\r\nbody\r\n"
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database.open(database_url)
-    yield database
-    await database.close()
 
 
 @pytest.fixture

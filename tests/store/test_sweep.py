@@ -41,13 +41,6 @@ POLICY = SweepPolicy(message_grace=timedelta(hours=1), blob_grace=timedelta(days
 
 
 @pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database.open(database_url)
-    yield database
-    await database.close()
-
-
-@pytest.fixture
 async def inbox(db: Database) -> Inbox:
     async with db.write() as conn:
         account = await create_account(conn, name="a", owner_email=None, now=T0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,13 +15,6 @@ from mailboxkit.store.messages import NewMessage, StoredMessage, insert_message,
 from mailboxkit.store.mime import parse_message
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database.open(database_url)
-    yield database
-    await database.close()
 
 
 @pytest.fixture

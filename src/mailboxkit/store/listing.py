@@ -237,22 +237,7 @@ def _extras_column(dialect: str) -> Any:
 
 def _summary(row: Any) -> MessageRecord:
     """The record of a row that starts with ``SUMMARY_COLUMNS`` and ``_extras_column``."""
-    (
-        id_,
-        inbox_id,
-        thread_id,
-        direction,
-        received_at,
-        sent_at,
-        size,
-        subject,
-        from_name,
-        from_email,
-        preview,
-        has_attachments,
-        raw_key,
-        (to, cc, flags),
-    ) = row[:14]
+    to, cc, flags = row[13]
     read, labels = False, []
     for seen, keywords in flags or ():
         read = read or bool(seen)
@@ -260,23 +245,23 @@ def _summary(row: Any) -> MessageRecord:
             if keyword not in labels:
                 labels.append(keyword)
     return MessageRecord(
-        id_,
-        inbox_id,
-        thread_id,
-        direction,
-        received_at,
-        sent_at,
-        int(size),
-        subject,
-        from_name,
-        from_email,
-        to or [],
-        cc or [],
-        preview,
-        bool(has_attachments),
-        read,
-        labels,
-        raw_key,
+        id=row[0],
+        inbox_id=row[1],
+        thread_id=row[2],
+        direction=row[3],
+        received_at=row[4],
+        sent_at=row[5],
+        size=int(row[6]),
+        subject=row[7],
+        from_name=row[8],
+        from_email=row[9],
+        to=to or [],
+        cc=cc or [],
+        preview=row[10],
+        has_attachments=bool(row[11]),
+        read=read,
+        labels=labels,
+        raw_key=row[12],
     )
 
 
