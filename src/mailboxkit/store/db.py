@@ -47,8 +47,8 @@ class Database:
     @classmethod
     def open(cls, url: str, *, echo: bool = False) -> Database:
         if url.startswith("sqlite"):
-            engine = create_async_engine(url, echo=echo, pool_size=4, max_overflow=4)
-            args, kwargs = engine.dialect.create_connect_args(make_url(url))
+            parsed = make_url(url)  # the file and options, as the dialect reads them
+            args, kwargs = parsed.get_dialect()().create_connect_args(parsed)
             creator = sqlite_driver.connector(args, {**kwargs, "check_same_thread": False})
             engine = create_async_engine(
                 url, echo=echo, pool_size=4, max_overflow=4, async_creator=creator

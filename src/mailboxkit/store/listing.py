@@ -134,7 +134,7 @@ class MessageRecord:
     attachments: list[AttachmentRecord] = field(default_factory=list)
 
 
-SUMMARY_COLUMNS = (  # then _extras_column; _summary unpacks them in this order
+SUMMARY_COLUMNS = (  # then _extras_column; _summary reads them by position
     m.messages.c.id,
     m.messages.c.inbox_id,
     m.messages.c.thread_id,

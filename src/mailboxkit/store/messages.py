@@ -1,5 +1,6 @@
 """Messages: storing a parsed message into an inbox folder, with its entry, attachments,
-thread and ``message.received``/``message.sent`` event, all in the caller's transaction.
+thread and ``message.received``/``message.sent`` event (none for a ``silent`` copy), all in the
+caller's transaction.
 
 The caller stages every blob (raw bytes, attachments) durably *before* calling, and publishes
 the returned events only *after* commit.

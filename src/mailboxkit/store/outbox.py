@@ -12,8 +12,7 @@ Implementation notes (invariants the API, the submission server and the queue wo
 - The Sent copy and every local recipient's copy share the one raw blob (blobs are shared by
   the recipients of one transaction, as for inbound mail; deletion checks references).
 - ``message.sent`` is recorded when a transport accepts the message (or it is delivered to a
-  local inbox), not when it is queued: the event ``insert_messages`` writes for the Sent copy is
-  removed in the same transaction.
+  local inbox), not when it is queued: the Sent copy is stored ``silent`` (no event).
 - The worker's side (claims, leases, outcomes) is ``store.deliveries``.
 - Idempotency keys are per account. The key row is inserted first in the queueing
   transaction with ``ON CONFLICT DO NOTHING``: a concurrent request with the same key waits on
