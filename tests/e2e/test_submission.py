@@ -150,7 +150,9 @@ def test_a_clients_own_copy_in_sent_is_not_filed_twice(tmp_path: Path, database_
     )
     try:
         bot, key = running.inbox("bot@example.test")
-        sent = MESSAGE.replace(b"Subject:", b"Message-ID: <draft-1@client.test>\r\nSubject:")
+        sent = MESSAGE.replace(b"Bcc: hidden@remote.test\r\n", b"").replace(
+            b"Subject:", b"Message-ID: <draft-1@client.test>\r\nSubject:"
+        )
         with connect(running) as smtp:
             smtp.login("bot@example.test", key)
             smtp.sendmail("bot@example.test", ["alice@remote.test"], sent)
@@ -164,9 +166,12 @@ def test_a_clients_own_copy_in_sent_is_not_filed_twice(tmp_path: Path, database_
         other = sent.replace(b"<draft-1@client.test>", b"<elsewhere@client.test>")
         typ, data = imap.append("Sent", "(\\Seen)", None, other)  # sent through another server
         assert (typ, data[0].split()[2]) == ("OK", b"2]")
+        with_bcc = sent.replace(b"Subject:", b"Bcc: hidden@remote.test\r\nSubject:")
+        typ, data = imap.append("Sent", "(\\Seen)", None, with_bcc)  # ours has no Bcc: kept
+        assert (typ, data[0].split()[2]) == ("OK", b"3]")
         imap.select("Sent", readonly=True)
         typ, found = imap.uid("SEARCH", "ALL")
-        assert found[0].split() == [b"1", b"2"]
+        assert found[0].split() == [b"1", b"2", b"3"]
         imap.logout()
 
         copies = running.server.query(
@@ -178,6 +183,7 @@ def test_a_clients_own_copy_in_sent_is_not_filed_twice(tmp_path: Path, database_
         assert [c.message_id_header for c in copies] == [
             "draft-1@client.test",
             "elsewhere@client.test",
+            "draft-1@client.test",
         ]
         assert len(running.events("message.sent")) == 1  # the send, not the saved copies
     finally:

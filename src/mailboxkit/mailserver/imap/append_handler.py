@@ -16,7 +16,8 @@ publish"):
 - A client that submits through us and then saves its copy in \\Sent (most do) would file
   every message twice: we file one when we send it. A message appended to \\Sent whose
   Message-ID is that of one of our copies there is not stored again; APPENDUID gives the
-  copy's UID.
+  copy's UID. Unless it has a Bcc field: our copy is the message as sent, without it, and the
+  client's is the only record of whom it went to in Bcc.
 - The literal size limit (APPENDLIMIT) is enforced by the framer before any octet is read.
 """
 
@@ -82,17 +83,18 @@ def _stage(message: AppendMessage, inbox: Inbox, folder: Folder, now: datetime) 
 
 
 async def _sent_copies(ctx: Context, folder: Folder, staged: list[_Staged]) -> dict[int, int]:
-    """Which of the messages appended to Sent are copies we filed there: position -> UID."""
-    ids = [s.new.parsed.message_id for s in staged if s.new.parsed.message_id]
+    """Which of the messages appended to Sent are copies we filed there: position -> UID. A
+    client's copy that names Bcc recipients is kept: ours went out without its Bcc field."""
+    ids = {
+        position: s.new.parsed.message_id
+        for position, s in enumerate(staged)
+        if s.new.parsed.message_id and not s.new.parsed.bcc
+    }
     if not ids:
         return {}
     async with ctx.services.db.read() as conn:
-        found = await sent_copies(conn, folder.inbox_id, folder.id, ids)
-    return {
-        position: found[s.new.parsed.message_id]
-        for position, s in enumerate(staged)
-        if s.new.parsed.message_id in found
-    }
+        found = await sent_copies(conn, folder.inbox_id, folder.id, list(ids.values()))
+    return {position: found[i] for position, i in ids.items() if i in found}
 
 
 async def handle_append(
