@@ -344,22 +344,8 @@ async def create_draft(
 ) -> DraftRecord:
     """A new draft with its copy in Drafts (``copy``'s blobs are staged)."""
     stored, entry_id = await _store_copy(conn, copy)
-    draft_id = new_id()
-    await conn.execute(
-        m.drafts.insert().values(
-            id=draft_id,
-            account_id=inbox.account_id,
-            inbox_id=inbox.id,
-            status=status_for(send_at).value,
-            version=1,
-            entry_id=entry_id,
-            message_id=stored.id,
-            reply_to_message_id=reply_to_message_id,
-            content=content.to_json(),
-            send_at=send_at,
-            created_at=now,
-            updated_at=now,
-        )
+    draft_id = await _insert_draft(
+        conn, inbox, stored.id, entry_id, content, now, send_at, reply_to_message_id
     )
     found = await get_draft(conn, inbox.id, draft_id)
     assert found is not None
@@ -447,18 +433,36 @@ async def record_appended(
             )
             .limit(1)
         )
+    entry_id = await _entry_id(conn, stored.folder_id, stored.uid)
+    return await _insert_draft(
+        conn, inbox, stored.id, entry_id, content_of(parsed), now, None, original
+    )
+
+
+async def _insert_draft(
+    conn: AsyncConnection,
+    inbox: Inbox,
+    message_id: str,
+    entry_id: int,
+    content: DraftContent,
+    now: datetime,
+    send_at: datetime | None,
+    reply_to_message_id: str | None,
+) -> str:
+    """The row of a new draft whose copy in Drafts is ``message_id`` at ``entry_id``; its id."""
     draft_id = new_id()
     await conn.execute(
         m.drafts.insert().values(
             id=draft_id,
             account_id=inbox.account_id,
             inbox_id=inbox.id,
-            status=DraftStatus.DRAFT.value,
+            status=status_for(send_at).value,
             version=1,
-            entry_id=await _entry_id(conn, stored.folder_id, stored.uid),
-            message_id=stored.id,
-            reply_to_message_id=original,
-            content=content_of(parsed).to_json(),
+            entry_id=entry_id,
+            message_id=message_id,
+            reply_to_message_id=reply_to_message_id,
+            content=content.to_json(),
+            send_at=send_at,
             created_at=now,
             updated_at=now,
         )
