@@ -12,11 +12,13 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from mailboxkit.store.accounts import Inbox, create_account, create_inbox
 from mailboxkit.store.db import Database
 from mailboxkit.store.migrate import upgrade
 
@@ -93,6 +95,15 @@ async def db(database_url: str) -> AsyncIterator[Database]:
     database = Database.open(database_url)
     yield database
     await database.close()
+
+
+@pytest.fixture
+async def inbox(db: Database) -> Inbox:
+    """``bot@example.test``, the one inbox of a new account."""
+    when = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+    async with db.write() as conn:
+        account = await create_account(conn, name="a", owner_email=None, now=when)
+        return await create_inbox(conn, account_id=account, address="bot@example.test", now=when)
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
-
 from mailboxkit.mailserver.delivery import (
     DeliveryFailed,
     DeliveryPipeline,
@@ -17,7 +15,7 @@ from mailboxkit.mailserver.delivery import (
     new_queue_id,
     raw_key,
 )
-from mailboxkit.store.accounts import Inbox, create_account, create_inbox
+from mailboxkit.store.accounts import Inbox
 from mailboxkit.store.blobs import LocalBlobStore
 from mailboxkit.store.db import Database
 from mailboxkit.store.events import EventBus
@@ -25,13 +23,6 @@ from mailboxkit.store.listing import MessageFilter, list_messages
 from mailboxkit.store.mime import parse_message
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def inbox(db: Database) -> Inbox:
-    async with db.write() as conn:
-        account = await create_account(conn, name="a", owner_email=None, now=NOW)
-        return await create_inbox(conn, account_id=account, address="bot@example.test", now=NOW)
 
 
 def _inbound(inbox: Inbox, n: int) -> Inbound:

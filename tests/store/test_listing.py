@@ -5,24 +5,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from sqlalchemy import delete, insert, select, update
 
 from mailboxkit.store import models as m
-from mailboxkit.store.accounts import Inbox, create_account, create_inbox
+from mailboxkit.store.accounts import Inbox
 from mailboxkit.store.db import Database
 from mailboxkit.store.listing import MessageFilter, get_message, list_messages
 from mailboxkit.store.messages import NewMessage, insert_messages
 from mailboxkit.store.mime import parse_message
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def inbox(db: Database) -> Inbox:
-    async with db.write() as conn:
-        account = await create_account(conn, name="a", owner_email=None, now=T0)
-        return await create_inbox(conn, account_id=account, address="bot@example.test", now=T0)
 
 
 async def _store(db: Database, inbox: Inbox, count: int) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from mailboxkit.store import models as m
-from mailboxkit.store.accounts import Inbox, create_account, create_inbox
+from mailboxkit.store.accounts import Inbox
 from mailboxkit.store.db import Database
 from mailboxkit.store.mailbox_changes import MailboxChanges
 from mailboxkit.store.mailboxes import (
@@ -35,13 +35,6 @@ from mailboxkit.store.mime import parse_message
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 RAW = b"From: a@example.test\r\nSubject: s\r\n\r\nbody\r\n"
-
-
-@pytest.fixture
-async def inbox(db: Database) -> Inbox:
-    async with db.write() as conn:
-        account = await create_account(conn, name="a", owner_email=None, now=T0)
-        return await create_inbox(conn, account_id=account, address="bot@example.test", now=T0)
 
 
 async def add(db: Database, inbox: Inbox, count: int, folder: str = "INBOX") -> None:

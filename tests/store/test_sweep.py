@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, Table, delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
-from mailboxkit.store.accounts import Inbox, create_account, create_inbox
+from mailboxkit.store.accounts import Inbox
 from mailboxkit.store.blobs import LocalBlobStore
 from mailboxkit.store.db import Database
 from mailboxkit.store.mailboxes import (
@@ -38,13 +38,6 @@ from mailboxkit.store.sweep import (
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 POLICY = SweepPolicy(message_grace=timedelta(hours=1), blob_grace=timedelta(days=1))
-
-
-@pytest.fixture
-async def inbox(db: Database) -> Inbox:
-    async with db.write() as conn:
-        account = await create_account(conn, name="a", owner_email=None, now=T0)
-        return await create_inbox(conn, account_id=account, address="bot@example.test", now=T0)
 
 
 @pytest.fixture

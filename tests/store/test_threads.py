@@ -17,13 +17,6 @@ from mailboxkit.store.mime import parse_message
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-async def inbox(db: Database) -> Inbox:
-    async with db.write() as conn:
-        account = await create_account(conn, name="a", owner_email=None, now=T0)
-        return await create_inbox(conn, account_id=account, address="bot@example.test", now=T0)
-
-
 def raw(headers: dict[str, str], body: str = "text\r\n") -> bytes:
     lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     return f"{lines}\r\n{body}".encode()
