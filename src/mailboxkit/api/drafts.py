@@ -96,11 +96,14 @@ class DraftAttachmentInfo(BaseModel):
     content_id: str | None
 
 
+Status = Literal["draft", "scheduled", "sent", "failed"]  # store.drafts.DraftStatus
+
+
 class DraftOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [DRAFT_EXAMPLE]})
     draft_id: str
     inbox_id: str
-    status: Literal["draft", "scheduled", "sent", "failed"] = Field(
+    status: Status = Field(
         description="`draft`: being written; `scheduled`: sent at `send_at`; `sent`: queued "
         "(`sent_message_id`); `failed`: its scheduled send could not be queued (`error`)."
     )
@@ -378,7 +381,7 @@ async def list_inbox_drafts(
     ctx: Ctx,
     limit: Limit = 50,
     page_token: PageToken = None,
-    status: Literal["draft", "scheduled", "sent", "failed"] | None = None,
+    status: Status | None = None,
 ) -> DraftList:
     return await _list(ctx, owner, inbox_id, limit, page_token, status)
 
@@ -395,7 +398,7 @@ async def list_account_drafts(
     ctx: Ctx,
     limit: Limit = 50,
     page_token: PageToken = None,
-    status: Literal["draft", "scheduled", "sent", "failed"] | None = None,
+    status: Status | None = None,
 ) -> DraftList:
     return await _list(ctx, owner, None, limit, page_token, status)
 
