@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store.db import Database
+from mailboxkit.store.sqlite_driver import run_on_thread
 
 
 @pytest.fixture
@@ -87,3 +89,44 @@ async def test_each_connection_has_its_own_thread_and_close_ends_it(tmp_path: Pa
         assert threading.active_count() == before + 2
     await database.close()
     assert threading.active_count() == before
+
+
+async def test_a_block_runs_whole_on_the_connections_thread(db: Database) -> None:
+    async def block(conn: AsyncConnection) -> tuple[int, list[str]]:
+        await conn.execute(text("INSERT INTO t (name) VALUES ('a'), ('b')"))
+        names = (await conn.execute(text("SELECT name FROM t ORDER BY id"))).scalars().all()
+        return threading.get_ident(), list(names)
+
+    async with db.write() as conn:
+        thread, names = await run_on_thread(conn, block)
+        raw = await conn.get_raw_connection()
+        assert thread == raw.driver_connection._thread.ident  # type: ignore[union-attr]
+    assert thread != threading.get_ident()
+    assert names == ["a", "b"]
+    async with db.read() as conn:  # committed
+        assert await conn.scalar(text("SELECT count(*) FROM t")) == 2
+
+
+async def test_a_block_that_waits_on_anything_else_fails_and_is_rolled_back(db: Database) -> None:
+    async def block(conn: AsyncConnection) -> None:
+        await conn.execute(text("INSERT INTO t (name) VALUES ('lost')"))
+        await asyncio.sleep(0)
+
+    with pytest.raises(RuntimeError, match="waited on"):
+        async with db.write() as conn:
+            await run_on_thread(conn, block)
+    async with db.read() as conn:
+        assert await conn.scalar(text("SELECT count(*) FROM t")) == 0
+
+
+async def test_errors_of_a_block_reach_the_caller(db: Database) -> None:
+    async def block(conn: AsyncConnection) -> None:
+        await conn.execute(text("INSERT INTO t (name) VALUES ('x'), ('x')"))
+
+    with pytest.raises(IntegrityError):
+        async with db.write() as conn:
+            await run_on_thread(conn, block)
+    async with db.write() as conn:  # the writer is usable afterwards
+        await run_on_thread(conn, lambda c: c.execute(text("INSERT INTO t (name) VALUES ('y')")))
+    async with db.read() as conn:
+        assert (await conn.execute(text("SELECT name FROM t"))).scalars().all() == ["y"]

@@ -11,6 +11,9 @@ Implementation notes:
   committer then takes every batch staged meanwhile (up to ``MAX_MERGED``) into one
   transaction, whose statements cost about the same for one message as for fifty. Rows commit
   in arrival order, and only after their batch's blobs are durable.
+- On SQLite the transaction's statements run as one block on the connection's thread
+  (``sqlite_driver.run_on_thread``): each statement no longer waits for its turn on an event
+  loop busy with the SMTP sessions, which had made a 4 ms transaction take 16.
 - A failing batch is retried one message at a time, so one bad message cannot fail the others;
   a message that still fails gets a temporary error (451) and the sender retries.
 - Events are published after commit.
@@ -35,6 +38,7 @@ from mailboxkit.store.events import EventBus, EventType
 from mailboxkit.store.ids import new_id
 from mailboxkit.store.messages import NewMessage, StoredMessage, insert_messages
 from mailboxkit.store.mime import ParsedMessage
+from mailboxkit.store.sqlite_driver import run_on_thread
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +182,9 @@ class DeliveryPipeline:
     async def _commit(self, batch: list[_Job]) -> None:
         news = [_new_messages(job) for job in batch]
         async with self._db.write() as conn:
-            flat = await insert_messages(conn, [new for group in news for new in group])
+            flat = await run_on_thread(
+                conn, lambda c: insert_messages(c, [new for group in news for new in group])
+            )
         start = 0
         for job, group in zip(batch, news, strict=True):
             stored = flat[start : start + len(group)]
