@@ -87,6 +87,22 @@ def test_bounce_with_the_null_reverse_path_is_accepted(server: ServerThread) -> 
     assert row.envelope_from == ""
 
 
+def test_unparseable_paths_get_a_syntax_error_and_the_session_goes_on(
+    server: ServerThread,
+) -> None:
+    server.create_inbox("bot@example.test")
+    with smtplib.SMTP("127.0.0.1", server.smtp_port) as client:
+        client.ehlo()
+        for path in ("<", "<("):  # both crash the email package's parser
+            code, text = client.docmd("MAIL", f"FROM:{path}")
+            assert (code, text[:6]) == (553, b"5.1.3 "), path
+        assert client.mail("alice@sender.test")[0] == 250
+        for path in ("<", "<("):
+            code, text = client.docmd("RCPT", f"TO:{path}")
+            assert (code, text[:6]) == (553, b"5.1.3 "), path
+        assert client.rcpt("bot@example.test")[0] == 250
+
+
 @pytest.mark.parametrize("rcpt", ["victim@elsewhere.test", "bot@example.test.evil.test"])
 def test_relay_refused(server: ServerThread, rcpt: str) -> None:
     server.create_inbox("bot@example.test")

@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 from collections import Counter
 from dataclasses import dataclass, field
+from email._header_value_parser import get_addr_spec, get_angle_addr  # what aiosmtpd uses
 from email.utils import format_datetime
 from typing import Any, AnyStr, Protocol
 
@@ -336,6 +338,38 @@ def _peer_ip(session: Session) -> str:
     return str(session.peer[0]) if isinstance(session.peer, tuple) else str(session.peer)
 
 
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_PATH = re.compile(
+    rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>[ \t]*+(?!\()"
+)
+
+
+def parse_path(arg: str, local_part_limit: int = 0) -> tuple[str | None, str | None]:
+    """The address of a MAIL or RCPT argument and the rest (its parameters), as aiosmtpd's
+    ``SMTP._getaddr`` gives them: ``(None, None)`` when it does not parse (where aiosmtpd's
+    crashes on some, and answers 500).
+
+    aiosmtpd's version defines a ``typing.Protocol`` class on every call and runs the email
+    package's full parser, a sixth of the CPU an accepted message cost. A plain ASCII
+    ``<local@domain>`` is read with one regex; anything else goes to the same parser.
+    """
+    if not arg:
+        return "", ""
+    plain = _PLAIN_PATH.match(arg)
+    if plain is not None:
+        addr, rest = plain.group(1), arg[plain.end() :]
+    else:
+        parse = get_angle_addr if arg.lstrip().startswith("<") else get_addr_spec
+        try:
+            address, rest = parse(arg)
+            addr = address.addr_spec
+        except Exception:  # HeaderParseError, and the parser's crashes on some garbage
+            return None, None
+    if local_part_limit and len(addr.rpartition("@")[0]) > local_part_limit:
+        return None, None
+    return addr, rest
+
+
 class MxServer(SMTP):
     """One SMTP session: aiosmtpd plus enhanced codes, connection limits and our envelope."""
 
@@ -367,6 +401,9 @@ class MxServer(SMTP):
 
     def _create_envelope(self) -> MxEnvelope:
         return MxEnvelope()
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        return parse_path(arg, self.local_part_limit)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Called again on the TLS transport after STARTTLS: count the connection once.
