@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
@@ -93,6 +93,18 @@ async def sent_copies(
     return found
 
 
+_folder = m.folders.c
+_ALLOCATE_UIDS = (
+    update(m.folders)
+    .where(_folder.inbox_id == bindparam("in_inbox"), _folder.name == bindparam("in_folder"))
+    .values(
+        uidnext=_folder.uidnext + bindparam("count"),
+        highestmodseq=_folder.highestmodseq + bindparam("count"),
+    )
+    .returning(_folder.id, _folder.uidnext, _folder.highestmodseq)
+)
+
+
 async def allocate_uids(
     conn: AsyncConnection, inbox_id: str, folder: str, count: int = 1
 ) -> tuple[int, int, int]:
@@ -100,17 +112,8 @@ async def allocate_uids(
 
     The row update holds the folder's lock until commit, so UIDs become visible in order.
     """
-    row = (
-        await conn.execute(
-            update(m.folders)
-            .where(m.folders.c.inbox_id == inbox_id, m.folders.c.name == folder)
-            .values(
-                uidnext=m.folders.c.uidnext + count,
-                highestmodseq=m.folders.c.highestmodseq + count,
-            )
-            .returning(m.folders.c.id, m.folders.c.uidnext, m.folders.c.highestmodseq)
-        )
-    ).first()
+    params = {"in_inbox": inbox_id, "in_folder": folder, "count": count}
+    row = (await conn.execute(_ALLOCATE_UIDS, params)).first()
     if row is None:
         raise FolderNotFound(f"{inbox_id}/{folder}")
     return row.id, row.uidnext - count, row.highestmodseq - count + 1
@@ -212,7 +215,7 @@ async def insert_messages(conn: AsyncConnection, news: Sequence[NewMessage]) -> 
     for index, new in enumerate(news):
         by_folder.setdefault((new.inbox.id, new.folder), []).append(index)
     slots: dict[int, tuple[int, int, int]] = {}
-    for (inbox_id, folder), indexes in by_folder.items():
+    for (inbox_id, folder), indexes in sorted(by_folder.items()):  # one lock order for all
         folder_id, uid, modseq = await allocate_uids(conn, inbox_id, folder, len(indexes))
         for offset, index in enumerate(indexes):
             slots[index] = (folder_id, uid + offset, modseq + offset)

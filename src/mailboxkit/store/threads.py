@@ -84,23 +84,30 @@ class ThreadRequest:
     when: datetime
 
 
+_ref = m.thread_refs.c
+_KNOWN_REFS = select(_ref.inbox_id, _ref.message_id_header, _ref.thread_id).where(
+    _ref.inbox_id.in_(bindparam("inbox_ids", expanding=True)),
+    _ref.message_id_header.in_(bindparam("keys", expanding=True)),
+)
+_GROW_THREAD = (
+    update(m.threads)
+    .where(m.threads.c.id == bindparam("tid"))
+    .values(
+        message_count=m.threads.c.message_count + bindparam("n"),
+        last_message_at=bindparam("last"),
+    )
+)
+
+
 async def _known_refs(
     conn: AsyncConnection, requests: Sequence[ThreadRequest], keys: set[str]
 ) -> dict[tuple[str, str], str]:
     known: dict[tuple[str, str], str] = {}
-    inbox_ids = {r.inbox_id for r in requests}
+    inbox_ids = sorted({r.inbox_id for r in requests})
     ordered = sorted(keys)
     for start in range(0, len(ordered), QUERY_CHUNK):
-        rows = await conn.execute(
-            select(
-                m.thread_refs.c.inbox_id,
-                m.thread_refs.c.message_id_header,
-                m.thread_refs.c.thread_id,
-            ).where(
-                m.thread_refs.c.inbox_id.in_(inbox_ids),
-                m.thread_refs.c.message_id_header.in_(ordered[start : start + QUERY_CHUNK]),
-            )
-        )
+        chunk = ordered[start : start + QUERY_CHUNK]
+        rows = await conn.execute(_KNOWN_REFS, {"inbox_ids": inbox_ids, "keys": chunk})
         known.update({(r.inbox_id, r.message_id_header): r.thread_id for r in rows})
     return known
 
@@ -149,21 +156,20 @@ async def assign_threads(conn: AsyncConnection, requests: Sequence[ThreadRequest
                     {"inbox_id": request.inbox_id, "message_id_header": k, "thread_id": thread_id}
                 )
         chosen.append(thread_id)
+    for thread_id, row in new_threads.items():  # not stored yet: stored with their counts
+        row["message_count"], row["last_message_at"] = grown.pop(thread_id)
     await _flush_new(conn, new_threads)
     if new_refs:
         # Another transaction may have indexed the same id since _known_refs (concurrent
         # APPENDs on PostgreSQL): its entry stays, and this message keeps the thread chosen.
         dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        new_refs.sort(key=lambda r: (r["inbox_id"], r["message_id_header"]))  # lock order
         await conn.execute(dialect_insert(m.thread_refs).on_conflict_do_nothing(), new_refs)
-    await conn.execute(
-        update(m.threads)
-        .where(m.threads.c.id == bindparam("tid"))
-        .values(
-            message_count=m.threads.c.message_count + bindparam("n"),
-            last_message_at=bindparam("last"),
-        ),
-        [{"tid": t, "n": n, "last": last} for t, (n, last) in grown.items()],
-    )
+    if grown:
+        await conn.execute(
+            _GROW_THREAD,
+            [{"tid": t, "n": n, "last": last} for t, (n, last) in sorted(grown.items())],
+        )
     return chosen
 
 
