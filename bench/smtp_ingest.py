@@ -589,7 +589,7 @@ def profile_target(
     spy = subprocess.Popen(
         [
             *(py_spy, "record", "--pid", str(ours.proc.pid), "--rate", "200"),
-            *("--threads", "--format", "raw", "--output", str(out)),
+            *("--threads", "--gil", "--format", "raw", "--output", str(out)),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -612,10 +612,9 @@ _BOILERPLATE = re.compile(r"runpy|asyncio/runners|mailboxkit/cli\.py|BaseEventLo
 
 
 def print_profile(path: Path, top: int = 25) -> None:
-    """Summarise py-spy's raw stacks (recorded with --threads): the event loop thread in detail.
-
-    Worker threads (aiosqlite connections, blob fsync pool) are only counted: py-spy may count
-    them as busy while they wait on their queues.
+    """Summarise py-spy's raw stacks (recorded with --threads --gil, so only samples where a
+    thread held the GIL: CPU, not waiting): the event loop thread in detail, the others (the
+    SQLite connection's thread, where a delivery's statements run; the blob fsync pool) counted.
     """
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
