@@ -79,6 +79,7 @@ from mailboxkit.store.outbox import OutboxWriter
 from mailboxkit.store.ratelimit import Limit
 from mailboxkit.store.retention import RetentionJob
 from mailboxkit.store.sweep import Sweeper, SweepPolicy
+from mailboxkit.store.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -661,10 +662,7 @@ class MailboxKit:
             self._http.should_exit = True
             await self._http_task
             await self._http.shutdown(sockets=[self._http_socket] if self._http_socket else None)
-        if self._counters_task is not None:
-            self._counters_task.cancel()  # after one last flush
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._counters_task
+        await stop_tasks(self._counters_task)  # it flushes once more as it stops
         if self._imap is not None:
             await self._imap.stop(self.settings.shutdown_grace)
         if self._pipeline is not None:
@@ -687,10 +685,7 @@ class MailboxKit:
             await self._webhook_client.aclose()
         if self.mta_sts is not None:
             await self.mta_sts.close()
-        if self._relay is not None:
-            self._relay.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._relay
+        await stop_tasks(self._relay)
         if self._notifier is not None:
             await self._notifier.stop()
         if hasattr(self, "blobs"):  # not when start failed before it

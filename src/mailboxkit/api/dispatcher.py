@@ -49,6 +49,7 @@ from mailboxkit.store.clock import Clock, SystemClock
 from mailboxkit.store.db import Database
 from mailboxkit.store.eventfeed import EventFeed
 from mailboxkit.store.events import EventBus, Subscription
+from mailboxkit.store.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -204,11 +205,7 @@ class Dispatcher:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking work; let requests in flight finish for up to ``grace`` seconds."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(*self._tasks)
         self._tasks = []
         if self._sub is not None:
             self._sub.close()

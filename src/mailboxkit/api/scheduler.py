@@ -36,6 +36,7 @@ from mailboxkit.store.clock import Clock
 from mailboxkit.store.db import Database
 from mailboxkit.store.drafts import DraftRecord
 from mailboxkit.store.inboxes import get_inbox
+from mailboxkit.store.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +87,8 @@ class DraftScheduler:
         self._task = asyncio.create_task(self._run(), name="draft-scheduler")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_tasks(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         if self._config.exclusive:

@@ -39,6 +39,7 @@ from mailboxkit.store.ids import new_id
 from mailboxkit.store.messages import NewMessage, StoredMessage, insert_messages
 from mailboxkit.store.mime import ParsedMessage
 from mailboxkit.store.sqlite_driver import run_on_thread
+from mailboxkit.store.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +114,7 @@ class DeliveryPipeline:
     async def stop(self) -> None:
         """Finish what is queued, then stop."""
         await self._queue.join()
-        for worker in self._workers:
-            worker.cancel()
-        for worker in self._workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+        await stop_tasks(*self._workers)
 
     async def deliver(self, message: Inbound) -> list[StoredMessage]:
         """Store ``message`` durably for each of its inboxes. Raises :class:`DeliveryFailed`."""

@@ -40,6 +40,7 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.engine import make_url
 
 from mailboxkit.store.mailbox_changes import MailboxChanges
+from mailboxkit.store.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +107,8 @@ class ChangeNotifier:
     async def stop(self) -> None:
         if self._changes.relay == self.publish:
             self._changes.relay = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_tasks(self._task)
+        self._task = None
 
     @property
     def connected(self) -> bool:

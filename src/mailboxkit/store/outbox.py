@@ -27,7 +27,6 @@ Implementation notes (invariants the API, the submission server and the queue wo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from mailboxkit.store.ids import new_id
 from mailboxkit.store.mailboxes import SystemFlag, set_entry_flags
 from mailboxkit.store.messages import NewMessage, insert_messages
 from mailboxkit.store.mime import ParsedMessage
+from mailboxkit.store.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -419,11 +419,8 @@ class OutboxWriter:
     async def stop(self) -> None:
         """Finish what is queued, then stop."""
         await self._queue.join()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_tasks(self._task)
+        self._task = None
 
     async def submit(
         self,

@@ -7,9 +7,10 @@ cancels the task, mid-run or asleep.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+
+from mailboxkit.store.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,8 @@ class Periodic:
             self._task = asyncio.create_task(self._run(), name=self._name)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_tasks(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         if not self._first_now:

@@ -12,7 +12,6 @@ Implementation notes:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from mailboxkit.mailserver.imap import commands as c
 from mailboxkit.mailserver.imap.context import Context, Outcome
@@ -20,6 +19,7 @@ from mailboxkit.mailserver.imap.errors import ClientDisconnected, CommandFailed
 from mailboxkit.mailserver.imap.responses import Condition, Continuation
 from mailboxkit.mailserver.imap.state import Authenticated, Selected
 from mailboxkit.mailserver.imap.sync import report_changes
+from mailboxkit.store.tasks import stop_tasks
 
 
 async def handle_idle(ctx: Context, state: Authenticated | Selected, command: c.Idle) -> Outcome:
@@ -46,9 +46,7 @@ async def handle_idle(ctx: Context, state: Authenticated | Selected, command: c.
                 break
     finally:
         if not read.done():
-            read.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await read
+            await stop_tasks(read)
     frame = read.result()
     if frame is None:
         raise ClientDisconnected

@@ -58,6 +58,7 @@ from mailboxkit.store.mailbox_changes import MailboxChanges
 from mailboxkit.store.messages import NewMessage
 from mailboxkit.store.mime import ParsedMessage, parse_message
 from mailboxkit.store.outbox import RecipientStatus
+from mailboxkit.store.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -146,19 +147,14 @@ class QueueWorker:
     async def stop(self, grace: float = 30.0) -> None:
         """Stop claiming; let deliveries in flight finish (up to ``grace``), then close."""
         if self._loops:
-            self._loops[0].cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loops[0]
+            await stop_tasks(self._loops[0])
         if self._tasks:
             _, late = await asyncio.wait(self._tasks, timeout=grace)
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         await self._settling.join()
-        for loop in self._loops[1:]:
-            loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop
+        await stop_tasks(*self._loops[1:])
         self._loops = []
         await self.transport.close()
 
