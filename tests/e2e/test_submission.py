@@ -117,13 +117,43 @@ def test_submitted_mail_is_signed_kept_in_sent_and_delivered(sending: Sending) -
     assert msg["Date"]  # added (RFC 6409 §8.2)
     assert got.data.endswith(b"Hello from a mail client.\r\n")
     [copy] = sending.server.query(
-        select(m.messages.c.direction, m.messages.c.envelope_to, m.folders.c.name)
+        select(
+            m.messages.c.direction,
+            m.messages.c.envelope_to,
+            m.messages.c.raw_key,
+            m.folders.c.name,
+        )
         .join(m.entries, m.entries.c.message_id == m.messages.c.id)
         .join(m.folders, m.folders.c.id == m.entries.c.folder_id)
         .where(m.messages.c.inbox_id == bot.id)
     )
     assert (copy.direction, copy.name) == ("outbound", "Sent")
     assert sorted(copy.envelope_to) == ["alice@remote.test", "hidden@remote.test"]
+    sent = email.message_from_bytes(sending.server.blob(copy.raw_key))
+    assert sent["Bcc"] == "hidden@remote.test"  # the sender's own copy says whom it went to
+    assert sent["Message-ID"] == msg["Message-ID"]
+
+
+def test_a_bcc_recipient_here_gets_a_copy_without_the_bcc_field(sending: Sending) -> None:
+    _, key = sending.inbox("bot@example.test")
+    pal, _ = sending.inbox("pal@example.test")
+    message = MESSAGE.replace(b"Bcc: hidden@remote.test", b"Bcc: pal@example.test")
+    with connect(sending) as smtp:
+        smtp.login("bot@example.test", key)
+        assert (
+            smtp.sendmail("bot@example.test", ["alice@remote.test", "pal@example.test"], message)
+            == {}
+        )
+    assert sending.sink.next().rcpt_tos == ("alice@remote.test",)
+    sending.settled(2)
+    [row] = sending.server.query(
+        select(m.messages.c.raw_key, m.messages.c.headers).where(m.messages.c.inbox_id == pal.id)
+    )
+    delivered = sending.server.blob(row.raw_key)
+    assert b"Bcc:" not in delivered.split(b"\r\n\r\n", 1)[0]
+    assert delivered.endswith(b"Hello from a mail client.\r\n")
+    assert [ok for _, ok in sending.dkim_verdicts(delivered)] == [True, True]
+    assert "bcc" not in {name.lower() for name, _ in row.headers}
 
 
 def test_implicit_tls_port_and_auth_login(sending: Sending) -> None:
@@ -166,12 +196,22 @@ def test_a_clients_own_copy_in_sent_is_not_filed_twice(tmp_path: Path, database_
         other = sent.replace(b"<draft-1@client.test>", b"<elsewhere@client.test>")
         typ, data = imap.append("Sent", "(\\Seen)", None, other)  # sent through another server
         assert (typ, data[0].split()[2]) == ("OK", b"2]")
+        # A client that left Bcc out of what it submitted but kept it in its own copy: ours
+        # has no Bcc, the client's copy is kept.
         with_bcc = sent.replace(b"Subject:", b"Bcc: hidden@remote.test\r\nSubject:")
-        typ, data = imap.append("Sent", "(\\Seen)", None, with_bcc)  # ours has no Bcc: kept
+        typ, data = imap.append("Sent", "(\\Seen)", None, with_bcc)
         assert (typ, data[0].split()[2]) == ("OK", b"3]")
+        # Submitted with its Bcc field: our copy keeps it, the client's copy is not filed.
+        second = with_bcc.replace(b"<draft-1@client.test>", b"<draft-2@client.test>")
+        with connect(running) as smtp:
+            smtp.login("bot@example.test", key)
+            smtp.sendmail("bot@example.test", ["alice@remote.test", "hidden@remote.test"], second)
+        running.settled(3)
+        typ, data = imap.append("Sent", "(\\Seen)", None, second)
+        assert (typ, data[0].split()[2]) == ("OK", b"4]")  # our copy, UID 4
         imap.select("Sent", readonly=True)
         typ, found = imap.uid("SEARCH", "ALL")
-        assert found[0].split() == [b"1", b"2", b"3"]
+        assert found[0].split() == [b"1", b"2", b"3", b"4"]
         imap.logout()
 
         copies = running.server.query(
@@ -184,7 +224,8 @@ def test_a_clients_own_copy_in_sent_is_not_filed_twice(tmp_path: Path, database_
             "draft-1@client.test",
             "elsewhere@client.test",
             "draft-1@client.test",
+            "draft-2@client.test",
         ]
-        assert len(running.events("message.sent")) == 1  # the send, not the saved copies
+        assert len(running.events("message.sent")) == 2  # the sends, not the saved copies
     finally:
         running.stop()

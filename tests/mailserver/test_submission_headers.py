@@ -1,4 +1,5 @@
-"""Submission's header work, byte-exact: From addresses, Date/Message-ID added, Bcc removed."""
+"""Submission's header work, byte-exact: From addresses, Date/Message-ID added, and Bcc removed
+from what goes out."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailboxkit.mailserver.submission import complete_message, from_addresses, header_fields
+from mailboxkit.mailserver.submission import complete_message, from_addresses
+from mailboxkit.store.rawheaders import header_fields, without_bcc
 
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
@@ -28,7 +30,7 @@ def test_from_addresses(raw: bytes, expected: list[str]) -> None:
     assert from_addresses(raw) == expected
 
 
-def test_missing_fields_are_added_and_bcc_removed_byte_exact() -> None:
+def test_missing_fields_are_added_and_the_rest_kept_byte_exact() -> None:
     raw = (
         b"From: bot@example.test\r\nBcc: a@x.test,\r\n b@x.test\r\nTo: c@x.test\r\n"
         b"\r\nBcc: stays in the body\r\n"
@@ -39,7 +41,20 @@ def test_missing_fields_are_added_and_bcc_removed_byte_exact() -> None:
     lines = head.split(b"\r\n")
     assert lines[0] == b"Date: Sat, 28 Nov 2026 09:00:00 +0000"
     assert lines[1].startswith(b"Message-ID: <") and lines[1].endswith(b"@example.test>")
-    assert lines[2:] == [b"From: bot@example.test", b"To: c@x.test"]
+    assert b"\r\n".join(lines[2:]) == raw.split(b"\r\n\r\n", 1)[0]  # Bcc kept, for Sent
+
+
+def test_bcc_fields_are_removed_byte_exact_and_nothing_else() -> None:
+    raw = (
+        b"From: bot@example.test\r\nBcc: a@x.test,\r\n b@x.test\r\nTo: c@x.test\r\n"
+        b"BCC : d@x.test\r\nX-Bcc-Note: kept\r\n\r\nBcc: stays in the body\r\n"
+    )
+    assert without_bcc(raw) == (
+        b"From: bot@example.test\r\nTo: c@x.test\r\nX-Bcc-Note: kept\r\n"
+        b"\r\nBcc: stays in the body\r\n"
+    )
+    unchanged = b"From: bot@example.test\r\nTo: c@x.test\r\n\r\nbody"
+    assert without_bcc(unchanged) is unchanged
 
 
 def test_present_fields_are_kept() -> None:

@@ -14,9 +14,10 @@ Implementation notes (checked in this order):
   relay, because the sender is authenticated. A recipient on the account's suppression list
   (``store.suppressions``) is refused at RCPT with 550 5.7.1 (the others are still taken).
 - DATA: every From address must be the inbox's (553 5.7.1, RFC 6409 §8 lets us refuse). The
-  message is completed as RFC 6409 §8 allows: Date and Message-ID added when missing, Bcc
-  removed (its recipients are in the envelope). Then it is DKIM-signed, stored in Sent and
-  queued (``store.outbox.submit``); 250 comes only after that commit.
+  message is completed as RFC 6409 §8 allows: Date and Message-ID added when missing. Then it
+  is DKIM-signed, stored in Sent and queued (``store.outbox.submit``); 250 comes only after
+  that commit. Bcc stays in the Sent copy, as the sender wrote it; the queue worker removes it
+  from every copy that goes out (DKIM never signs Bcc, so the signatures still hold).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import asyncio
 import base64
 import binascii
 import logging
-import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +46,7 @@ from mailboxkit.store.clock import Clock
 from mailboxkit.store.db import Database
 from mailboxkit.store.ids import new_id
 from mailboxkit.store.mime import parse_message
+from mailboxkit.store.rawheaders import field_name, header_fields
 
 log = logging.getLogger(__name__)
 
@@ -55,38 +56,12 @@ NO_FROM = "550 5.6.0 The message has no From address"
 TOO_MANY_FAILURES = "454 4.7.0 Too many failed authentications; try again later"
 BAD_AUTH_DATA = "501 5.5.2 Cannot decode the authentication data"
 
-_HEADER_END = re.compile(rb"(\r?\n)\r?\n")
-_FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
-
 
 @dataclass(frozen=True, slots=True)
 class SubmissionConfig:
     hostname: str
     max_recipients: int
     auth_failure_delay: float
-
-
-def header_fields(raw: bytes) -> tuple[list[bytes], bytes]:
-    """The header fields of ``raw`` (each with its continuation lines) and the rest (the
-    empty line and the body, or b"" when there is none)."""
-    found = _HEADER_END.search(raw)
-    head, rest = (raw[: found.end(1)], raw[found.end(1) :]) if found else (raw, b"")
-    fields: list[bytes] = []
-    for line in re.split(rb"(?<=\n)", head):
-        if not line:
-            continue
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] += line
-        else:
-            fields.append(line)
-    if fields and not fields[-1].endswith(b"\n"):
-        fields[-1] += b"\r\n"
-    return fields, rest
-
-
-def field_name(field: bytes) -> str:
-    found = _FIELD_NAME.match(field)
-    return found.group(1).decode("ascii").lower() if found else ""
 
 
 def from_addresses(raw: bytes) -> list[str]:
@@ -101,8 +76,8 @@ def from_addresses(raw: bytes) -> list[str]:
 
 
 def complete_message(raw: bytes, *, domain: str, now: datetime) -> bytes:
-    """Date and Message-ID added when missing, Bcc removed (RFC 6409 §8.2, §8.3, RFC 5322
-    §3.6.3). Everything else is left byte-exact."""
+    """Date and Message-ID added when missing (RFC 6409 §8.2, §8.3); everything else is left
+    byte-exact. Bcc stays, for the Sent copy: the queue worker removes it from what goes out."""
     fields, rest = header_fields(raw)
     names = {field_name(f) for f in fields}
     added = []
@@ -110,10 +85,9 @@ def complete_message(raw: bytes, *, domain: str, now: datetime) -> bytes:
         added.append(f"Date: {format_datetime(now)}\r\n".encode("ascii"))
     if "message-id" not in names:
         added.append(f"Message-ID: <{new_id()}@{domain}>\r\n".encode("ascii"))
-    kept = [f for f in fields if field_name(f) != "bcc"]
-    if not rest:
-        rest = b"\r\n"
-    return b"".join([*added, *kept]) + rest
+    if not added:
+        return raw
+    return b"".join([*added, *fields]) + (rest or b"\r\n")
 
 
 class SubmissionHandler(replies.Ehlo):

@@ -67,17 +67,23 @@ def _header_id(value: str | None) -> str | None:
     return value if value is None or len(value) <= MAX_ID_LENGTH else None
 
 
+@dataclass(frozen=True, slots=True)
+class SentCopy:
+    uid: int
+    has_bcc: bool  # whether the copy keeps a Bcc field (submission keeps the sender's)
+
+
 async def sent_copies(
     conn: AsyncConnection, inbox_id: str, folder_id: int, message_ids: Sequence[str]
-) -> dict[str, int]:
-    """The UIDs in folder ``folder_id`` of the inbox's outbound messages with these Message-IDs:
-    the copies this server filed in Sent when it sent them."""
+) -> dict[str, SentCopy]:
+    """The inbox's outbound messages in folder ``folder_id`` with these Message-IDs: the
+    copies this server filed in Sent when it sent them, by Message-ID."""
     wanted = {i for i in message_ids if _header_id(i) is not None}
     if not wanted:
         return {}
     msg, entry = m.messages.c, m.entries.c
     rows = await conn.execute(
-        select(msg.message_id_header, entry.uid)
+        select(msg.message_id_header, entry.uid, msg.headers)
         .join(m.entries, entry.message_id == msg.id)
         .where(
             msg.inbox_id == inbox_id,
@@ -87,9 +93,10 @@ async def sent_copies(
         )
         .order_by(entry.uid)
     )
-    found: dict[str, int] = {}
-    for message_id, uid in rows:
-        found.setdefault(message_id, int(uid))
+    found: dict[str, SentCopy] = {}
+    for message_id, uid, headers in rows:
+        has_bcc = any(name.lower() == "bcc" for name, _ in headers)
+        found.setdefault(message_id, SentCopy(int(uid), has_bcc))
     return found
 
 

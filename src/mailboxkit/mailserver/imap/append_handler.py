@@ -16,8 +16,9 @@ publish"):
 - A client that submits through us and then saves its copy in \\Sent (most do) would file
   every message twice: we file one when we send it. A message appended to \\Sent whose
   Message-ID is that of one of our copies there is not stored again; APPENDUID gives the
-  copy's UID. Unless it has a Bcc field: our copy is the message as sent, without it, and the
-  client's is the only record of whom it went to in Bcc.
+  copy's UID. Our copy keeps a Bcc field the client submitted (only what goes out is without
+  it); a client that left Bcc out of what it submitted but kept it in its own copy has that
+  copy filed too, as the only record of whom it went to.
 - The literal size limit (APPENDLIMIT) is enforced by the framer before any octet is read.
 """
 
@@ -83,18 +84,24 @@ def _stage(message: AppendMessage, inbox: Inbox, folder: Folder, now: datetime) 
 
 
 async def _sent_copies(ctx: Context, folder: Folder, staged: list[_Staged]) -> dict[int, int]:
-    """Which of the messages appended to Sent are copies we filed there: position -> UID. A
-    client's copy that names Bcc recipients is kept: ours went out without its Bcc field."""
+    """Which of the messages appended to Sent are copies we filed there: position -> UID.
+
+    A client's copy with a Bcc field is kept when ours has none: clients that leave Bcc out
+    of what they submit keep it in their own copy, the only record of whom it went to."""
     ids = {
         position: s.new.parsed.message_id
         for position, s in enumerate(staged)
-        if s.new.parsed.message_id and not s.new.parsed.bcc
+        if s.new.parsed.message_id
     }
     if not ids:
         return {}
     async with ctx.services.db.read() as conn:
         found = await sent_copies(conn, folder.inbox_id, folder.id, list(ids.values()))
-    return {position: found[i] for position, i in ids.items() if i in found}
+    return {
+        position: found[i].uid
+        for position, i in ids.items()
+        if i in found and (found[i].has_bcc or not staged[position].new.parsed.bcc)
+    }
 
 
 async def handle_append(

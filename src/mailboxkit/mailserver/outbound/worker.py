@@ -58,6 +58,7 @@ from mailboxkit.store.mailbox_changes import MailboxChanges
 from mailboxkit.store.messages import NewMessage
 from mailboxkit.store.mime import ParsedMessage, parse_message
 from mailboxkit.store.outbox import RecipientStatus
+from mailboxkit.store.rawheaders import without_bcc
 from mailboxkit.store.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
@@ -247,21 +248,27 @@ class QueueWorker:
         outcome = _Outcome()
         recipients = [c.recipient for c in group]
         try:
-            raw = await self._blobs.get(group[0].raw_key)
+            stored = await self._blobs.get(group[0].raw_key)
         except BlobNotFound:
             log.error("event=outbound_content_missing outbound_id=%s", group[0].outbound_id)
             gone = every(recipients, PermanentFailure(CONTENT_GONE))
             await self._judge(group, gone, b"", outcome, remote=False)
             return outcome
+        # Bcc is kept in the Sent copy, never in what goes out (RFC 5322 §3.6.3).
+        raw = without_bcc(stored)
         try:
             if route == LOCAL:
                 parsed = parse_message(raw)
                 # The local copies name the attachment blobs: stage them (again) before their
-                # rows commit, so a store sweep never takes one from under them.
-                await self._blobs.put_many(
-                    [(outbox.attachment_key(a.sha256), a.data) for a in parsed.attachments]
-                )
-                results = self._deliver_locally(group, targets, raw, parsed, outcome)
+                # rows commit, so a store sweep never takes one from under them. Without its
+                # Bcc, the message is a blob of its own.
+                key = group[0].raw_key
+                blobs = [(outbox.attachment_key(a.sha256), a.data) for a in parsed.attachments]
+                if raw is not stored:
+                    key = key.removesuffix(".eml") + "-delivered.eml"
+                    blobs.append((key, raw))
+                await self._blobs.put_many(blobs)
+                results = self._deliver_locally(group, targets, raw, key, parsed, outcome)
             else:
                 parcel = Parcel(group[0].envelope_from, tuple(recipients), raw, route)
                 results = await self.transport.deliver(parcel)
@@ -277,6 +284,7 @@ class QueueWorker:
         group: list[Claimed],
         targets: dict[int, Inbox | Refusal],
         raw: bytes,
+        raw_key: str,
         parsed: ParsedMessage,
         outcome: _Outcome,
     ) -> dict[str, Result]:
@@ -299,7 +307,7 @@ class QueueWorker:
             copy = NewMessage(
                 inbox=target,
                 parsed=parsed,
-                raw_key=c.raw_key,
+                raw_key=raw_key,
                 size=len(raw),
                 received_at=now,
                 attachment_keys=keys,
