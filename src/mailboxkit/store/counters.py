@@ -22,7 +22,6 @@ Implementation notes:
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from datetime import datetime
 
@@ -56,13 +55,12 @@ class Counters:
         if limit.hits == 0:
             return Verdict(True, 0, 0)
         t = now.timestamp()
-        start = int(t // limit.window) * limit.window
-        window = (bucket, start, limit.window)
+        window = (bucket, limit.window_start(t), limit.window)
         self._pending[window] += 1
         hits = self._flushed.get(window, 0) + self._writing[window] + self._pending[window]
         if hits <= limit.hits:
             return Verdict(True, hits, 0)
-        return Verdict(False, hits, max(1, math.ceil(start + limit.window - t)))
+        return Verdict(False, hits, limit.retry_after(t))
 
     def count_api_request(self, account_id: str, *, now: datetime) -> None:
         self._requests[(account_id, day_of(now))] += 1

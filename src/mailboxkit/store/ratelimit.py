@@ -44,6 +44,14 @@ class Limit:
         if self.hits < 0 or self.window <= 0:
             raise ValueError(f"invalid rate limit {self.hits}/{self.window}s")
 
+    def window_start(self, t: float) -> int:
+        """The start of the window that holds ``t`` (seconds since the Unix epoch)."""
+        return int(t // self.window) * self.window
+
+    def retry_after(self, t: float) -> int:
+        """Whole seconds from ``t`` until its window ends (at least 1)."""
+        return max(1, math.ceil(self.window_start(t) + self.window - t))
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
@@ -62,11 +70,10 @@ async def hit(conn: AsyncConnection, bucket: str, limit: Limit, *, now: datetime
     if limit.hits == 0:
         return Verdict(True, 0, 0)
     t = now.timestamp()
-    start = int(t // limit.window) * limit.window
-    end = start + limit.window
+    start = limit.window_start(t)
     insert = upsert_insert(conn)
     statement = insert(m.rate_limits).values(
-        bucket=bucket, window_start=start, hits=1, expires_at=end
+        bucket=bucket, window_start=start, hits=1, expires_at=start + limit.window
     )
     statement = statement.on_conflict_do_update(
         index_elements=[m.rate_limits.c.bucket, m.rate_limits.c.window_start],
@@ -82,7 +89,7 @@ async def hit(conn: AsyncConnection, bucket: str, limit: Limit, *, now: datetime
         await conn.execute(delete(m.rate_limits).where(m.rate_limits.c.expires_at <= int(t)))
     if hits <= limit.hits:
         return Verdict(True, hits, 0)
-    return Verdict(False, hits, max(1, math.ceil(end - t)))
+    return Verdict(False, hits, limit.retry_after(t))
 
 
 async def peek(conn: AsyncConnection, bucket: str, limit: Limit, *, now: datetime) -> Verdict:
@@ -90,13 +97,12 @@ async def peek(conn: AsyncConnection, bucket: str, limit: Limit, *, now: datetim
     if limit.hits == 0:
         return Verdict(True, 0, 0)
     t = now.timestamp()
-    start = int(t // limit.window) * limit.window
     found = await conn.scalar(
         select(m.rate_limits.c.hits).where(
-            m.rate_limits.c.bucket == bucket, m.rate_limits.c.window_start == start
+            m.rate_limits.c.bucket == bucket, m.rate_limits.c.window_start == limit.window_start(t)
         )
     )
     hits = int(found or 0)
     if hits < limit.hits:
         return Verdict(True, hits, 0)
-    return Verdict(False, hits, max(1, math.ceil(start + limit.window - t)))
+    return Verdict(False, hits, limit.retry_after(t))
