@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import json
 import os
 import platform
@@ -51,7 +50,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -66,20 +64,30 @@ from email.utils import format_datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psutil
+from common import (
+    DOMAIN,
+    WORDS,
+    Client,
+    Server,
+    add_ours_options,
+    async_url,
+    cpu_time,
+    free_port,
+    fs_type,
+    ours_env,
+    pg_query,
+    serve,
+    snapshot_code,
+    start_self,
+    stop_process,
+    with_database,
+)
 
-DOMAIN = "example.test"
 INBOX = f"bench@{DOMAIN}"
-DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TARGET_RATE, TARGET_P99_MS = 200, 20.0
 BATCH = 500
-WORDS = (
-    "the", "agent", "mailbox", "message", "reply", "thread", "invoice", "meeting", "schedule",
-    "report", "status", "update", "please", "confirm", "attached", "summary", "deadline", "review",
-    "tomorrow", "thanks", "regards", "team", "customer", "order", "shipping", "account", "code",
-)  # fmt: skip
 ENDPOINTS = ("list", "get", "bare")
 
 
@@ -122,14 +130,6 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def _cpu(proc: psutil.Process) -> float:
-    try:
-        t = proc.cpu_times()
-    except psutil.Error:
-        return 0.0
-    return t.user + t.system
-
-
 async def open_loop(job: dict[str, Any]) -> dict[str, Any]:
     """Requests at a fixed rate; latency from each one's scheduled start."""
     import httpx
@@ -145,7 +145,7 @@ async def open_loop(job: dict[str, Any]) -> dict[str, Any]:
     async with httpx.AsyncClient(headers=job["headers"], limits=limits, timeout=30) as client:
         for _ in range(4):  # open a few connections before the clock starts
             await client.get(url)
-        cpu_before = _cpu(me)
+        cpu_before = cpu_time(me)
         start = loop.time() + 0.05
         first = start + warm / rate
         last_done = first
@@ -192,7 +192,7 @@ async def open_loop(job: dict[str, Any]) -> dict[str, Any]:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        cpu = _cpu(me) - cpu_before
+        cpu = cpu_time(me) - cpu_before
     if pending:
         errors["unanswered"] += len(pending)
         latencies += [float("inf")] * len(pending)
@@ -223,7 +223,7 @@ async def closed_loop(job: dict[str, Any]) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         measure_from = loop.time() + job["warmup"]
         until = measure_from + job["seconds"]
-        cpu_before = _cpu(me)
+        cpu_before = cpu_time(me)
 
         async def worker() -> None:
             while (now := loop.time()) < until:
@@ -240,7 +240,7 @@ async def closed_loop(job: dict[str, Any]) -> dict[str, Any]:
                     errors[status] += 1
 
         await asyncio.gather(*(worker() for _ in range(n)))
-        cpu = _cpu(me) - cpu_before
+        cpu = cpu_time(me) - cpu_before
     seconds = job["seconds"]
     return {
         "ok": len(latencies),
@@ -261,38 +261,6 @@ def _client() -> None:
         except Exception as exc:
             result = {"error": f"{type(exc).__name__}: {exc}"}
         print(json.dumps(result), flush=True)
-
-
-class Client:
-    """The Python load generator process, driven over stdin/stdout."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--client"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-
-    def run(self, **job: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(job) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("load generator exited")
-        result: dict[str, Any] = json.loads(line)
-        if "error" in result:
-            raise RuntimeError(f"load generator: {result['error']}")
-        return result
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            stop_process(self.proc)
 
 
 _WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
@@ -337,125 +305,19 @@ def run_wrk(job: dict[str, Any]) -> dict[str, Any]:
 # --- processes --------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on port {port} within {timeout:.0f} s")
-
-
-def stop_process(proc: subprocess.Popen[Any], timeout: float = 30) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@dataclass
-class Server:
-    name: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-    pg_db: str | None = None
-    backends: dict[int, psutil.Process] = field(default_factory=dict)
-
-    def tail(self, lines: int = 20) -> str:
-        if not self.log.exists():
-            return ""
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def cpu(self) -> tuple[float, float]:
-        """CPU seconds of this process and of the PostgreSQL backends of its database."""
-        if self.pg_db:
-            for proc in psutil.process_iter(["cmdline"]):
-                title = " ".join(proc.info["cmdline"] or ())
-                if title.startswith("postgres:") and f" {self.pg_db} " in title:
-                    self.backends.setdefault(proc.pid, proc)
-        return _cpu(psutil.Process(self.proc.pid)), sum(_cpu(p) for p in self.backends.values())
-
-
-def start_bare(workdir: Path) -> Server:
-    port = free_port()
-    log = workdir / "bare.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--bare", str(port)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    server = Server("bare", proc, port, log)
-    wait_port(port, proc, "the bare app")
-    return server
-
-
-def ours_env(
-    data_dir: Path, port: int, database_url: str, args: argparse.Namespace
-) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOXKIT_")}
-    if args.code is not None:
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(args.code), *filter(None, [env.get("PYTHONPATH")])]
-        )
-    env.update(
-        MAILBOXKIT_DATA_DIR=str(data_dir),
-        MAILBOXKIT_DATABASE_URL=database_url,
-        MAILBOXKIT_HOSTNAME="mx.example.test",
-        MAILBOXKIT_DOMAIN=DOMAIN,
-        MAILBOXKIT_BIND="127.0.0.1",
-        MAILBOXKIT_HTTP_PORT=str(port),
-        MAILBOXKIT_SMTP_PORT="0",
-        MAILBOXKIT_SUBMISSION_PORT="0",
-        MAILBOXKIT_SUBMISSIONS_PORT="0",
-        MAILBOXKIT_IMAP_PORT="0",
-        MAILBOXKIT_IMAPS_PORT="0",
-        MAILBOXKIT_API_RATE_LIMIT=str(10**9),  # on, but out of reach
-        MAILBOXKIT_LOG_LEVEL=args.log_level,
-        MAILBOXKIT_SHUTDOWN_GRACE="5",
-    )
-    return env
-
-
 def start_ours(
     workdir: Path, label: str, database_url: str, pg_db: str | None, args: argparse.Namespace
 ) -> Server:
     port = free_port()
-    data_dir = workdir / f"data-{label}"
-    env = ours_env(data_dir, port, database_url, args)
-    log = workdir / f"ours-{label}.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mailboxkit.cli", "serve"],
-            env=env,
-            cwd=workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    server = Server("ours", proc, port, log, pg_db)
-    try:
-        wait_port(port, proc, "mailboxkit serve")
-    except RuntimeError:
-        print(server.tail(), file=sys.stderr)
-        stop_process(proc)
-        raise
-    return server
+    env = ours_env(
+        workdir / f"data-{label}",
+        database_url,
+        args.code,
+        MAILBOXKIT_HTTP_PORT=str(port),
+        MAILBOXKIT_API_RATE_LIMIT=str(10**9),  # on, but out of reach
+        MAILBOXKIT_LOG_LEVEL=args.log_level,
+    )
+    return serve(workdir, label, env, port, pg_db)
 
 
 # --- the inbox --------------------------------------------------------------------------------
@@ -571,30 +433,9 @@ async def explain(database_url: str, inbox_id: str) -> str:
 # --- PostgreSQL -------------------------------------------------------------------------------
 
 
-def _pg(url: str, *statements: str) -> list[Any]:
-    import asyncpg
-
-    async def run() -> list[Any]:
-        conn = await asyncpg.connect(url)
-        try:
-            return [await conn.fetch(s) for s in statements]
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
-
-
-def with_database(url: str, dbname: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{dbname}"))
-
-
-def async_url(url: str) -> str:
-    return url.replace("postgresql://", "postgresql+asyncpg://", 1)
-
-
 def pg_info(url: str) -> str | None:
     try:
-        answers = _pg(url, "SHOW server_version", "SHOW fsync", "SHOW synchronous_commit")
+        answers = pg_query(url, "SHOW server_version", "SHOW fsync", "SHOW synchronous_commit")
     except Exception:
         return None
     version, fsync, synchronous = (rows[0][0] for rows in answers)
@@ -892,39 +733,6 @@ def print_table(table: dict[str, dict[str, Cell]], args: argparse.Namespace) -> 
 # --- the run ----------------------------------------------------------------------------------
 
 
-def snapshot_code(workdir: Path, enabled: bool) -> tuple[Path | None, str]:
-    """Copy the mailboxkit package into ``workdir`` so the server runs the code of the start,
-    even while the tree is being edited; and describe that code."""
-    spec = importlib.util.find_spec("mailboxkit")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("mailboxkit is not importable: run with the project's virtualenv")
-    package = Path(next(iter(spec.submodule_search_locations)))
-    git = ["git", "-C", str(package)]
-    rev = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    note = "not in a git checkout"
-    if rev.returncode == 0:
-        status = subprocess.run(
-            [*git, "status", "--porcelain", "--", "."], capture_output=True, text=True
-        )
-        changed = len(status.stdout.splitlines())
-        note = f"git {rev.stdout.strip()}" + (
-            f" + {changed} uncommitted file(s)" if changed else ""
-        )
-    if not enabled:
-        return None, f"{note}, live tree"
-    code = workdir / "code"
-    shutil.copytree(package, code / "mailboxkit", ignore=shutil.ignore_patterns("__pycache__"))
-    return code, f"{note}, snapshot taken at start"
-
-
-def fs_type(path: Path) -> str:
-    best = ("?", "")
-    for part in psutil.disk_partitions(all=True):
-        if str(path).startswith(part.mountpoint) and len(part.mountpoint) >= len(best[1]):
-            best = (part.fstype, part.mountpoint)
-    return best[0]
-
-
 def environment(args: argparse.Namespace, workdir: Path, pg: str | None, code: str) -> None:
     print("MailboxKit HTTP API benchmark")
     print(f"  cpus: {os.cpu_count()} logical ({psutil.cpu_count(logical=False)} physical)")
@@ -936,7 +744,7 @@ def environment(args: argparse.Namespace, workdir: Path, pg: str | None, code: s
     print(f"  mailboxkit code: {code}")
     print(
         f"  SQLite: {sqlite3.sqlite_version} (WAL, synchronous=FULL); "
-        f"temp dir on {fs_type(workdir)}"
+        f"temp dir on {fs_type(workdir)[0]}"
     )
     if "postgresql" in args.databases:
         print(f"  PostgreSQL: {pg or 'not reachable, skipped'}")
@@ -960,14 +768,14 @@ def orchestrate(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     table: dict[str, dict[str, Cell]] = {}
     sweeps: dict[str, list[tuple[float, dict[str, Any]]]] = {}
-    client = Client()
-    bare = start_bare(workdir)
+    client = Client(__file__, check=True)
+    bare = start_self(__file__, "bare", workdir, "the bare app")
     try:
         for db in dbs:
             pg_db = None
             if db == "postgresql":
                 pg_db = f"mbk_bench_api_{os.getpid()}_{os.urandom(3).hex()}"
-                _pg(args.postgres_url, f'CREATE DATABASE "{pg_db}"')
+                pg_query(args.postgres_url, f'CREATE DATABASE "{pg_db}"')
                 url = async_url(with_database(args.postgres_url, pg_db))
             else:
                 (workdir / f"data-{db}").mkdir()
@@ -976,7 +784,7 @@ def orchestrate(args: argparse.Namespace) -> int:
                 table[db], sweeps[db] = run_database(client, bare, db, url, pg_db, args, workdir)
             finally:
                 if pg_db:
-                    _pg(args.postgres_url, f'DROP DATABASE IF EXISTS "{pg_db}" WITH (FORCE)')
+                    pg_query(args.postgres_url, f'DROP DATABASE IF EXISTS "{pg_db}" WITH (FORCE)')
             shutil.rmtree(workdir / f"data-{db}", ignore_errors=True)
         print_table(table, args)
         print_sweep(sweeps)
@@ -1015,18 +823,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--explain", action="store_true", help="print the listing's query plans")
     p.add_argument("--python-closed", action="store_true", help="closed loop in python, not wrk")
-    p.add_argument(
-        "--postgres-url",
-        default=os.environ.get("MAILBOXKIT_TEST_POSTGRES_URL", DEFAULT_PG_URL),
-        help="admin URL; a fresh database is created beside it and dropped afterwards",
-    )
-    p.add_argument("--tmpdir", type=Path, help="where the data dirs go (default: system temp)")
-    p.add_argument(
-        "--no-snapshot",
-        dest="snapshot",
-        action="store_false",
-        help="run the live tree instead of a copy of the package taken at start",
-    )
+    add_ours_options(p)
     p.add_argument("--py-spy", type=Path, metavar="DIR", help="also profile ours with py-spy")
     p.add_argument("--bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)

@@ -26,27 +26,18 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import uvicorn
+from common import DEFAULT_PG_URL, drop_database, free_port, make_database
 
-DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 INBOX = "bench@example.test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -133,24 +124,6 @@ async def smtp_session(port: int, jobs: asyncio.Queue[str | None], arrivals: Arr
     writer.write(b"QUIT\r\n")
     await writer.drain()
     writer.close()
-
-
-async def make_database(url: str) -> tuple[str, str]:
-    name = f"mbk_bench_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return f"{url.rpartition('/')[0]}/{name}", name
-
-
-async def drop_database(url: str, name: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 async def run_cli(env: dict[str, str], *args: str) -> bytes:

@@ -39,32 +39,38 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import random
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
+from common import (
+    DOMAIN,
+    Server,
+    add_ours_options,
+    async_url,
+    free_port,
+    ours_env,
+    pg_query,
+    serve,
+    snapshot_code,
+    stop_process,
+    with_database,
+)
 
-DOMAIN = "example.test"
 INBOX = f"bench@{DOMAIN}"
 SECRET = "bench-" + "0" * 64
-DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 BATCH = 500
 LOGIN_TIMEOUT = 120.0
 TARGET_FETCH_MS, TARGET_RSS_MB = 150.0, 500.0
@@ -258,17 +264,7 @@ class Generators:
 
     def close(self) -> None:
         for proc in self.procs:
-            with_timeout_kill(proc)
-
-
-def with_timeout_kill(proc: subprocess.Popen[Any], timeout: float = 30) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            stop_process(proc)
 
 
 # --- the data -----------------------------------------------------------------------------------
@@ -360,98 +356,22 @@ async def fill(database_url: str, data_dir: Path, args: argparse.Namespace) -> d
 # --- the server ---------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-    pg_db: str | None
-
-    def rss_mb(self) -> float:
-        return float(psutil.Process(self.proc.pid).memory_info().rss) / 2**20
-
-    def cpu(self) -> float:
-        """CPU seconds of the server and of the PostgreSQL backends of its database."""
-        times = psutil.Process(self.proc.pid).cpu_times()
-        total = times.user + times.system
-        if self.pg_db:
-            for proc in psutil.process_iter(["cmdline", "cpu_times"]):
-                title = " ".join(proc.info["cmdline"] or ())
-                if title.startswith("postgres:") and f" {self.pg_db} " in title:
-                    total += proc.info["cpu_times"].user + proc.info["cpu_times"].system
-        return total
-
-    def tail(self, lines: int = 20) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def snapshot_code(workdir: Path) -> Path:
-    """A copy of the mailboxkit package, so the server runs the code of the start even while
-    the tree is being edited."""
-    spec = importlib.util.find_spec("mailboxkit")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("mailboxkit is not importable: run with the project's virtualenv")
-    package = Path(next(iter(spec.submodule_search_locations)))
-    code = workdir / "code"
-    shutil.copytree(package, code / "mailboxkit", ignore=shutil.ignore_patterns("__pycache__"))
-    return code
-
-
-def start_server(workdir: Path, data_dir: Path, url: str, pg_db: str | None, args: Any) -> Server:
+def start_server(workdir: Path, db: str, url: str, pg_db: str | None, args: Any) -> Server:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOXKIT_")}
-    if args.code is not None:
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(args.code), *filter(None, [env.get("PYTHONPATH")])]
-        )
     connections = str(args.idle + args.big_selects + args.clients + args.idle_inboxes + 100)
-    env.update(
-        MAILBOXKIT_DATA_DIR=str(data_dir),
-        MAILBOXKIT_DATABASE_URL=url,
+    env = ours_env(
+        workdir / f"data-{db}",
+        url,
+        args.code,
         MAILBOXKIT_SECRET_KEY=SECRET,
-        MAILBOXKIT_HOSTNAME="mx.example.test",
-        MAILBOXKIT_DOMAIN=DOMAIN,
-        MAILBOXKIT_BIND="127.0.0.1",
         MAILBOXKIT_IMAP_PORT=str(port),
-        MAILBOXKIT_IMAPS_PORT="0",
-        MAILBOXKIT_SMTP_PORT="0",
-        MAILBOXKIT_SUBMISSION_PORT="0",
-        MAILBOXKIT_SUBMISSIONS_PORT="0",
-        MAILBOXKIT_HTTP_PORT="0",
         MAILBOXKIT_IMAP_MAX_CONNECTIONS=connections,
         MAILBOXKIT_IMAP_MAX_CONNECTIONS_PER_IP=connections,
         MAILBOXKIT_MIGRATE_ON_START="false",
         MAILBOXKIT_VERIFY_INBOUND="false",
         MAILBOXKIT_LOG_LEVEL="WARNING",
-        MAILBOXKIT_SHUTDOWN_GRACE="5",
     )
-    log = workdir / "server.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mailboxkit.cli", "serve"],
-            env=env,
-            cwd=workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    server = Server(proc, port, log, pg_db)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mailboxkit serve exited:\n{server.tail()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return server
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("mailboxkit serve did not listen")
+    return serve(workdir, db, env, port, pg_db)
 
 
 # --- measurements -------------------------------------------------------------------------------
@@ -483,10 +403,10 @@ def throughput(server: Server, op: str, big: tuple[str, str], args: Any) -> dict
     ]
     generators = Generators(jobs)
     try:
-        cpu = server.cpu()
+        cpu = sum(server.cpu())
         generators.say("go")
         results = generators.results()
-        cpu = server.cpu() - cpu
+        cpu = sum(server.cpu()) - cpu
     finally:
         generators.close()
     latencies = [x for r in results for x in r["latencies"]]
@@ -508,12 +428,12 @@ async def fetch_latency(server: Server, big: tuple[str, str], args: Any) -> dict
     for _ in range(3):
         await run_op(conn, "FETCH FLAGS 1:*", rng, args.messages)
     samples = []
-    cpu = server.cpu()
+    cpu = sum(server.cpu())
     for _ in range(args.fetch_samples):
         started = time.monotonic()
         await run_op(conn, "FETCH FLAGS 1:*", rng, args.messages)
         samples.append((time.monotonic() - started) * 1000)
-    cpu_ms = (server.cpu() - cpu) / args.fetch_samples * 1000
+    cpu_ms = (sum(server.cpu()) - cpu) / args.fetch_samples * 1000
     conn.close()
     return {"samples": samples, "cpu_ms": cpu_ms}
 
@@ -591,9 +511,8 @@ def run_database(db: str, workdir: Path, args: Any) -> dict[str, Any]:
     pg_db = None
     if db == "postgresql":
         pg_db = f"mbk_bench_imap_{os.getpid()}_{os.urandom(3).hex()}"
-        pg(args.postgres_url, f'CREATE DATABASE "{pg_db}"')
-        base = args.postgres_url.rsplit("/", 1)[0]
-        url = f"{base}/{pg_db}".replace("postgresql://", "postgresql+asyncpg://", 1)
+        pg_query(args.postgres_url, f'CREATE DATABASE "{pg_db}"')
+        url = async_url(with_database(args.postgres_url, pg_db))
     else:
         url = f"sqlite+aiosqlite:///{data_dir / 'mailboxkit.db'}"
     try:
@@ -601,7 +520,7 @@ def run_database(db: str, workdir: Path, args: Any) -> dict[str, Any]:
         data = asyncio.run(fill(url, data_dir, args))
         count = args.messages + args.idle_inboxes * args.idle_messages
         print(f"  {db}: {count} messages stored in {time.monotonic() - started:.0f} s", flush=True)
-        server = start_server(workdir, data_dir, url, pg_db, args)
+        server = start_server(workdir, db, url, pg_db, args)
         try:
             rss = server.rss_mb()
             ops = {op: throughput(server, op, tuple(data["big"]), args) for op in OPS}
@@ -611,25 +530,12 @@ def run_database(db: str, workdir: Path, args: Any) -> dict[str, Any]:
             print(server.tail(), file=sys.stderr)
             raise
         finally:
-            with_timeout_kill(server.proc)
+            stop_process(server.proc)
     finally:
         if pg_db:
-            pg(args.postgres_url, f'DROP DATABASE IF EXISTS "{pg_db}" WITH (FORCE)')
+            pg_query(args.postgres_url, f'DROP DATABASE IF EXISTS "{pg_db}" WITH (FORCE)')
         shutil.rmtree(data_dir, ignore_errors=True)
     return {"rss_start": rss, "ops": ops, "fetch": fetch, "memory": memory}
-
-
-def pg(url: str, statement: str) -> None:
-    import asyncpg
-
-    async def run() -> None:
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
 
 
 def report(db: str, found: dict[str, Any], args: Any) -> None:
@@ -687,18 +593,7 @@ def main() -> int:
     p.add_argument("--idle-messages", type=int, default=20, help="messages in each")
     p.add_argument("--idle-procs", type=int, default=5, help="processes the sessions use")
     p.add_argument("--big-selects", type=int, default=100, help="IDLE sessions on big INBOX")
-    p.add_argument(
-        "--postgres-url",
-        default=os.environ.get("MAILBOXKIT_TEST_POSTGRES_URL", DEFAULT_PG_URL),
-        help="admin URL; a fresh database is created beside it and dropped afterwards",
-    )
-    p.add_argument("--tmpdir", type=Path, help="where the data dirs go (default: system temp)")
-    p.add_argument(
-        "--no-snapshot",
-        dest="snapshot",
-        action="store_false",
-        help="run the live tree instead of a copy of the package taken at start",
-    )
+    add_ours_options(p)
     p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -716,7 +611,7 @@ def main() -> int:
     print(f"  databases: {', '.join(args.databases)}; {args.seconds:g} s per command")
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="mbk-bench-imap-", dir=args.tmpdir))
-    args.code = snapshot_code(workdir) if args.snapshot else None
+    args.code, _ = snapshot_code(workdir, args.snapshot)
     try:
         for db in args.databases:
             report(db, run_database(db, workdir, args), args)

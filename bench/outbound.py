@@ -32,7 +32,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,14 +45,9 @@ from typing import Any
 
 import aiosmtplib
 import httpx
+from common import drop_database, free_port, make_database
 
 BODY = ("All work and no play makes an agent a dull bot. " * 84)[:4000]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- the sink process -----------------------------------------------------------------------
@@ -254,35 +248,13 @@ def server_cpu() -> float:
 # --- the run --------------------------------------------------------------------------------
 
 
-async def _postgres_database(url: str) -> tuple[str, str]:
-    import asyncpg
-
-    name = f"mbk_bench_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return url.rsplit("/", 1)[0] + f"/{name}", name
-
-
-async def _drop_postgres(url: str, name: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 async def main(args: argparse.Namespace) -> None:
     sink = SinkProcess(free_port())
     await sink.start()
     data = Path(tempfile.mkdtemp(prefix="mbk-bench-"))
     database_url, pg_name = "", ""
     if args.postgres_url:
-        database_url, pg_name = await _postgres_database(args.postgres_url)
+        database_url, pg_name = await make_database(args.postgres_url)
     http = free_port()
     env = {
         **os.environ,
@@ -333,7 +305,7 @@ async def main(args: argparse.Namespace) -> None:
         shutil.rmtree(data, ignore_errors=True)
         if pg_name:
             with contextlib.suppress(Exception):
-                await _drop_postgres(args.postgres_url, pg_name)
+                await drop_database(args.postgres_url, pg_name)
 
 
 def _args() -> argparse.Namespace:

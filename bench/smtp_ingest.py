@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import json
 import os
 import platform
@@ -41,7 +40,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -53,22 +51,32 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psutil
+from common import (
+    DOMAIN,
+    WORDS,
+    Client,
+    Server,
+    add_ours_options,
+    cpu_time,
+    free_port,
+    fs_type,
+    ours_env,
+    pg_backends,
+    pg_query,
+    serve,
+    snapshot_code,
+    start_self,
+    stop_process,
+    with_database,
+)
 
 KIB = 1024
-DOMAIN = "example.test"
 RCPT = f"sink@{DOMAIN}"
 SENDER = "load@sender.test"
 ENVELOPE = f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<{RCPT}>\r\nDATA\r\n".encode()
-DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TARGET_SESSIONS, TARGET_SIZE, TARGET_RATIO = 10, 4 * KIB, 0.6
-WORDS = (
-    "the", "agent", "mailbox", "message", "reply", "thread", "invoice", "meeting", "schedule",
-    "report", "status", "update", "please", "confirm", "attached", "summary", "deadline", "review",
-    "tomorrow", "thanks", "regards", "team", "customer", "order", "shipping", "account", "code",
-)  # fmt: skip
 
 
 # --- the sink ---------------------------------------------------------------------------------
@@ -215,26 +223,6 @@ async def _drive(session: Session, run: Run, tag: str, wire_body: bytes) -> None
             run.errors[line[:3].decode(errors="replace")] += 1
 
 
-def _cpu(proc: psutil.Process) -> float:
-    try:
-        t = proc.cpu_times()
-    except psutil.Error:
-        return 0.0
-    return t.user + t.system
-
-
-def _pg_backends(dbname: str | None) -> list[psutil.Process]:
-    """PostgreSQL backends serving ``dbname``, found by their process titles."""
-    if not dbname:
-        return []
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        title = " ".join(proc.info["cmdline"] or ())
-        if title.startswith("postgres:") and f" {dbname} " in title:
-            found.append(proc)
-    return found
-
-
 async def run_cell(cmd: dict[str, Any]) -> dict[str, Any]:
     host, port, n_sessions = cmd["host"], cmd["port"], cmd["sessions"]
     server = psutil.Process(cmd["pid"])
@@ -247,22 +235,22 @@ async def run_cell(cmd: dict[str, Any]) -> dict[str, Any]:
             await asyncio.gather(*(_drive(s, warm, tag + "w", wire_body) for s in sessions))
             if warm.errors:
                 return {"error": f"warm-up errors {dict(warm.errors)}"}
-        backends = {p.pid: p for p in _pg_backends(cmd.get("pg_db"))}
-        db0 = {pid: _cpu(p) for pid, p in backends.items()}
+        backends = {p.pid: p for p in pg_backends(cmd.get("pg_db"))}
+        db0 = {pid: cpu_time(p) for pid, p in backends.items()}
         run = Run(time.perf_counter() + cmd["seconds"], cmd["limit"], server, cmd["rss_every"])
         if run.rss_every:
             run.rss.append((0, server.memory_info().rss))
-        cpu0, client0 = _cpu(server), time.process_time()
+        cpu0, client0 = cpu_time(server), time.process_time()
         t0 = time.perf_counter()
         await asyncio.wait_for(
             asyncio.gather(*(_drive(s, run, tag, wire_body) for s in sessions)),
             cmd["seconds"] + cmd["timeout"],
         )
         end = run.last_ok or time.perf_counter()
-        cpu1, client1 = _cpu(server), time.process_time()
-        for p in _pg_backends(cmd.get("pg_db")):
+        cpu1, client1 = cpu_time(server), time.process_time()
+        for p in pg_backends(cmd.get("pg_db")):
             backends.setdefault(p.pid, p)
-        db_cpu = sum(_cpu(p) - db0.get(pid, 0.0) for pid, p in backends.items())
+        db_cpu = sum(cpu_time(p) - db0.get(pid, 0.0) for pid, p in backends.items())
         wall = end - t0
         return {
             "ok": run.ok,
@@ -290,176 +278,34 @@ def _client() -> None:
 # --- processes --------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on port {port} within {timeout:.0f} s")
-
-
-def stop_process(proc: subprocess.Popen[Any], timeout: float = 30) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-class Client:
-    """The load generator process."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--client"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-
-    def run(self, **cmd: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("load generator exited")
-        result: dict[str, Any] = json.loads(line)
-        return result
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            stop_process(self.proc)
-
-
-@dataclass
-class Server:
-    name: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path | None = None
-    pg_db: str | None = None
-
-    def tail(self, lines: int = 20) -> str:
-        if self.log is None or not self.log.exists():
-            return ""
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def start_sink(workdir: Path) -> Server:
-    port = free_port()
-    log = workdir / "sink.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--sink", str(port)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    server = Server("sink", proc, port, log)
-    wait_port(port, proc, "the sink")
-    return server
-
-
-def ours_env(
-    data_dir: Path, port: int, database_url: str, code: Path | None = None
-) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOXKIT_")}
-    if code is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(code), *filter(None, [env.get("PYTHONPATH")])])
-    env.update(
-        MAILBOXKIT_DATA_DIR=str(data_dir),
-        MAILBOXKIT_DATABASE_URL=database_url,
-        MAILBOXKIT_HOSTNAME="mx.example.test",
-        MAILBOXKIT_DOMAIN=DOMAIN,
-        MAILBOXKIT_BIND="127.0.0.1",
-        MAILBOXKIT_SMTP_PORT=str(port),
-        MAILBOXKIT_HTTP_PORT="0",
-        MAILBOXKIT_SUBMISSION_PORT="0",
-        MAILBOXKIT_SUBMISSIONS_PORT="0",
-        MAILBOXKIT_IMAP_PORT="0",
-        MAILBOXKIT_IMAPS_PORT="0",
-        MAILBOXKIT_LOG_LEVEL="WARNING",
-        # No network here: SPF/DKIM/DMARC lookups would only ask the machine's resolver.
-        MAILBOXKIT_VERIFY_INBOUND="false",
-        MAILBOXKIT_SHUTDOWN_GRACE="5",
-    )
-    return env
-
-
 def start_ours(
     workdir: Path, label: str, database_url: str, pg_db: str | None, code: Path | None
 ) -> Server:
     port = free_port()
-    data_dir = workdir / f"data-{label}"
-    env = ours_env(data_dir, port, database_url, code)
+    env = ours_env(
+        workdir / f"data-{label}",
+        database_url,
+        code,
+        MAILBOXKIT_SMTP_PORT=str(port),
+        MAILBOXKIT_LOG_LEVEL="WARNING",
+        # No network here: SPF/DKIM/DMARC lookups would only ask the machine's resolver.
+        MAILBOXKIT_VERIFY_INBOUND="false",
+    )
     cli = [sys.executable, "-m", "mailboxkit.cli"]
     made = subprocess.run(
         [*cli, "inbox", "create", RCPT], env=env, cwd=workdir, capture_output=True, check=False
     )
     if made.returncode != 0:
         raise RuntimeError(f"inbox create failed: {made.stderr.decode(errors='replace')}")
-    log = workdir / f"ours-{label}.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [*cli, "serve"],
-            env=env,
-            cwd=workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    server = Server("ours", proc, port, log, pg_db)
-    try:
-        wait_port(port, proc, "mailboxkit serve")
-    except RuntimeError:
-        print(server.tail(), file=sys.stderr)
-        stop_process(proc)
-        raise
-    return server
+    return serve(workdir, label, env, port, pg_db)
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------
 
 
-def _pg(url: str, *statements: str) -> list[Any]:
-    import asyncpg
-
-    async def run() -> list[Any]:
-        conn = await asyncpg.connect(url)
-        try:
-            return [await conn.fetch(s) for s in statements]
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
-
-
-def with_database(url: str, dbname: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{dbname}"))
-
-
 def pg_info(url: str) -> str | None:
     try:
-        (rows,) = _pg(
+        (rows,) = pg_query(
             url,
             "SELECT split_part(version(), ' ', 2) AS v, current_setting('fsync') AS f, "
             "current_setting('synchronous_commit') AS s, current_setting('full_page_writes') AS w",
@@ -511,16 +357,6 @@ class Stats:
     @property
     def db_cpu(self) -> float | None:
         return statistics.median(self.db_cpu1k) if self.db_cpu1k else None
-
-
-def fs_type(path: Path) -> str:
-    best = ("?", "?")
-    best_len = -1
-    for part in psutil.disk_partitions(all=True):
-        mount = part.mountpoint.rstrip("/") + "/"
-        if (str(path.resolve()) + "/").startswith(mount) and len(mount) > best_len:
-            best, best_len = (part.fstype, part.device), len(mount)
-    return f"{best[0]} on {best[1]}"
 
 
 def size_label(size: int) -> str:
@@ -730,31 +566,6 @@ def memory_run(client: Client, workdir: Path, args: argparse.Namespace) -> None:
         )
 
 
-def snapshot_code(workdir: Path, enabled: bool) -> tuple[Path | None, str]:
-    """Copy the mailboxkit package into ``workdir``, so that every server of this run runs the
-    same code even while the tree is being edited; and describe that code."""
-    spec = importlib.util.find_spec("mailboxkit")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("mailboxkit is not importable: run with the project's virtualenv")
-    package = Path(next(iter(spec.submodule_search_locations)))
-    git = ["git", "-C", str(package)]
-    rev = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    note = "not in a git checkout"
-    if rev.returncode == 0:
-        status = subprocess.run(
-            [*git, "status", "--porcelain", "--", "."], capture_output=True, text=True
-        )
-        changed = len(status.stdout.splitlines())
-        note = f"git {rev.stdout.strip()}" + (
-            f" + {changed} uncommitted file(s)" if changed else ""
-        )
-    if not enabled:
-        return None, f"{note}, live tree"
-    code = workdir / "code"
-    shutil.copytree(package, code / "mailboxkit", ignore=shutil.ignore_patterns("__pycache__"))
-    return code, f"{note}, snapshot taken at start"
-
-
 def environment(args: argparse.Namespace, workdir: Path, pg: str | None, code: str) -> None:
     print("MailboxKit SMTP MX ingest benchmark")
     print(f"  cpus: {os.cpu_count()} logical ({psutil.cpu_count(logical=False)} physical)")
@@ -767,7 +578,8 @@ def environment(args: argparse.Namespace, workdir: Path, pg: str | None, code: s
     print(f"  SQLite: {sqlite3.sqlite_version} (WAL, synchronous=FULL, blobs fsynced)")
     if "postgresql" in args.databases:
         print(f"  {pg or 'PostgreSQL: not reachable, skipped'}")
-    print(f"  temp dir filesystem: {fs_type(workdir)}")
+    kind, device = fs_type(workdir)
+    print(f"  temp dir filesystem: {kind} on {device}")
     mode = "quick" if args.quick else "full"
     print(
         f"  run: {mode}; {args.warmup:g} s warm-up + {args.seconds:g} s per measurement, "
@@ -784,15 +596,15 @@ def orchestrate(args: argparse.Namespace) -> int:
     environment(args, workdir, pg, code_note)
     sys.stdout.flush()
     table: dict[tuple[str, int, int, str], Stats] = {}
-    client = Client()
-    sink = start_sink(workdir)
+    client = Client(__file__)
+    sink = start_self(__file__, "sink", workdir, "the sink")
     try:
         for db in dbs:
             pg_db = None
             url = ""
             if db == "postgresql":
                 pg_db = f"mbk_bench_{os.getpid()}_{os.urandom(3).hex()}"
-                _pg(args.postgres_url, f'CREATE DATABASE "{pg_db}"')
+                pg_query(args.postgres_url, f'CREATE DATABASE "{pg_db}"')
                 url = with_database(args.postgres_url, pg_db)
             try:
                 ours = start_ours(workdir, db, url, pg_db, args.code)
@@ -804,7 +616,7 @@ def orchestrate(args: argparse.Namespace) -> int:
                     stop_process(ours.proc)
             finally:
                 if pg_db:
-                    _pg(args.postgres_url, f'DROP DATABASE IF EXISTS "{pg_db}" WITH (FORCE)')
+                    pg_query(args.postgres_url, f'DROP DATABASE IF EXISTS "{pg_db}" WITH (FORCE)')
             shutil.rmtree(workdir / f"data-{db}", ignore_errors=True)
         print_table(table, dbs, args)
         sys.stdout.flush()
@@ -828,18 +640,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, help="timed seconds per measurement")
     p.add_argument("--warmup", type=float, help="warm-up seconds before each measurement")
     p.add_argument("--memory-messages", type=int, help="memory run length; 0 skips it")
-    p.add_argument(
-        "--postgres-url",
-        default=os.environ.get("MAILBOXKIT_TEST_POSTGRES_URL", DEFAULT_PG_URL),
-        help="admin URL; a fresh database is created beside it and dropped afterwards",
-    )
-    p.add_argument("--tmpdir", type=Path, help="where the data dirs go (default: system temp)")
-    p.add_argument(
-        "--no-snapshot",
-        dest="snapshot",
-        action="store_false",
-        help="run the live tree instead of a copy of the package taken at start",
-    )
+    add_ours_options(p)
     p.add_argument("--py-spy", type=Path, metavar="DIR", help="also profile ours with py-spy")
     p.add_argument("--sink", type=int, metavar="PORT", help=argparse.SUPPRESS)
     p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
