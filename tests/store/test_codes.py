@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mailboxkit.store.codes import (
+    _CANDIDATE,
+    CODE_WORDS,
     MAX_CODES,
     MAX_LINKS,
+    NOT_CODE_WORDS,
     Link,
     find_codes,
     find_codes_and_links,
@@ -280,3 +285,61 @@ def test_never_raises(text: str, subject: str, html: str | None) -> None:
     found = find_codes_and_links(subject, text, html)
     assert len(found.codes) <= MAX_CODES and len(found.links) <= MAX_LINKS
     assert all(link.url.lower().startswith(("http://", "https://")) for link in found.links)
+
+
+def _every_line(subject: str, text: str) -> list[str]:
+    """The rule of the module's notes read literally, line by line: a candidate counts on a line
+    naming a code, on the line after one (empty and quoted lines skipped), or on a short line
+    when the subject names a code; never on a line naming a promotion or an order."""
+
+    def says_code(line: str) -> bool:
+        return CODE_WORDS.search(line.lower()) is not None
+
+    def candidates(line: str) -> list[str]:
+        codes = [re.sub(r"[ \-]", "", m.group(1)) for m in _CANDIDATE.finditer(line)]
+        return [c for c in codes if not (len(c) == 4 and re.fullmatch(r"(19|20)\d\d", c))]
+
+    def promo(line: str) -> bool:
+        return NOT_CODE_WORDS.search(line.lower()) is not None
+
+    subject_ok = says_code(subject) and not promo(subject)
+    found = candidates(subject) if subject_ok else []
+    lines = [ln.strip() for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith(">")]
+    for n, line in enumerate(lines):
+        before = lines[n - 1] if n else ""
+        near = says_code(line) or (says_code(before) and not promo(before))
+        if (near or (subject_ok and len(line) <= 12)) and not promo(line):
+            found += candidates(line)
+    return list(dict.fromkeys(found))[:MAX_CODES]
+
+
+LINES = st.lists(
+    st.sampled_from(
+        [
+            "",
+            "> your code: 111111",
+            "Your code is",
+            "code: 482913",
+            "482 913",
+            "G-735091",
+            "order id 55555",
+            "promo code SAVE20X",
+            "call 0800 555 0199",
+            "in 2026",
+            "K7QX2P",
+            "nothing here",
+            "   code   ",
+            "Verification",
+        ]
+    ),
+    max_size=12,
+)
+
+
+@given(st.sampled_from(["", "Your code", "Welcome", "promo code 12345", "Code 777777"]), LINES)
+def test_reading_only_lines_with_digits_finds_what_reading_every_line_finds(
+    subject: str, lines: list[str]
+) -> None:
+    text = "\n".join(lines)
+    assert list(find_codes(subject, text)) == _every_line(subject, text)

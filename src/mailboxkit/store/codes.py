@@ -180,28 +180,34 @@ def find_codes(subject: str, text: str) -> tuple[str, ...]:
     """The one-time codes in a message, most likely first (see the notes above)."""
     subject = subject[:MAX_SCAN]
     text = text[:MAX_SCAN]
+    if _DIGIT.search(subject) is None and _DIGIT.search(text) is None:
+        return ()  # every code has a digit
     if CODE_WORDS.search(subject.lower()) is None and CODE_WORDS.search(text.lower()) is None:
         return ()  # most mail: no line can say it holds a code
     found: list[str] = []
     subject_says_code = _code_line(subject)
     if subject_says_code:
         found.extend(_candidates(subject))
-    previous_says_code = False
+    previous = ""  # the last line read, quoted history and empty lines left out
     for line in text.splitlines():
         line = line.strip()
         # Drop quoted history: a code in an older message is not this message's code.
         if not line or line.startswith(">"):
             continue
-        lowered = line.lower()
-        says_code = CODE_WORDS.search(lowered) is not None
-        if not (says_code or previous_says_code or (subject_says_code and len(line) <= 12)):
-            continue  # nothing to take here, and the next line follows no code line
-        # A line that names a promotion or an order is about that, whatever the line before said.
-        if NOT_CODE_WORDS.search(lowered):
-            previous_says_code = False
-            continue
-        found.extend(_candidates(line))
-        previous_says_code = says_code
+        # Only a line with a digit can hold a code; the others are only looked at again
+        # when the next line has one (a code may stand on the line after its keyword).
+        if _DIGIT.search(line) is not None:
+            lowered = line.lower()
+            near_keyword = (
+                CODE_WORDS.search(lowered) is not None
+                or _code_line(previous)
+                or (subject_says_code and len(line) <= 12)
+            )
+            # A line that names a promotion or an order is about that, whatever the line
+            # before said.
+            if near_keyword and NOT_CODE_WORDS.search(lowered) is None:
+                found.extend(_candidates(line))
+        previous = line
     unique = list(dict.fromkeys(found))
     return tuple(unique[:MAX_CODES])
 
