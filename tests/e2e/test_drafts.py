@@ -379,3 +379,41 @@ def test_two_processes_send_each_due_draft_once(tmp_path: Path, database_url: st
             second.stop()
         finally:
             sending.stop()
+
+
+def test_a_draft_joins_its_conversation_only_when_sent(
+    sending: Sending, bot: tuple[str, str]
+) -> None:
+    inbox_id, key = bot
+    original = deliver_inbound(sending, "Plans", "<plans@remote.test>")
+    imap = Imap(sending, key)
+    saved = message("carol@remote.test", "Re: Plans", "from my client\n", sender=ADDRESS)
+    saved = saved.replace(b"Subject:", b"In-Reply-To: <plans@remote.test>\r\nSubject:")
+    assert imap.client.append("Drafts", "(\\Draft \\Seen)", None, saved)[0] == "OK"
+    imap.close()
+    with sending.api(key) as api:
+        [thread] = api.get(f"/inboxes/{inbox_id}/threads").json()["threads"]
+
+        def shown() -> tuple[int, list[str]]:
+            found = api.get(f"/threads/{thread['thread_id']}").json()
+            people = sorted(p["email"] for p in found["participants"])
+            return found["message_count"], people
+
+        alone = shown()
+        draft = api.post(
+            f"/inboxes/{inbox_id}/drafts",
+            json={"in_reply_to": original, "cc": ["dave@remote.test"], "text": "Soon."},
+        ).json()
+        api.patch(
+            f"/inboxes/{inbox_id}/drafts/{draft['draft_id']}", json={"text": "Tomorrow."}
+        ).raise_for_status()
+        drafted = shown()
+        sent = api.post(f"/inboxes/{inbox_id}/drafts/{draft['draft_id']}/send").json()
+        sending.sink.next()
+        after = shown()
+        threads = api.get(f"/inboxes/{inbox_id}/threads").json()["threads"]
+    assert alone == (1, ["alice@remote.test", ADDRESS])
+    assert drafted == alone  # neither draft (the API's, the client's) counts yet
+    assert sent["thread_id"] == thread["thread_id"]
+    assert after == (2, ["alice@remote.test", ADDRESS, "dave@remote.test"])
+    assert [t["thread_id"] for t in threads] == [thread["thread_id"]]  # no draft-only thread

@@ -82,13 +82,18 @@ async def test_a_cancelled_statement_leaves_the_database_usable(db: Database) ->
 
 
 async def test_each_connection_has_its_own_thread_and_close_ends_it(tmp_path: Path) -> None:
-    before = threading.active_count()
     database = Database.open(f"sqlite+aiosqlite:///{tmp_path / 'e.db'}")
     async with database.read() as a, database.engine.connect() as b:
         assert await a.scalar(text("SELECT 1")) == await b.scalar(text("SELECT 1"))
-        assert threading.active_count() == before + 2
+        threads = [
+            (await conn.get_raw_connection()).driver_connection._thread  # type: ignore[union-attr]
+            for conn in (a, b)
+        ]
+        assert threads[0] is not threads[1] and all(t.is_alive() for t in threads)
     await database.close()
-    assert threading.active_count() == before
+    for thread in threads:
+        thread.join(5)
+        assert not thread.is_alive()
 
 
 async def test_a_block_runs_whole_on_the_connections_thread(db: Database) -> None:

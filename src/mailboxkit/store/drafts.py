@@ -294,8 +294,8 @@ async def list_drafts(
 
 async def _store_copy(conn: AsyncConnection, copy: NewMessage) -> tuple[StoredMessage, int]:
     """Store the copy in Drafts with ``\\Seen \\Draft``; the stored row and its entry's id. A
-    draft is not mail sent: it records no event."""
-    [stored] = await insert_messages(conn, [replace(copy, silent=True)])
+    draft is not mail sent: it records no event and joins no thread (the message sent does)."""
+    [stored] = await insert_messages(conn, [replace(copy, silent=True, threaded=False)])
     await set_entry_flags(
         conn,
         folder_id=stored.folder_id,

@@ -47,12 +47,13 @@ class NewMessage:
     auth: dict[str, Any] | None = None
     event: EventType | None = None  # default: message.received, or message.sent if outbound
     silent: bool = False  # a copy (in Sent, in Drafts): no mail came or went, no event
+    threaded: bool = True  # False for a draft's copy: not part of a conversation until sent
 
 
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
     id: str
-    thread_id: str
+    thread_id: str | None  # None for a draft's copy
     folder_id: int
     uid: int
     modseq: int
@@ -126,7 +127,7 @@ async def allocate_uids(
     return row.id, row.uidnext - count, row.highestmodseq - count + 1
 
 
-def message_summary(message_id: str, thread_id: str, new: NewMessage) -> dict[str, Any]:
+def message_summary(message_id: str, thread_id: str | None, new: NewMessage) -> dict[str, Any]:
     """The thin description of a message that events carry (never attachment bytes): with
     its SPF/DKIM/DMARC verdicts, and the one-time codes and links found in it."""
     p = new.parsed
@@ -151,7 +152,7 @@ def message_summary(message_id: str, thread_id: str, new: NewMessage) -> dict[st
     }
 
 
-def _message_row(message_id: str, thread_id: str, new: NewMessage) -> dict[str, Any]:
+def _message_row(message_id: str, thread_id: str | None, new: NewMessage) -> dict[str, Any]:
     p = new.parsed
     return {
         "id": message_id,
@@ -205,9 +206,13 @@ async def insert_messages(conn: AsyncConnection, news: Sequence[NewMessage]) -> 
     """Store messages in their folders, in order, with a handful of statements per batch."""
     if not news:
         return []
-    thread_ids = await assign_threads(
-        conn, [ThreadRequest(n.inbox.id, n.parsed, n.received_at) for n in news]
+    threaded = [n for n in news if n.threaded]
+    assigned = iter(
+        await assign_threads(
+            conn, [ThreadRequest(n.inbox.id, n.parsed, n.received_at) for n in threaded]
+        )
     )
+    thread_ids = [next(assigned) if n.threaded else None for n in news]
     ids = [new_id() for _ in news]
     await conn.execute(
         insert(m.messages),

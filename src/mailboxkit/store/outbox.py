@@ -384,6 +384,7 @@ async def enqueue_many(
             }
             for rcpt in dict.fromkeys(out.recipients)
         )
+        assert row.thread_id is not None  # a message sent joins a thread
         answers.append(Queued(row.id, row.thread_id, outbound_id, s.queue_id))
     await conn.execute(m.outbound_messages.insert(), outbound_rows)
     await conn.execute(m.outbound_recipients.insert(), recipient_rows)

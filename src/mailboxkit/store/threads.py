@@ -118,6 +118,8 @@ async def assign_threads(conn: AsyncConnection, requests: Sequence[ThreadRequest
     Messages of one batch see each other: a reply stored with its parent joins its thread.
     Returns one thread id per request.
     """
+    if not requests:
+        return []
     keys = [thread_keys(r.parsed) for r in requests]
     known = await _known_refs(conn, requests, {k for ks in keys for k in ks})
     new_threads: dict[str, dict[str, Any]] = {}

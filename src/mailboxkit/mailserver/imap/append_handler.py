@@ -67,6 +67,7 @@ def _stage(message: AppendMessage, inbox: Inbox, folder: Folder, now: datetime) 
         key: message.data,
         **dict(zip(keys, (a.data for a in parsed.attachments), strict=True)),
     }
+    draft = folder.special_use == "\\Drafts" and SystemFlag.DRAFT in system
     new = NewMessage(
         inbox=inbox,
         parsed=parsed,
@@ -78,8 +79,8 @@ def _stage(message: AppendMessage, inbox: Inbox, folder: Folder, now: datetime) 
         folder=folder.name,
         silent=folder.special_use in OUTBOUND_USES,  # a copy saved, not mail sent
         seen=SystemFlag.SEEN in system,
+        threaded=not draft,  # a draft joins its conversation when it is sent
     )
-    draft = folder.special_use == "\\Drafts" and SystemFlag.DRAFT in system
     return _Staged(new, system, keywords, blobs, draft)
 
 
