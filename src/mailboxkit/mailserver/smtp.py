@@ -350,7 +350,7 @@ def parse_path(arg: str, local_part_limit: int = 0) -> tuple[str | None, str | N
     crashes on some, and answers 500).
 
     aiosmtpd's version defines a ``typing.Protocol`` class on every call and runs the email
-    package's full parser, a sixth of the CPU an accepted message cost. A plain ASCII
+    package's full parser, about a tenth of the CPU an accepted message cost. A plain ASCII
     ``<local@domain>`` is read with one regex; anything else goes to the same parser.
     """
     if not arg:
