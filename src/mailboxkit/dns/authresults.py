@@ -23,6 +23,7 @@ from typing import Any
 from mailboxkit.dns.dkimverify import DkimResult, DkimVerdict
 from mailboxkit.dns.dmarc import Disposition, DmarcResult
 from mailboxkit.dns.spf import SpfIdentity, SpfResult
+from mailboxkit.store.rawheaders import drop_fields
 
 __all__ = ["AuthVerdicts", "authentication_results", "quote_value", "strip_forged"]
 
@@ -152,23 +153,7 @@ def strip_forged(message: bytes, authserv_id: str) -> bytes:
     if _OUR_FIELD.search(message) is None:  # the common case: nothing to look at
         return message
     ours = authserv_id.lower().encode("ascii", "replace")
-    fields: list[list[bytes]] = []
-    pos = 0
-    while pos < len(message):
-        newline = message.find(b"\n", pos)
-        end = len(message) if newline < 0 else newline + 1
-        line = message[pos:end]
-        if line in (b"\r\n", b"\n"):
-            break  # the empty line that ends the header section
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1].append(line)  # folded: part of the field above
-        else:
-            fields.append([line])
-        pos = end
-    kept = [b"".join(field) for field in fields if not _claims(b"".join(field), ours)]
-    if len(kept) == len(fields):
-        return message
-    return b"".join(kept) + message[pos:]
+    return drop_fields(message, lambda field: _claims(field, ours))
 
 
 def _claims(field: bytes, authserv_id: bytes) -> bool:

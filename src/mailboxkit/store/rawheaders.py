@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
-_HEADER_END = re.compile(rb"(\r?\n)\r?\n")
 _FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 
 
 def header_fields(raw: bytes) -> tuple[list[bytes], bytes]:
-    """The header fields of ``raw`` (each with its continuation lines) and the rest (the
-    empty line and the body, or b"" when there is none)."""
-    found = _HEADER_END.search(raw)
-    head, rest = (raw[: found.end(1)], raw[found.end(1) :]) if found else (raw, b"")
+    """The header fields of ``raw`` (each with its continuation lines) and the rest: the empty
+    line that ends the header section and the body, or b"" when there is none. The fields and
+    the rest put together are ``raw``."""
     fields: list[bytes] = []
-    for line in re.split(rb"(?<=\n)", head):
-        if not line:
-            continue
+    pos = 0
+    while pos < len(raw):
+        newline = raw.find(b"\n", pos)
+        end = len(raw) if newline < 0 else newline + 1
+        line = raw[pos:end]
+        if line in (b"\r\n", b"\n"):
+            break  # the empty line that ends the header section
         if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] += line
+            fields[-1] += line  # folded: part of the field above
         else:
             fields.append(line)
-    if fields and not fields[-1].endswith(b"\n"):
-        fields[-1] += b"\r\n"
-    return fields, rest
+        pos = end
+    return fields, raw[pos:]
 
 
 def field_name(field: bytes) -> str:
@@ -31,11 +33,14 @@ def field_name(field: bytes) -> str:
     return found.group(1).decode("ascii").lower() if found else ""
 
 
+def drop_fields(raw: bytes, drop: Callable[[bytes], bool]) -> bytes:
+    """``raw`` without the header fields ``drop`` picks; ``raw`` itself when it picks none."""
+    fields, rest = header_fields(raw)
+    kept = [f for f in fields if not drop(f)]
+    return raw if len(kept) == len(fields) else b"".join(kept) + rest
+
+
 def without_bcc(raw: bytes) -> bytes:
     """``raw`` without its Bcc fields (RFC 5322 §3.6.3: the copies that go out do not name
-    the blind recipients); ``raw`` itself when it has none."""
-    fields, rest = header_fields(raw)
-    kept = [f for f in fields if field_name(f) != "bcc"]
-    if len(kept) == len(fields):
-        return raw
-    return b"".join(kept) + (rest or b"\r\n")
+    the blind recipients)."""
+    return drop_fields(raw, lambda field: field_name(field) == "bcc")
