@@ -10,7 +10,9 @@ Implementation notes (invariants the API, the submission server and the queue wo
   unreferenced blob. The writer group-commits: concurrent sends share one blob write and one
   transaction.
 - The Sent copy and every local recipient's copy share the one raw blob (blobs are shared by
-  the recipients of one transaction, as for inbound mail; deletion checks references).
+  the recipients of one transaction, as for inbound mail; deletion checks references), except
+  when the Sent copy has a Bcc field: the local copies, without it, get a blob of their own
+  (``mailserver.outbound.worker``).
 - ``message.sent`` is recorded when a transport accepts the message (or it is delivered to a
   local inbox), not when it is queued: the Sent copy is stored ``silent`` (no event).
 - The worker's side (claims, leases, outcomes) is ``store.deliveries``.
