@@ -6,11 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from mailboxkit.mailserver.submission import complete_message, from_addresses
-from mailboxkit.store.rawheaders import header_fields, without_bcc
+from mailboxkit.store.rawheaders import without_bcc
 
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
@@ -62,9 +60,3 @@ def test_bcc_fields_are_removed_byte_exact_and_nothing_else() -> None:
 def test_present_fields_are_kept() -> None:
     raw = b"Date: x\r\nMessage-ID: <m@x>\r\nFrom: a@x.test\r\n\r\nbody"
     assert complete_message(raw, domain="example.test", now=NOW) == raw
-
-
-@given(st.binary(max_size=2000))
-def test_fields_and_rest_put_back_together_are_the_input(raw: bytes) -> None:
-    fields, rest = header_fields(raw)
-    assert b"".join(fields) + rest == raw

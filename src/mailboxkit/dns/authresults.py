@@ -23,7 +23,7 @@ from typing import Any
 from mailboxkit.dns.dkimverify import DkimResult, DkimVerdict
 from mailboxkit.dns.dmarc import Disposition, DmarcResult
 from mailboxkit.dns.spf import SpfIdentity, SpfResult
-from mailboxkit.store.rawheaders import drop_fields
+from mailboxkit.store.rawheaders import drop_fields, header_section
 
 __all__ = ["AuthVerdicts", "authentication_results", "quote_value", "strip_forged"]
 
@@ -150,7 +150,7 @@ def strip_forged(message: bytes, authserv_id: str) -> bytes:
     verdicts would trust that one too. RFC 8601 §5 asks a receiver to remove them. Only fields
     of the header section are looked at; everything else is left byte for byte.
     """
-    if _OUR_FIELD.search(message) is None:  # the common case: nothing to look at
+    if _OUR_FIELD.search(header_section(message)) is None:  # the common case: nothing to do
         return message
     ours = authserv_id.lower().encode("ascii", "replace")
     return drop_fields(message, lambda field: _claims(field, ours))

@@ -28,6 +28,18 @@ def header_fields(raw: bytes) -> tuple[list[bytes], bytes]:
     return fields, raw[pos:]
 
 
+def header_section(raw: bytes) -> bytes:
+    """The bytes of ``raw``'s header fields: what ``header_fields`` splits, found without
+    reading the body (all of ``raw`` when no empty line ends the header section)."""
+    if raw.startswith((b"\r\n", b"\n")):
+        return b""
+    end = raw.find(b"\n\r\n")
+    bare = raw.find(b"\n\n", 0, len(raw) if end < 0 else end)
+    if bare >= 0:
+        end = bare
+    return raw if end < 0 else raw[: end + 1]
+
+
 def field_name(field: bytes) -> str:
     found = _FIELD_NAME.match(field)
     return found.group(1).decode("ascii").lower() if found else ""
