@@ -29,7 +29,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
-from mailboxkit.store.ratelimit import Limit, Verdict, upsert_insert
+from mailboxkit.store.db import upsert
+from mailboxkit.store.ratelimit import Limit, Verdict
 from mailboxkit.store.usage import day_of
 
 PURGE_INTERVAL = 60.0
@@ -97,10 +98,9 @@ async def _write(
     conn: AsyncConnection, pending: Counter[Window], requests: Counter[tuple[str, str]]
 ) -> dict[Window, int]:
     """Add the counts; each window's total in the database afterwards."""
-    insert = upsert_insert(conn)
     totals = {}
     for (bucket, start, length), hits in sorted(pending.items()):
-        statement = insert(m.rate_limits).values(
+        statement = upsert(conn, m.rate_limits).values(
             bucket=bucket, window_start=start, hits=hits, expires_at=start + length
         )
         total = await conn.scalar(
@@ -117,7 +117,7 @@ async def _write(
     for (account_id, day), count in sorted(requests.items()):
         if account_id not in accounts:
             continue
-        statement = insert(m.usage_counters).values(
+        statement = upsert(conn, m.usage_counters).values(
             account_id=account_id, day=day, api_requests=count
         )
         await conn.execute(

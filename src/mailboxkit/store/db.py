@@ -14,7 +14,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event, make_url
+from sqlalchemy import Table, event, make_url
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -33,6 +34,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     ):
         cursor.execute(pragma)
     cursor.close()
+
+
+def upsert(conn: AsyncConnection, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An ``INSERT`` into ``table`` in the connection's dialect, which has
+    ``on_conflict_do_nothing`` and ``on_conflict_do_update`` (PostgreSQL and SQLite both)."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    return insert(table)
 
 
 @dataclass(slots=True)

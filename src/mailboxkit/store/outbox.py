@@ -37,13 +37,12 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
 from mailboxkit.store.accounts import Inbox
 from mailboxkit.store.blobs import BlobStore
-from mailboxkit.store.db import Database
+from mailboxkit.store.db import Database, upsert
 from mailboxkit.store.ids import new_id
 from mailboxkit.store.mailboxes import SystemFlag, set_entry_flags
 from mailboxkit.store.messages import NewMessage, insert_messages
@@ -119,10 +118,6 @@ class Queued:
         return self.outbound_id is None
 
 
-def _upsert(conn: AsyncConnection) -> Any:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-
-
 async def find_idempotent(conn: AsyncConnection, key: IdempotencyKey) -> Queued | None:
     """The answer remembered for ``key``; raises :class:`IdempotencyConflict` on another body."""
     row = (
@@ -143,7 +138,7 @@ async def find_idempotent(conn: AsyncConnection, key: IdempotencyKey) -> Queued 
 async def _claim_key(conn: AsyncConnection, key: IdempotencyKey, now: datetime) -> bool:
     """Insert the key row; False when it exists (after waiting for its writer to commit)."""
     statement = (
-        _upsert(conn)(m.idempotency_keys)
+        upsert(conn, m.idempotency_keys)
         .values(
             account_id=key.account_id,
             key=key.key,

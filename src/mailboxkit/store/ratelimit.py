@@ -21,13 +21,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
+from mailboxkit.store.db import upsert
 
 PURGE_EVERY = 100
 """Purge every expired row (of every bucket) when a hit count is a multiple of this."""
@@ -60,26 +59,22 @@ class Verdict:
     retry_after: int  # whole seconds until the window ends (0 when allowed)
 
 
-def upsert_insert(conn: AsyncConnection) -> Any:
-    """The dialect's ``insert`` that has ``on_conflict_do_update``."""
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-
-
 async def hit(conn: AsyncConnection, bucket: str, limit: Limit, *, now: datetime) -> Verdict:
     """Count one hit on ``bucket``; whether it is within ``limit``."""
     if limit.hits == 0:
         return Verdict(True, 0, 0)
     t = now.timestamp()
     start = limit.window_start(t)
-    insert = upsert_insert(conn)
-    statement = insert(m.rate_limits).values(
-        bucket=bucket, window_start=start, hits=1, expires_at=start + limit.window
+    counted = (
+        upsert(conn, m.rate_limits)
+        .values(bucket=bucket, window_start=start, hits=1, expires_at=start + limit.window)
+        .on_conflict_do_update(
+            index_elements=[m.rate_limits.c.bucket, m.rate_limits.c.window_start],
+            set_={"hits": m.rate_limits.c.hits + 1},
+        )
+        .returning(m.rate_limits.c.hits)
     )
-    statement = statement.on_conflict_do_update(
-        index_elements=[m.rate_limits.c.bucket, m.rate_limits.c.window_start],
-        set_={"hits": m.rate_limits.c.hits + 1},
-    ).returning(m.rate_limits.c.hits)
-    hits = int(await conn.scalar(statement) or 0)
+    hits = int(await conn.scalar(counted) or 0)
     await conn.execute(
         delete(m.rate_limits).where(
             m.rate_limits.c.bucket == bucket, m.rate_limits.c.window_start < start

@@ -21,10 +21,10 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import and_, delete, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
+from mailboxkit.store.db import upsert
 from mailboxkit.store.listing import Cursor
 
 CHUNK = 500  # addresses per IN (...) query
@@ -87,9 +87,8 @@ async def add(
     }
     if not rows:
         return []
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     result = await conn.execute(
-        insert(m.suppressions)
+        upsert(conn, m.suppressions)
         .values(list(rows.values()))
         .on_conflict_do_nothing()
         .returning(m.suppressions.c.address)

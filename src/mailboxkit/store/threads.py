@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
+from mailboxkit.store.db import upsert
 from mailboxkit.store.ids import new_id
 from mailboxkit.store.mime import ParsedMessage, has_reply_prefix, normalize_subject
 
@@ -164,9 +164,8 @@ async def assign_threads(conn: AsyncConnection, requests: Sequence[ThreadRequest
     if new_refs:
         # Another transaction may have indexed the same id since _known_refs (concurrent
         # APPENDs on PostgreSQL): its entry stays, and this message keeps the thread chosen.
-        dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         new_refs.sort(key=lambda r: (r["inbox_id"], r["message_id_header"]))  # lock order
-        await conn.execute(dialect_insert(m.thread_refs).on_conflict_do_nothing(), new_refs)
+        await conn.execute(upsert(conn, m.thread_refs).on_conflict_do_nothing(), new_refs)
     if grown:
         await conn.execute(
             _GROW_THREAD,
