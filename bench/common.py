@@ -75,6 +75,22 @@ def cpu_time(proc: psutil.Process) -> float:
     return t.user + t.system
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) of ``values``, nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def tree_cpu_time(proc: psutil.Process) -> float:
+    """CPU seconds of ``proc`` and of the processes it started that are still running (the
+    server's workers for large messages)."""
+    try:
+        children = proc.children(recursive=True)
+    except psutil.Error:
+        children = []
+    return cpu_time(proc) + sum(cpu_time(child) for child in children)
+
+
 def pg_backends(dbname: str | None) -> list[psutil.Process]:
     """PostgreSQL backends serving ``dbname``, found by their process titles."""
     if not dbname:
@@ -104,10 +120,11 @@ class Server:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def cpu(self) -> tuple[float, float]:
-        """CPU seconds of this process and of the PostgreSQL backends of its database."""
+        """CPU seconds of this process (with its children) and of the PostgreSQL backends of
+        its database."""
         for proc in pg_backends(self.pg_db):
             self.backends.setdefault(proc.pid, proc)
-        own = cpu_time(psutil.Process(self.proc.pid))
+        own = tree_cpu_time(psutil.Process(self.proc.pid))
         return own, sum(cpu_time(p) for p in self.backends.values())
 
     def rss_mb(self) -> float:
@@ -180,6 +197,51 @@ def serve(
         stop_process(proc)
         raise
     return server
+
+
+async def run_cli(env: dict[str, str], *args: str) -> bytes:
+    """``mailboxkit ARGS`` with ``env``; what it printed. Exits the benchmark if it fails."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mailboxkit.cli", *args, env=env, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"mailboxkit {' '.join(args)} failed")
+    return out
+
+
+@dataclass
+class Serving:
+    """``mailboxkit serve`` run by an asyncio benchmark: up once it logged ``event=started``
+    (``env`` sets ``MAILBOXKIT_LOG_LEVEL=INFO``), its stderr read and dropped from then on."""
+
+    proc: asyncio.subprocess.Process
+    stderr: asyncio.Task[bytes]
+
+    @classmethod
+    async def start(cls, env: dict[str, str]) -> Serving:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "mailboxkit.cli",
+            "serve",
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert proc.stderr is not None
+        async for line in proc.stderr:
+            if b"event=started" in line:
+                break
+        else:
+            raise SystemExit(f"mailboxkit serve exited with code {await proc.wait()}")
+        return cls(proc, asyncio.create_task(proc.stderr.read()))
+
+    async def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        await self.proc.wait()
+        self.stderr.cancel()
 
 
 class Client:

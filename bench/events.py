@@ -25,9 +25,7 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,15 +33,17 @@ from typing import Any
 
 import httpx
 import uvicorn
-from common import DEFAULT_PG_URL, drop_database, free_port, make_database
+from common import (
+    DEFAULT_PG_URL,
+    Serving,
+    drop_database,
+    free_port,
+    make_database,
+    percentile,
+    run_cli,
+)
 
 INBOX = "bench@example.test"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 class Arrivals:
@@ -126,16 +126,6 @@ async def smtp_session(port: int, jobs: asyncio.Queue[str | None], arrivals: Arr
     writer.close()
 
 
-async def run_cli(env: dict[str, str], *args: str) -> bytes:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mailboxkit.cli", *args, env=env, stdout=asyncio.subprocess.PIPE
-    )
-    out, _ = await proc.communicate()
-    if proc.returncode != 0:
-        raise SystemExit(f"mailboxkit {' '.join(args)} failed")
-    return out
-
-
 async def measure(database: str, args: argparse.Namespace) -> dict[str, Any]:
     data = Path(tempfile.mkdtemp(prefix="mbk-bench-events-"))
     dropped: tuple[str, str] | None = None
@@ -163,21 +153,7 @@ async def measure(database: str, args: argparse.Namespace) -> dict[str, Any]:
     }
     await run_cli(env, "migrate")
     key = json.loads(await run_cli(env, "inbox", "create", INBOX, "--json"))["api_key"]
-    server = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mailboxkit.cli",
-        "serve",
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert server.stderr is not None
-    async for line in server.stderr:
-        if b"event=started" in line:
-            break
-    stderr_drain = asyncio.create_task(server.stderr.read())
+    server = await Serving.start(env)
     arrivals = Arrivals()
     arrivals.expected = args.messages
     hook_port = free_port()
@@ -231,9 +207,7 @@ async def measure(database: str, args: argparse.Namespace) -> dict[str, Any]:
     finally:
         receiver.should_exit = True
         await receiver_task
-        server.send_signal(signal.SIGTERM)
-        await server.wait()
-        stderr_drain.cancel()
+        await server.stop()
         if dropped is not None:
             await drop_database(*dropped)
     result: dict[str, Any] = {

@@ -75,6 +75,7 @@ from mailboxkit.store.mailbox_changes import relay_events
 from mailboxkit.store.mailboxes import MailboxChanges
 from mailboxkit.store.migrate import upgrade_async
 from mailboxkit.store.notify import ChangeNotifier, NotifyConfig, listen_dsn
+from mailboxkit.store.offload import Offload
 from mailboxkit.store.outbox import OutboxWriter
 from mailboxkit.store.ratelimit import Limit
 from mailboxkit.store.retention import RetentionJob
@@ -269,6 +270,7 @@ class MailboxKit:
     _sweeper: Sweeper | None = None
     tls: ServerCertificate | None = None  # made with the first TLS listener
     drafts: DraftScheduler | None = None  # sends scheduled drafts when due
+    offload: Offload = field(default_factory=Offload)  # parses and composes large messages
 
     async def start(self) -> None:
         s = self.settings
@@ -427,6 +429,7 @@ class MailboxKit:
         return SendContext(
             self.signer,
             self.outbox,
+            self.offload,
             max_recipients=s.send_max_recipients,
             queued=self._queued,
             scheduled=self._scheduled,
@@ -476,6 +479,7 @@ class MailboxKit:
                 auth_failure_delay=s.submission_auth_failure_delay,
             ),
             AuthThrottle(s.submission_max_auth_failures, s.submission_auth_failure_window),
+            self.offload,
             on_queued=self._queued,
         )
         limits = MxLimits(
@@ -518,6 +522,7 @@ class MailboxKit:
             self.db,
             self._pipeline,
             self.clock,
+            self.offload,
             hostname=s.hostname,
             max_recipients=s.smtp_max_recipients,
             verify=self._verifier(),
@@ -565,6 +570,7 @@ class MailboxKit:
             throttle=AuthThrottle(s.imap_max_auth_failures, s.imap_auth_failure_window),
             tls_context=self._tls().context,
             allow_plaintext=s.plaintext_allowed,
+            offload=self.offload,
         )
         self._imap = ImapServer(services)
         for name, port, implicit_tls in (
@@ -690,5 +696,6 @@ class MailboxKit:
             await self._notifier.stop()
         if hasattr(self, "blobs"):  # not when start failed before it
             await self.blobs.close()
+        await self.offload.close()
         await self.db.close()
         log.info("event=stopped")

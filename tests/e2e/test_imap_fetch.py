@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 import imaplib
 import smtplib
@@ -93,6 +94,29 @@ def test_fetch_items_of_an_appended_message(client: IMAPClient) -> None:
     assert len(parts) == 3
     assert parts[1][:2] == (b"application", b"pdf")
     assert parts[2][:2] == (b"message", b"rfc822")
+
+
+def test_a_large_message_appended_and_fetched_by_part(client: IMAPClient) -> None:
+    # Above the size parsed inline: APPEND and the section FETCH parse it in a worker process.
+    photo = bytes(range(256)) * 1024  # 256 KiB
+    msg = EmailMessage()
+    msg["From"] = "Alice <alice@example.test>"
+    msg["Subject"] = "Photos"
+    msg.set_content("Two photos.\n")
+    msg.add_attachment(photo, maintype="image", subtype="jpeg", filename="a.jpg")
+    msg.add_attachment(photo[::-1], maintype="image", subtype="jpeg", filename="b.jpg")
+    raw = bytes(msg).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    client.append("INBOX", raw)
+    client.select_folder("INBOX")
+    [uid] = client.search("ALL")
+    data = client.fetch([uid], ["BODYSTRUCTURE", "BODY.PEEK[]", "BODY.PEEK[3]"])[uid]
+    assert data[b"BODY[]"] == raw
+    assert [part[:2] for part in data[b"BODYSTRUCTURE"][0]] == [
+        (b"text", b"plain"),
+        (b"image", b"jpeg"),
+        (b"image", b"jpeg"),
+    ]
+    assert base64.b64decode(data[b"BODY[3]"]) == photo[::-1]
 
 
 def test_sections_are_byte_exact(client: IMAPClient) -> None:

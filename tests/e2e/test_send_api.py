@@ -87,6 +87,35 @@ def test_api_send_is_signed_delivered_and_kept_in_sent(sending: Sending) -> None
     assert sorted(event.payload["data"]["recipients"]) == sorted(got.rcpt_tos)
 
 
+def test_a_large_attachment_is_sent_signed_and_whole(sending: Sending) -> None:
+    # Above the size composed and parsed inline: both run in a worker process.
+    inbox, key = sending.inbox("bot@example.test")
+    report = bytes(range(256)) * 1200  # 300 KiB
+    body = {
+        "to": "alice@remote.test",
+        "subject": "The report",
+        "text": "Attached.\n",
+        "attachments": [
+            {
+                "filename": "report.pdf",
+                "content_type": "application/pdf",
+                "content": base64.b64encode(report).decode(),
+            }
+        ],
+    }
+    with sending.api(key) as api:
+        r = api.post(f"/inboxes/{inbox.id}/messages/send", json=body)
+        assert r.status_code == 200, r.text
+        got = sending.sink.next()
+        copy = api.get(f"/inboxes/{inbox.id}/messages/{r.json()['message_id']}").json()
+    assert sending.dkim_verdicts(got.data) == [(b"rsa-sha256", True), (b"ed25519-sha256", True)]
+    [part] = [p for p in parsed(got.data).walk() if p.get_filename() == "report.pdf"]
+    assert part.get_payload(decode=True) == report
+    assert [(a["filename"], a["size"]) for a in copy["attachments"]] == [
+        ("report.pdf", len(report))
+    ]
+
+
 def deliver_inbound(sending: Sending, raw: bytes, to: str) -> dict[str, Any]:
     with smtplib.SMTP("127.0.0.1", sending.server.smtp_port) as smtp:
         smtp.sendmail("alice@remote.test", [to], raw)

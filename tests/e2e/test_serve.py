@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from sqlalchemy import select
 
@@ -120,6 +121,23 @@ def test_sigterm_finishes_the_transaction_in_flight(
     client.quit()
     assert serving.wait(timeout=30) == 0
     assert asyncio.run(subjects(env["MAILBOXKIT_DATABASE_URL"])) == ["in flight"]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+def test_the_workers_for_large_messages_end_with_the_server(
+    env: dict[str, str], serving: subprocess.Popen[str], stop: signal.Signals
+) -> None:
+    assert cli(env, "inbox", "create", "bot@example.test").returncode == 0
+    large = b"Subject: a long report\r\n\r\n" + b"one line of a long report\r\n" * 4000
+    with smtplib.SMTP("127.0.0.1", int(env["MAILBOXKIT_SMTP_PORT"])) as client:
+        assert client.sendmail("alice@sender.test", ["bot@example.test"], large) == {}
+    workers = psutil.Process(serving.pid).children(recursive=True)
+    assert workers  # the message was parsed in a worker process
+    serving.send_signal(stop)
+    serving.wait(timeout=30)
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert alive == []  # none left behind, even when the server could not stop them itself
+    assert asyncio.run(subjects(env["MAILBOXKIT_DATABASE_URL"])) == ["a long report"]
 
 
 async def subjects(url: str) -> list[str]:

@@ -218,6 +218,30 @@ def test_malformed_mime_is_stored_and_readable(server: ServerThread) -> None:
     assert row.sent_at is None
 
 
+def test_a_large_message_is_stored_byte_exact_with_its_attachment(server: ServerThread) -> None:
+    # Above the size parsed inline: its parsing runs in a worker process.
+    inbox = server.create_inbox("bot@example.test")
+    report = bytes(range(256)) * 2048  # 512 KiB
+    msg = EmailMessage()
+    msg["From"] = "Alice <alice@sender.test>"
+    msg["To"] = "bot@example.test"
+    msg["Subject"] = "The quarterly report"
+    msg.set_content("The report is attached.\n")
+    msg.add_attachment(report, maintype="application", subtype="pdf", filename="report.pdf")
+    data = bytes(msg).replace(b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n")
+    with smtplib.SMTP("127.0.0.1", server.smtp_port) as client:
+        assert client.sendmail("alice@sender.test", ["bot@example.test"], data) == {}
+    [stored] = _stored(server, inbox.id)
+    assert _original(stored) == data
+    [row] = server.query(select(m.messages.c.subject, m.messages.c.text))
+    assert (row.subject, row.text) == ("The quarterly report", "The report is attached.\n")
+    [attachment] = server.query(
+        select(m.attachments.c.filename, m.attachments.c.size, m.attachments.c.blob_key)
+    )
+    assert (attachment.filename, attachment.size) == ("report.pdf", len(report))
+    assert server.blob(attachment.blob_key) == report
+
+
 async def test_starttls_with_verified_certificate(tmp_path: Path, database_url: str) -> None:
     ca = trustme.CA()
     cert = ca.issue_cert("mx.example.test", "127.0.0.1")

@@ -70,6 +70,12 @@ class Draft:
             seen.setdefault(box.email.lower(), box.email)
         return list(seen.values())
 
+    @property
+    def size(self) -> int:
+        """About the bytes composing reads: bodies and attachments."""
+        bodies = len(self.text or "") + len(self.html or "")
+        return bodies + sum(len(a.data) for a in self.attachments)
+
 
 def compose(draft: Draft, *, now: datetime, domain: str, keep_bcc: bool = False) -> bytes:
     """The message as bytes, CRLF line endings, without Bcc (the envelope carries it) unless

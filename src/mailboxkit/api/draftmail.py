@@ -22,6 +22,7 @@ from mailboxkit.store.drafts import DRAFTS, DraftContent, DraftRecord, SendDraft
 from mailboxkit.store.inboxes import InboxRecord
 from mailboxkit.store.messages import NewMessage
 from mailboxkit.store.mime import ParsedMessage, parse_message
+from mailboxkit.store.offload import Offload
 
 
 async def stored_attachments(blobs: BlobStore, content: DraftContent) -> tuple[Attachment, ...]:
@@ -60,15 +61,17 @@ def mail_of(
 
 
 async def stage_copy(
-    blobs: BlobStore, inbox: InboxRecord, mail: Draft, now: datetime
+    blobs: BlobStore, offload: Offload, inbox: InboxRecord, mail: Draft, now: datetime
 ) -> tuple[NewMessage, ParsedMessage]:
     """Compose the draft's copy for the Drafts folder (Bcc kept, not signed) and stage its
     blobs; the row to store and what it parsed to."""
     try:
-        raw = compose(mail, now=now, domain=inbox.domain, keep_bcc=True)
+        raw = await offload.run(
+            mail.size, compose, mail, now=now, domain=inbox.domain, keep_bcc=True
+        )
     except (MessageError, ValueError, TypeError, UnicodeError) as error:
         raise ApiError(422, "validation_error", f"the draft cannot be composed: {error}") from None
-    parsed = parse_message(raw)
+    parsed = await offload.run(len(raw), parse_message, raw)
     key = await outbox.stage(blobs, raw, parsed, at=now)
     copy = NewMessage(
         inbox=Inbox(inbox.id, inbox.account_id, inbox.address, inbox.display_name),

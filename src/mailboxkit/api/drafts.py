@@ -277,7 +277,7 @@ async def _save(
     mail = mail_of(inbox, content, attachments)
     if send_at is not None:
         check_recipients(mail.recipients, send.max_recipients)
-    copy, parsed = await stage_copy(ctx.blobs, inbox, mail, ctx.clock.now())
+    copy, parsed = await stage_copy(ctx.blobs, send.offload, inbox, mail, ctx.clock.now())
     kept = store.content_of(parsed).attachments
     return DraftContent(**{**_fields(content), "attachments": kept}), copy
 

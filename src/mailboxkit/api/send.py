@@ -66,6 +66,7 @@ from mailboxkit.store.db import Database
 from mailboxkit.store.inboxes import InboxRecord, get_inbox
 from mailboxkit.store.listing import MessageRecord, get_message
 from mailboxkit.store.mime import parse_message
+from mailboxkit.store.offload import Offload
 
 MAX_ATTACHMENTS = 100
 MAX_HEADERS = 50
@@ -78,6 +79,7 @@ class SendContext:
 
     signer: DkimSigner
     outbox: outbox.OutboxWriter
+    offload: Offload  # composing and parsing large messages
     max_recipients: int = 50
     queued: Callable[[str], None] = lambda _inbox_id: None  # wakes the worker, rings IMAP
     scheduled: Callable[[], None] = lambda: None  # a draft was scheduled: wakes the scheduler
@@ -355,7 +357,7 @@ async def queue_message(
         raise suppressed_error(listed)
     now = clock.now()
     try:
-        raw = compose(draft, now=now, domain=inbox.domain)
+        raw = await send.offload.run(draft.size, compose, draft, now=now, domain=inbox.domain)
     except (MessageError, ValueError, TypeError, UnicodeError) as error:
         raise ApiError(
             422, "validation_error", f"the message cannot be composed: {error}"
@@ -364,7 +366,7 @@ async def queue_message(
     outgoing = outbox.Outgoing(
         inbox=Inbox(inbox.id, inbox.account_id, inbox.address, inbox.display_name),
         raw=signed,
-        parsed=parse_message(signed),
+        parsed=await send.offload.run(len(signed), parse_message, signed),
         envelope_from=inbox.address,
         recipients=recipients,
         labels=tuple(dict.fromkeys(labels)),

@@ -57,6 +57,7 @@ from mailboxkit.store.clock import Clock
 from mailboxkit.store.db import Database
 from mailboxkit.store.events import EventType
 from mailboxkit.store.mime import ParsedMessage, parse_message
+from mailboxkit.store.offload import Offload
 from mailboxkit.store.senderrules import RuleAction
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ class MxHandler(replies.Ehlo):
         db: Database,
         pipeline: DeliveryPipeline,
         clock: Clock,
+        offload: Offload,
         *,
         hostname: str,
         max_recipients: int,
@@ -164,6 +166,7 @@ class MxHandler(replies.Ehlo):
         self._senders = senders or SenderPolicy(db)
         self._pipeline = pipeline
         self._clock = clock
+        self._offload = offload
         self._hostname = hostname
         self._max_recipients = max_recipients
         self._verify = verify
@@ -231,7 +234,7 @@ class MxHandler(replies.Ehlo):
         queue_id = new_queue_id()
         trace = verdict.header + self._received(session, envelope, queue_id, now, verdict)
         raw = trace + strip_forged(envelope.original_content, self._hostname)
-        parsed = parse_message(raw)
+        parsed = await self._offload.run(len(raw), parse_message, raw)
         inbound = Inbound(
             raw=raw,
             parsed=parsed,

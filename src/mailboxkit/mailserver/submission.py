@@ -46,6 +46,7 @@ from mailboxkit.store.clock import Clock
 from mailboxkit.store.db import Database
 from mailboxkit.store.ids import new_id
 from mailboxkit.store.mime import parse_message
+from mailboxkit.store.offload import Offload
 from mailboxkit.store.rawheaders import field_name, header_fields
 
 log = logging.getLogger(__name__)
@@ -101,9 +102,11 @@ class SubmissionHandler(replies.Ehlo):
         signer: DkimSigner,
         config: SubmissionConfig,
         throttle: AuthThrottle,
+        offload: Offload,
         on_queued: Callable[[str], None] = lambda _inbox_id: None,
     ) -> None:
         self._db = db
+        self._offload = offload
         self._outbox = writer
         self._clock = clock
         self._signer = signer
@@ -229,7 +232,7 @@ class SubmissionHandler(replies.Ehlo):
                 outbox.Outgoing(
                     inbox=Inbox(user.inbox_id, user.account_id, user.address, ""),
                     raw=signed,
-                    parsed=parse_message(signed),
+                    parsed=await self._offload.run(len(signed), parse_message, signed),
                     envelope_from=envelope.mail_from or user.address,
                     recipients=tuple(envelope.rcpt_tos),
                 ),

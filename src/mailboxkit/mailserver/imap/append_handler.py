@@ -40,7 +40,7 @@ from mailboxkit.store.accounts import Inbox
 from mailboxkit.store.drafts import record_appended
 from mailboxkit.store.mailboxes import Folder, SystemFlag, find_folder, set_entry_flags
 from mailboxkit.store.messages import NewMessage, insert_messages, sent_copies
-from mailboxkit.store.mime import parse_message
+from mailboxkit.store.mime import ParsedMessage, parse_message
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,10 @@ class _Staged:
     draft: bool  # a draft a client saves: filed into \\Drafts with \\Draft
 
 
-def _stage(message: AppendMessage, inbox: Inbox, folder: Folder, now: datetime) -> _Staged:
+def _stage(
+    message: AppendMessage, parsed: ParsedMessage, inbox: Inbox, folder: Folder, now: datetime
+) -> _Staged:
     system, keywords = split_flags(message.flags)
-    parsed = parse_message(message.data)
     key = raw_key(now, new_queue_id())
     keys = [attachment_key(a.sha256) for a in parsed.attachments]
     blobs = {
@@ -117,7 +118,10 @@ async def handle_append(
         raise CommandFailed("Mailbox does not exist", Code.TRYCREATE)
     inbox = Inbox(user.inbox_id, user.account_id, user.address, "")
     now = services.clock.now()
-    staged = [_stage(message, inbox, folder, now) for message in command.messages]
+    staged = []
+    for message in command.messages:
+        parsed = await services.offload.run(len(message.data), parse_message, message.data)
+        staged.append(_stage(message, parsed, inbox, folder, now))
     # Position in the command -> UID: a copy we filed in Sent when we sent it keeps its own.
     uids = await _sent_copies(ctx, folder, staged) if folder.special_use == "\\Sent" else {}
     new = [(i, s) for i, s in enumerate(staged) if i not in uids]

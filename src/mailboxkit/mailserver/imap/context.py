@@ -22,6 +22,7 @@ from mailboxkit.store.clock import Clock
 from mailboxkit.store.db import Database
 from mailboxkit.store.events import EventBus
 from mailboxkit.store.mailboxes import ChangeWatch, MailboxChanges
+from mailboxkit.store.offload import Offload
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,8 @@ class Services:
     tls_context: ssl.SSLContext | None
     allow_plaintext: bool
     """Whether LOGIN/AUTHENTICATE work without TLS (the listener faces loopback only)."""
+    offload: Offload
+    """Where large messages are parsed."""
 
 
 class Connection(Protocol):

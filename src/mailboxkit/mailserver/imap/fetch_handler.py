@@ -245,7 +245,7 @@ async def _load(ctx: Context, row: EntryContent) -> MimePart | None:
             "event=imap_blob_missing session=%s message=%s", ctx.conn.session_id, row.message_id
         )
         return None
-    message = parse_message(raw)
+    message = await ctx.services.offload.run(len(raw), parse_message, raw)
     cache[row.raw_key] = message
     while len(cache) > PARSED_CACHE_SIZE:
         cache.popitem(last=False)
