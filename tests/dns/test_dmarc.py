@@ -167,6 +167,12 @@ def test_from_domain(headers: bytes, expected: str | None) -> None:
     assert from_domain(headers + b"Subject: x\r\n\r\nbody\r\n") == expected
 
 
+def test_from_domain_reads_the_header_section_only() -> None:
+    assert from_domain(b"From: a@example.com\n\nFrom: b@example.net\r\n") == "example.com"
+    assert from_domain(b"\r\nFrom: a@example.com\r\n") is None  # no header fields: all body
+    assert from_domain(b"From: a@example.com") == "example.com"  # no body
+
+
 # ---- §6.6 evaluation --------------------------------------------------------------------------
 
 ZONE = {

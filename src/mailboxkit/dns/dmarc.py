@@ -38,6 +38,7 @@ from publicsuffixlist import PublicSuffixList
 from mailboxkit.dns.dkimverify import DkimResult, DkimVerdict
 from mailboxkit.dns.resolver import DnsNotFound, DnsTempError, Resolver
 from mailboxkit.dns.spf import SpfResult, SpfVerdict
+from mailboxkit.store.rawheaders import header_section
 
 __all__ = [
     "Alignment",
@@ -151,8 +152,7 @@ def is_aligned(
 def from_domain(message: bytes) -> str | None:
     """RFC 7489 §6.6.1: the one domain of the RFC5322.From field, or None if not exactly one."""
     # RFC 6532 allows UTF-8 in header fields; anything undecodable cannot name a domain anyway.
-    head = re.split(rb"\r?\n\r?\n", message, maxsplit=1)[0]
-    text = head.decode("utf-8", "replace") + "\r\n\r\n"
+    text = header_section(message).decode("utf-8", "replace") + "\r\n"
     headers = email.parser.HeaderParser(policy=email.policy.compat32).parsestr(text)
     fields = headers.get_all("From") or []
     if len(fields) != 1:
