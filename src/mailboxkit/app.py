@@ -46,7 +46,6 @@ from mailboxkit.mailserver.imap.context import ImapLimits, Services
 from mailboxkit.mailserver.imap.server import ImapServer
 from mailboxkit.mailserver.outbound.mx import MxTransport
 from mailboxkit.mailserver.outbound.retry import RetryPolicy
-from mailboxkit.mailserver.outbound.ses import SesTransport, ses_client
 from mailboxkit.mailserver.outbound.smarthost import SmarthostTransport
 from mailboxkit.mailserver.outbound.smtpclient import SmtpClientPool, TlsMode
 from mailboxkit.mailserver.outbound.transport import Transport
@@ -158,6 +157,8 @@ def outbound_transport(
     honours MTA-STS when given a fetcher (whose client its caller closes)."""
     s = settings
     if s.outbound_transport == "ses":
+        from mailboxkit.mailserver.outbound.ses import SesTransport, ses_client  # boto3 if used
+
         return SesTransport(
             ses_client(s.ses_region, s.ses_endpoint_url),
             configuration_set=s.ses_configuration_set,

@@ -22,8 +22,8 @@ import pytest
 from sqlalchemy import select
 
 from mailboxkit.store import models as m
-from mailboxkit.store.blobs import LocalBlobStore
 from mailboxkit.store.db import Database
+from mailboxkit.store.localblobs import LocalBlobStore
 
 from harness import free_port
 

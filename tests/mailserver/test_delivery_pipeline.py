@@ -16,10 +16,10 @@ from mailboxkit.mailserver.delivery import (
     raw_key,
 )
 from mailboxkit.store.accounts import Inbox
-from mailboxkit.store.blobs import LocalBlobStore
 from mailboxkit.store.db import Database
 from mailboxkit.store.events import EventBus
 from mailboxkit.store.listing import MessageFilter, list_messages
+from mailboxkit.store.localblobs import LocalBlobStore
 from mailboxkit.store.mime import parse_message
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

@@ -26,12 +26,12 @@ from mailboxkit.store.blobs import (
     BlobNotFound,
     BlobStore,
     InvalidBlobKey,
-    LocalBlobStore,
-    S3BlobStore,
     content_disposition,
     open_blob_store,
     validate_key,
 )
+from mailboxkit.store.localblobs import LocalBlobStore
+from mailboxkit.store.s3blobs import S3BlobStore
 
 SIGNING_KEY = b"0123456789abcdef0123456789abcdef"
 BASE_URL = "https://mail.example.test"

@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
 from mailboxkit.store.accounts import Inbox
-from mailboxkit.store.blobs import LocalBlobStore
 from mailboxkit.store.db import Database
+from mailboxkit.store.localblobs import LocalBlobStore
 from mailboxkit.store.mailboxes import (
     FlagMode,
     SystemFlag,

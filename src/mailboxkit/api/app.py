@@ -35,7 +35,8 @@ from mailboxkit.api import (
 from mailboxkit.api.context import ApiConfig, ApiContext
 from mailboxkit.api.errors import error, install_handlers
 from mailboxkit.api.middleware import AccessLog, BodyLimit
-from mailboxkit.store.blobs import LocalBlobStore, content_disposition
+from mailboxkit.store.blobs import content_disposition
+from mailboxkit.store.localblobs import LocalBlobStore
 
 __all__ = ["ApiConfig", "ApiContext", "create_app", "error"]
 

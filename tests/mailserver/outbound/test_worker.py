@@ -28,9 +28,9 @@ from mailboxkit.mailserver.outbound.worker import QueueWorker, WorkerConfig
 from mailboxkit.store import deliveries, outbox
 from mailboxkit.store import models as m
 from mailboxkit.store.accounts import Inbox, create_account, create_inbox, ensure_domain
-from mailboxkit.store.blobs import LocalBlobStore
 from mailboxkit.store.db import Database
 from mailboxkit.store.events import Event, EventBus, EventType, Subscription
+from mailboxkit.store.localblobs import LocalBlobStore
 from mailboxkit.store.mime import parse_message
 
 
