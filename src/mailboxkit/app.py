@@ -271,10 +271,11 @@ class MailboxKit:
     _sweeper: Sweeper | None = None
     tls: ServerCertificate | None = None  # made with the first TLS listener
     drafts: DraftScheduler | None = None  # sends scheduled drafts when due
-    offload: Offload = field(default_factory=Offload)  # parses and composes large messages
+    offload: Offload = field(init=False)  # parses and composes large messages
 
     async def start(self) -> None:
         s = self.settings
+        self.offload = Offload(s.offload_processes)
         s.data_dir.mkdir(parents=True, exist_ok=True)
         if s.migrate_on_start:
             await upgrade_async(s.sqlalchemy_url)

@@ -378,6 +378,14 @@ class Settings(BaseSettings):
     ingest_batch_size: int = Field(
         64, gt=0, description="Most messages committed together (group commit)."
     )
+    offload_processes: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Worker processes that parse and compose messages over 64 KiB, off the "
+        "event loop; started when the first such message comes (0: one per CPU core but one, "
+        "at least 1 and at most 4).",
+    )
 
     # Store sweep: messages in no folder, and blobs no row refers to.
     store_sweep_interval: float = Field(

@@ -60,7 +60,8 @@ def _exit_with_server(server_alive: Connection) -> None:
 class Offload:
     """Runs work inline when its input is small and in worker processes when it is large."""
 
-    def __init__(self, processes: int | None = None) -> None:
+    def __init__(self, processes: int = 0) -> None:
+        """``processes`` workers at most (0: ``default_processes()``)."""
         self._processes = processes or default_processes()
         self._pool: ProcessPoolExecutor | None = None
         self._alive: tuple[Connection, Connection] | None = None  # read end, write end
