@@ -6,38 +6,34 @@ import re
 from collections.abc import Callable
 
 _FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
+_LINES = re.compile(rb"(?<=\n)")  # splits after each LF, keeping it
+
+
+def header_section(raw: bytes) -> bytes:
+    """The bytes of ``raw``'s header fields: every line up to the first empty one (``CRLF``
+    or a bare ``LF``), found without reading the body; all of ``raw`` when no empty line ends
+    the header section, b"" when ``raw`` starts with one."""
+    if raw.startswith((b"\r\n", b"\n")):
+        return b""
+    end = raw.find(b"\n\r\n")
+    bare = raw.find(b"\n\n", 0, len(raw) if end < 0 else end + 1)  # "\n\n\r\n": the first
+    if bare >= 0:
+        end = bare
+    return raw if end < 0 else raw[: end + 1]
 
 
 def header_fields(raw: bytes) -> tuple[list[bytes], bytes]:
     """The header fields of ``raw`` (each with its continuation lines) and the rest: the empty
     line that ends the header section and the body, or b"" when there is none. The fields and
     the rest put together are ``raw``."""
+    head = header_section(raw)
     fields: list[bytes] = []
-    pos = 0
-    while pos < len(raw):
-        newline = raw.find(b"\n", pos)
-        end = len(raw) if newline < 0 else newline + 1
-        line = raw[pos:end]
-        if line in (b"\r\n", b"\n"):
-            break  # the empty line that ends the header section
+    for line in _LINES.split(head):
         if line[:1] in (b" ", b"\t") and fields:
             fields[-1] += line  # folded: part of the field above
-        else:
+        elif line:
             fields.append(line)
-        pos = end
-    return fields, raw[pos:]
-
-
-def header_section(raw: bytes) -> bytes:
-    """The bytes of ``raw``'s header fields: what ``header_fields`` splits, found without
-    reading the body (all of ``raw`` when no empty line ends the header section)."""
-    if raw.startswith((b"\r\n", b"\n")):
-        return b""
-    end = raw.find(b"\n\r\n")
-    bare = raw.find(b"\n\n", 0, len(raw) if end < 0 else end)
-    if bare >= 0:
-        end = bare
-    return raw if end < 0 else raw[: end + 1]
+    return fields, raw[len(head) :]
 
 
 def field_name(field: bytes) -> str:
