@@ -24,12 +24,13 @@ import argparse
 import asyncio
 import base64
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
-from common import Serving, free_port, percentile, run_cli, tree_cpu_time
+from common import Serving, free_port, ours_env, percentile, run_cli, tree_cpu_time
 
 INBOX = "bench@example.test"
 
@@ -105,6 +106,35 @@ def summary(times: list[float]) -> str:
     )
 
 
+async def measure(
+    server: Serving, smtp_port: int, imap_port: int, bodies: list[bytes], args: argparse.Namespace
+) -> tuple[list[float], list[float], int, float, float]:
+    """NOOP round trips idle and while ``bodies`` are sent; the messages accepted, the seconds
+    they took and the server's CPU seconds meanwhile."""
+    stop = asyncio.Event()
+    idle_task = asyncio.create_task(imap_noops(imap_port, stop))
+    await asyncio.sleep(args.baseline_seconds)  # the baseline's length, not a synchronization
+    stop.set()
+    idle = await idle_task
+
+    jobs: asyncio.Queue[bytes | None] = asyncio.Queue()
+    for body in bodies:
+        jobs.put_nowait(body)
+    for _ in range(args.sessions):
+        jobs.put_nowait(None)
+    proc = psutil.Process(server.proc.pid)
+    cpu_before = tree_cpu_time(proc)
+    stop = asyncio.Event()
+    loaded_task = asyncio.create_task(imap_noops(imap_port, stop))
+    start = time.perf_counter()
+    senders = [smtp_sender(smtp_port, jobs) for _ in range(args.sessions)]
+    accepted = sum(await asyncio.gather(*senders))
+    elapsed = time.perf_counter() - start
+    stop.set()
+    loaded = await loaded_task
+    return idle, loaded, accepted, elapsed, tree_cpu_time(proc) - cpu_before
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="4 large messages")
@@ -117,51 +147,28 @@ async def main() -> None:
         args.messages = min(args.messages, 4)
     data = Path(tempfile.mkdtemp(prefix="mbk-bench-big-"))
     smtp_port, imap_port = free_port(), free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("MAILBOXKIT_")},
-        "MAILBOXKIT_DATA_DIR": str(data),
-        "MAILBOXKIT_HOSTNAME": "mx.example.test",
-        "MAILBOXKIT_DOMAIN": "example.test",
-        "MAILBOXKIT_BIND": "127.0.0.1",
-        "MAILBOXKIT_SMTP_PORT": str(smtp_port),
-        "MAILBOXKIT_IMAP_PORT": str(imap_port),
-        "MAILBOXKIT_HTTP_PORT": "0",
-        "MAILBOXKIT_SUBMISSION_PORT": "0",
-        "MAILBOXKIT_SUBMISSIONS_PORT": "0",
-        "MAILBOXKIT_IMAPS_PORT": "0",
-        "MAILBOXKIT_VERIFY_INBOUND": "false",
-        "MAILBOXKIT_LOG_LEVEL": "INFO",  # "event=started" says it is up
-    }
-    await run_cli(env, "migrate")
-    await run_cli(env, "inbox", "create", INBOX)
-    server = await Serving.start(env)
+    env = ours_env(
+        data,
+        "",  # SQLite in the data dir
+        None,
+        MAILBOXKIT_SMTP_PORT=str(smtp_port),
+        MAILBOXKIT_IMAP_PORT=str(imap_port),
+        MAILBOXKIT_VERIFY_INBOUND="false",
+        MAILBOXKIT_LOG_LEVEL="INFO",  # "event=started" says it is up
+    )
     bodies = [big_message(args.size_mb, n) for n in range(args.messages)]
     try:
-        stop = asyncio.Event()
-        idle_task = asyncio.create_task(imap_noops(imap_port, stop))
-        await asyncio.sleep(args.baseline_seconds)  # the baseline's length, not a synchronization
-        stop.set()
-        idle = await idle_task
-
-        jobs: asyncio.Queue[bytes | None] = asyncio.Queue()
-        for body in bodies:
-            jobs.put_nowait(body)
-        for _ in range(args.sessions):
-            jobs.put_nowait(None)
-        proc = psutil.Process(server.proc.pid)
-        cpu_before = tree_cpu_time(proc)
-        stop = asyncio.Event()
-        loaded_task = asyncio.create_task(imap_noops(imap_port, stop))
-        start = time.perf_counter()
-        accepted = sum(
-            await asyncio.gather(*[smtp_sender(smtp_port, jobs) for _ in range(args.sessions)])
-        )
-        elapsed = time.perf_counter() - start
-        stop.set()
-        loaded = await loaded_task
-        cpu = tree_cpu_time(proc) - cpu_before
+        await run_cli(env, "migrate")
+        await run_cli(env, "inbox", "create", INBOX)
+        server = await Serving.start(env)
+        try:
+            idle, loaded, accepted, elapsed, cpu = await measure(
+                server, smtp_port, imap_port, bodies, args
+            )
+        finally:
+            await server.stop()
     finally:
-        await server.stop()
+        shutil.rmtree(data, ignore_errors=True)
     size = sum(map(len, bodies)) / len(bodies) / 2**20
     print("MailboxKit: IMAP NOOP round trips while large messages arrive (SQLite)")
     print(f"  {args.messages} messages of {size:.1f} MB over {args.sessions} SMTP sessions")

@@ -45,7 +45,7 @@ from typing import Any
 
 import aiosmtplib
 import httpx
-from common import drop_database, free_port, make_database
+from common import drop_database, free_port, make_database, tree_cpu_time
 
 BODY = ("All work and no play makes an agent a dull bot. " * 84)[:4000]
 
@@ -258,14 +258,10 @@ SERVER_PIDS: list[int] = []
 
 
 def server_cpu() -> float:
-    """User+system CPU seconds of the server process (and its threads)."""
+    """User+system CPU seconds of the server process (its threads and worker processes)."""
     import psutil
 
-    total = 0.0
-    for pid in SERVER_PIDS:
-        times = psutil.Process(pid).cpu_times()
-        total += times.user + times.system
-    return total
+    return sum(tree_cpu_time(psutil.Process(pid)) for pid in SERVER_PIDS)
 
 
 # --- the run --------------------------------------------------------------------------------

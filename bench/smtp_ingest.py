@@ -22,9 +22,9 @@ live tree), so edits made to the tree during a run cannot mix code versions betw
 
 A measurement opens the sessions, warms up, then times from the first send to the last 250 and
 counts only 250 replies; server CPU is user+system time of the server process and its worker
-processes for large messages (psutil), and for
-PostgreSQL also the CPU of the backends serving the benchmark database. Each cell is measured
-``--repeats`` times (ours and the sink alternately) and the median is reported. The memory run
+processes for large messages (psutil), and for PostgreSQL also the CPU of the backends serving
+the benchmark database. Each cell is measured ``--repeats`` times (ours and the sink
+alternately) and the median is reported. The memory run
 sends 20,000 messages (10 sessions, 4 KiB, SQLite) to a fresh server and samples its RSS every
 1,000 messages.
 """
