@@ -307,8 +307,8 @@ class Settings(BaseSettings):
     smtp_max_line_length: int = Field(
         8192,
         ge=1001,
-        description="Longest command or DATA line in bytes, CRLF included. RFC 5321 §4.5.3.1.6 "
-        "says 1000, but real senders exceed it, so the default is lenient.",
+        description="Longest command or DATA line in bytes, its CRLF not counted. RFC 5321 "
+        "§4.5.3.1.6 says 1000, but real senders exceed it, so the default is lenient.",
     )
     smtp_timeout: float = Field(300, gt=0, description="Idle seconds before a session is closed.")
     smtp_max_connections: int = Field(1000, gt=0, description="Concurrent SMTP sessions.")

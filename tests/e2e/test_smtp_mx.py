@@ -167,6 +167,19 @@ def test_message_too_large(tmp_path: Path, database_url: str) -> None:
         running.stop()
 
 
+def test_a_line_over_the_limit_refuses_the_message_and_the_session_goes_on(
+    server: ServerThread,
+) -> None:
+    server.create_inbox("bot@example.test")
+    long_line = b"Subject: one long line\r\n\r\n" + b"y" * 20_000 + b"\r\n"
+    with smtplib.SMTP("127.0.0.1", server.smtp_port) as client:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            client.sendmail("alice@sender.test", ["bot@example.test"], long_line)
+        assert (refused.value.smtp_code, refused.value.smtp_error[:6]) == (500, b"5.5.2 ")
+        client.sendmail("alice@sender.test", ["bot@example.test"], _message("bot@example.test"))
+    assert len(server.query(select(m.messages.c.id))) == 1
+
+
 def test_eight_bit_and_smtputf8_stored_byte_exact(server: ServerThread) -> None:
     inbox = server.create_inbox("bot@example.test")
     eight_bit = (

@@ -8,10 +8,12 @@ Implementation notes (checked in this order, RFC 5321 §3.3):
   inbox goes to the domain's catch-all, and ``postmaster@`` is always accepted (RFC 5321 §4.5.1;
   the order is in :mod:`.recipients`). An envelope sender the recipient's account blocks → 550
   5.7.1 for that recipient. Several RCPTs that reach one inbox store the message once there.
-- DATA: aiosmtpd ends data only at CRLF.CRLF and keeps bare CR/LF (``\\n.\\n``, ``\\r.\\r\\n``...)
-  inside the message, so no second message can be smuggled in (aiosmtpd >= 1.4.5). Size is
-  enforced while reading (552 5.3.4). A ``Received:`` trace header is prepended (RFC 5321 §4.4).
-  The reply is 250 only after the delivery pipeline has made the message durable.
+- DATA is read by :mod:`.smtpdata` (aiosmtpd's DATA command with a reader that takes a buffer
+  at a time, not a line): data ends only at CRLF.CRLF and bare CR/LF (``\\n.\\n``,
+  ``\\r.\\r\\n``...) stay inside the message, so no second message can be smuggled in. Size
+  (552 5.3.4) and line length (500 5.5.2) are enforced while reading. A ``Received:`` trace
+  header is prepended (RFC 5321 §4.4). The reply is 250 only after the delivery pipeline has
+  made the message durable.
 - After DATA, when checks are on: SPF, DKIM and DMARC (``dns.inbound``). DMARC ``reject`` fails
   are refused with 550 5.7.1 (unless the operator files them in Junk), ``quarantine`` fails go to
   Junk, and an ``Authentication-Results`` header (RFC 8601) is prepended above ``Received``. The
@@ -32,13 +34,14 @@ import asyncio
 import logging
 import re
 import ssl
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from email._header_value_parser import get_addr_spec, get_angle_addr  # what aiosmtpd uses
 from email.utils import format_datetime
 from typing import Any, AnyStr, Protocol
 
-from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, TLSSetupException
 
 from mailboxkit.dns.authresults import AuthVerdicts, authentication_results, strip_forged
 from mailboxkit.dns.dmarc import Disposition, DmarcVerdict
@@ -52,6 +55,7 @@ from mailboxkit.mailserver.delivery import (
 )
 from mailboxkit.mailserver.recipients import POSTMASTER, RecipientDirectory, Refusal
 from mailboxkit.mailserver.senders import SenderPolicy
+from mailboxkit.mailserver.smtpdata import read_data
 from mailboxkit.store.accounts import Inbox, split_address
 from mailboxkit.store.clock import Clock
 from mailboxkit.store.db import Database
@@ -442,6 +446,38 @@ class MxServer(SMTP):
             self.close_for_shutdown()
             return
         await super().smtp_MAIL(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA with the message read by :func:`.smtpdata.read_data`."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        envelope = self.envelope
+        assert envelope is not None
+        if not envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            data = await read_data(
+                self._reader,
+                size_limit=self.data_size_limit or sys.maxsize,
+                line_limit=self.line_length_limit,
+            )
+        except asyncio.CancelledError:  # the client closed the connection (eof_received)
+            log.info("event=connection_lost_in_data peer=%s", self.session and self.session.peer)
+            self._writer.close()
+            raise
+        if data.refusal is not None:
+            await self.push(data.refusal.value)
+            self.envelope = self._create_envelope()
+            return
+        envelope.content = envelope.original_content = data.content
+        status = await self._call_handler_hook("DATA")
+        self.envelope = self._create_envelope()
+        await self.push("250 OK" if status is MISSING else status)
 
     def close_for_shutdown(self) -> None:
         transport = self.transport
