@@ -9,9 +9,9 @@ Implementation notes:
 - Inputs up to ``INLINE_BYTES`` run inline: a round trip to another process costs more than
   the work.
 - Larger ones run in a pool of worker processes, started on first use (a server that never sees
-  a large message starts none), with the ``forkserver`` method: the server's own threads are
-  never forked. The work and its arguments travel by pickle, so the work is a module-level
-  function.
+  a large message starts none) and off the event loop, with the ``forkserver`` method: the
+  server's own threads are never forked. The work and its arguments travel by pickle, so the
+  work is a module-level function.
 - A worker that dies (killed, out of memory) breaks the pool: the call raises
   ``BrokenProcessPool`` and the next call starts a new pool.
 - Workers ignore SIGINT: the server stops them itself, after its sessions ended. A server
@@ -72,9 +72,10 @@ class Offload:
             return work(*args, **kwargs)
         pool = self._pool or self._start()
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                pool, partial(work, *args, **kwargs)
-            )
+            # submit starts worker processes as needed (the first time, the forkserver too,
+            # about 150 ms): on a thread, so that the event loop never waits for that.
+            future = await asyncio.to_thread(pool.submit, partial(work, *args, **kwargs))
+            return await asyncio.wrap_future(future)
         except BrokenProcessPool:
             if self._pool is pool:
                 self._pool = None
