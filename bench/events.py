@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -39,6 +38,7 @@ from common import (
     drop_database,
     free_port,
     make_database,
+    ours_env,
     percentile,
     run_cli,
 )
@@ -134,23 +134,17 @@ async def measure(database: str, args: argparse.Namespace) -> dict[str, Any]:
         url, name = await make_database(args.postgres_url)
         dropped = (args.postgres_url, name)
     smtp_port, http_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "MAILBOXKIT_DATA_DIR": str(data),
-        "MAILBOXKIT_DATABASE_URL": url,
-        "MAILBOXKIT_HOSTNAME": "mx.example.test",
-        "MAILBOXKIT_DOMAIN": "example.test",
-        "MAILBOXKIT_SMTP_PORT": str(smtp_port),
-        "MAILBOXKIT_HTTP_PORT": str(http_port),
-        "MAILBOXKIT_SUBMISSION_PORT": "0",
-        "MAILBOXKIT_SUBMISSIONS_PORT": "0",
-        "MAILBOXKIT_IMAP_PORT": "0",
-        "MAILBOXKIT_IMAPS_PORT": "0",
-        "MAILBOXKIT_VERIFY_INBOUND": "false",
-        "MAILBOXKIT_API_RATE_LIMIT": "0",
-        "MAILBOXKIT_LOG_LEVEL": "INFO",  # "event=started" says it is up
-        "MAILBOXKIT_WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",
-    }
+    env = ours_env(
+        data,
+        url,
+        None,
+        MAILBOXKIT_SMTP_PORT=str(smtp_port),
+        MAILBOXKIT_HTTP_PORT=str(http_port),
+        MAILBOXKIT_VERIFY_INBOUND="false",
+        MAILBOXKIT_API_RATE_LIMIT="0",
+        MAILBOXKIT_LOG_LEVEL="INFO",  # "event=started" says it is up
+        MAILBOXKIT_WEBHOOK_ALLOW_PRIVATE_TARGETS="true",
+    )
     await run_cli(env, "migrate")
     key = json.loads(await run_cli(env, "inbox", "create", INBOX, "--json"))["api_key"]
     server = await Serving.start(env)

@@ -31,9 +31,7 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +43,15 @@ from typing import Any
 
 import aiosmtplib
 import httpx
-from common import drop_database, free_port, make_database, tree_cpu_time
+from common import (
+    Serving,
+    drop_database,
+    free_port,
+    make_database,
+    ours_env,
+    run_cli,
+    tree_cpu_time,
+)
 
 BODY = ("All work and no play makes an agent a dull bot. " * 84)[:4000]
 
@@ -109,58 +115,6 @@ class SinkProcess:
             await self.proc.wait()
         if self._reader is not None:
             self._reader.cancel()
-
-
-# --- our server -----------------------------------------------------------------------------
-
-
-class Server:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        # BENCH_PROFILE=FILE runs the server under cProfile (written at SIGTERM).
-        target = self.env.get("BENCH_PROFILE")
-        profile = ["-m", "cProfile", "-o", target] if target else []
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *profile,
-            "-m",
-            "mailboxkit.cli",
-            "serve",
-            env=self.env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        assert self.proc.stderr is not None
-        async with asyncio.timeout(60):
-            async for line in self.proc.stderr:
-                if b"event=started" in line:
-                    break
-        self._drain = asyncio.create_task(self._discard())
-
-    async def _discard(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        async for line in self.proc.stderr:
-            if b"Traceback" in line or b" ERROR " in line:
-                sys.stderr.write(line.decode(errors="replace"))
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            await self.proc.wait()
-
-
-def run_cli(env: dict[str, str], *args: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-m", "mailboxkit.cli", *args],
-        env=env,
-        check=True,
-        capture_output=True,
-    ).stdout
-    result: dict[str, Any] = json.loads(out)
-    return result
 
 
 # --- the two senders ------------------------------------------------------------------------
@@ -275,33 +229,22 @@ async def main(args: argparse.Namespace) -> None:
     if args.postgres_url:
         database_url, pg_name = await make_database(args.postgres_url)
     http = free_port()
-    env = {
-        **os.environ,
-        "MAILBOXKIT_DATA_DIR": str(data),
-        "MAILBOXKIT_DATABASE_URL": database_url,
-        "MAILBOXKIT_HOSTNAME": "mx.example.test",
-        "MAILBOXKIT_DOMAIN": "example.test",
-        "MAILBOXKIT_BIND": "127.0.0.1",
-        "MAILBOXKIT_HTTP_PORT": str(http),
-        "MAILBOXKIT_SMTP_PORT": "0",
-        "MAILBOXKIT_SUBMISSION_PORT": "0",
-        "MAILBOXKIT_SUBMISSIONS_PORT": "0",
-        "MAILBOXKIT_IMAP_PORT": "0",
-        "MAILBOXKIT_IMAPS_PORT": "0",
-        "MAILBOXKIT_API_RATE_LIMIT": "0",
-        "MAILBOXKIT_OUTBOUND_TRANSPORT": "smarthost",
-        "MAILBOXKIT_SMARTHOST_HOST": "127.0.0.1",
-        "MAILBOXKIT_SMARTHOST_PORT": str(sink.port),
-        "MAILBOXKIT_SMARTHOST_TLS": "none",
-        "MAILBOXKIT_LOG_LEVEL": "INFO",
-    }
-    server = Server(env)
+    env = ours_env(
+        data,
+        database_url,
+        None,
+        MAILBOXKIT_HTTP_PORT=str(http),
+        MAILBOXKIT_API_RATE_LIMIT="0",
+        MAILBOXKIT_OUTBOUND_TRANSPORT="smarthost",
+        MAILBOXKIT_SMARTHOST_HOST="127.0.0.1",
+        MAILBOXKIT_SMARTHOST_PORT=str(sink.port),
+        MAILBOXKIT_SMARTHOST_TLS="none",
+        MAILBOXKIT_LOG_LEVEL="INFO",  # "event=started" says it is up
+    )
+    server: Serving | None = None
     try:
-        inbox = await asyncio.to_thread(
-            run_cli, env, "inbox", "create", "bot@example.test", "--json"
-        )
-        await server.start()
-        assert server.proc is not None
+        inbox = json.loads(await run_cli(env, "inbox", "create", "bot@example.test", "--json"))
+        server = await Serving.start(env)
         SERVER_PIDS.append(server.proc.pid)
         print(
             f"outbound bench: {args.messages} messages of {len(BODY)} B text, "
@@ -325,7 +268,8 @@ async def main(args: argparse.Namespace) -> None:
             " anything else the send path, the HTTP clients and the sink need"
         )
     finally:
-        await server.stop()
+        if server is not None:
+            await server.stop()
         await sink.stop()
         shutil.rmtree(data, ignore_errors=True)
         if pg_name:
