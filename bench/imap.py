@@ -290,7 +290,7 @@ async def fill(database_url: str, data_dir: Path, args: argparse.Namespace) -> d
     """The big inbox and the small ones, their keys; raw blobs in the data dir."""
     from sqlalchemy import text
 
-    from mailboxkit.app import open_blobs
+    from mailboxkit.components import open_blobs
     from mailboxkit.config import Settings
     from mailboxkit.store.accounts import create_account, create_api_key, create_inbox
     from mailboxkit.store.db import Database

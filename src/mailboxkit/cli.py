@@ -282,7 +282,7 @@ async def _dkim_rotate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _store_sweep(settings: Settings, args: argparse.Namespace) -> int:
-    from mailboxkit.app import open_blobs, sweep_policy  # loads the server: see _serve
+    from mailboxkit.components import open_blobs, sweep_policy  # loads the server: see _serve
 
     db = await _open_db(settings)
     blobs = open_blobs(settings)
