@@ -3,8 +3,9 @@
 Implementation notes:
 
 - One loop per process. A *round* runs in one write transaction: move the fan-out cursor over
-  the new outbox events (``store/webhooks.fan_out``, which claims the new deliveries at once so
-  a fresh event goes straight out), then claim due retries with ``FOR UPDATE SKIP LOCKED``.
+  the new outbox events (``store/webhook_dispatch.fan_out``, which claims the new deliveries at
+  once so a fresh event goes straight out), then claim due retries with ``FOR UPDATE SKIP
+  LOCKED``.
   Rounds are woken by the event bus (events committed in this process), by a finished request,
   by the API (test event, replay), and at least every ``poll_interval`` (events and retries of
   other processes sharing PostgreSQL). On SQLite there is one process and one worker.
@@ -43,6 +44,7 @@ import httpx
 from mailboxkit.api.payloads import PayloadLimits, capped, with_download_urls
 from mailboxkit.api.signing import signed_headers
 from mailboxkit.dns.resolver import DnsNotFound, DnsTempError, Resolver
+from mailboxkit.store import webhook_dispatch as dispatch
 from mailboxkit.store import webhooks as store
 from mailboxkit.store.blobs import BlobStore
 from mailboxkit.store.clock import Clock, SystemClock
@@ -183,7 +185,7 @@ class Dispatcher:
         self.config = config
         self._wall = wall_clock or SystemClock()
         self._rng = rng or random.Random()  # jitter, not secrets
-        self._fan_out = store.FanOutProgress(EventFeed(0, is_sqlite=db.is_sqlite))
+        self._fan_out = dispatch.FanOutProgress(EventFeed(0, is_sqlite=db.is_sqlite))
         self._wakeup = asyncio.Event()
         self._parked = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
@@ -196,7 +198,7 @@ class Dispatcher:
 
     async def start(self) -> None:
         async with self._db.write() as conn:
-            await store.ensure_cursor(conn)
+            await dispatch.ensure_cursor(conn)
         self._sub = self._bus.subscribe()
         self._tasks = [
             asyncio.create_task(self._run(), name="webhooks"),
@@ -227,7 +229,7 @@ class Dispatcher:
 
     async def _idle_without_endpoints(self) -> bool:
         """With no endpoint enabled: keep the cursor at the newest event (about once a second,
-        see ``store.FanOutProgress``) and say there is nothing to do.
+        see ``dispatch.FanOutProgress``) and say there is nothing to do.
 
         Mail arriving then costs no fan-out transaction: on SQLite it would queue behind and
         ahead of the deliveries for the one writer, on PostgreSQL it took a sixth of the CPU
@@ -246,7 +248,7 @@ class Dispatcher:
             return False
         if self._fan_out.due():
             async with self._db.write() as conn:
-                await store.skip_to_head(conn, self._fan_out)
+                await dispatch.skip_to_head(conn, self._fan_out)
         return True
 
     async def idle(self) -> None:
@@ -302,7 +304,7 @@ class Dispatcher:
             return timeout  # nothing can be due
         try:
             async with self._db.read() as conn:
-                due = await store.next_due(conn)
+                due = await dispatch.next_due(conn)
         except Exception:
             log.exception("event=webhook_next_due_failed")
             return timeout
@@ -319,7 +321,7 @@ class Dispatcher:
         lease_until = now + self.config.lease
         postgres = not self._db.is_sqlite
         async with self._db.write() as conn:
-            claimed, more = await store.fan_out(
+            claimed, more = await dispatch.fan_out(
                 conn,
                 self._fan_out,
                 now=now,
@@ -327,7 +329,7 @@ class Dispatcher:
                 claim=capacity,
                 lock=postgres,
             )
-            due = await store.claim_due(
+            due = await dispatch.claim_due(
                 conn,
                 now=now,
                 lease_until=lease_until,
@@ -351,7 +353,7 @@ class Dispatcher:
         elif not self._inflight and self._waiting and not self._wakeup.is_set():
             self._parked.set()
 
-    async def _body(self, c: store.Claimed) -> bytes:
+    async def _body(self, c: dispatch.Claimed) -> bytes:
         payload = c.payload
         data = payload.get("data")
         if isinstance(data, dict) and data.get("attachments"):
@@ -365,7 +367,7 @@ class Dispatcher:
                 )
         return capped(payload, self.config.payload)
 
-    async def _deliver(self, c: store.Claimed) -> None:
+    async def _deliver(self, c: dispatch.Claimed) -> None:
         attempted_at = self._clock.now()
         started = time.perf_counter()
         status_code: int | None = None
@@ -403,7 +405,7 @@ class Dispatcher:
         except Exception as exc:
             log.exception("event=webhook_attempt_crashed delivery_id=%s", c.delivery_id)
             error = f"internal error: {type(exc).__name__}"
-        outcome = store.Outcome(
+        outcome = dispatch.Outcome(
             attempted_at,
             status_code,
             error,
@@ -418,7 +420,9 @@ class Dispatcher:
             delay = max(delay, min(wait, MAX_RETRY_AFTER))
         return delay
 
-    async def _record(self, c: store.Claimed, outcome: store.Outcome, wait: float | None) -> None:
+    async def _record(
+        self, c: dispatch.Claimed, outcome: dispatch.Outcome, wait: float | None
+    ) -> None:
         code = outcome.status_code
         next_at: datetime | None = None
         if code is not None and 200 <= code < 300:
@@ -442,7 +446,7 @@ class Dispatcher:
         )
         try:
             async with self._db.write() as conn:
-                current = await store.record_attempt(
+                current = await dispatch.record_attempt(
                     conn, c, outcome, status=status, next_attempt_at=next_at
                 )
                 if code == 410 and current:

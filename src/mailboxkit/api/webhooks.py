@@ -24,6 +24,7 @@ from mailboxkit.api.errors import ApiError, not_found
 from mailboxkit.api.params import ID_PATTERN, Limit, PageToken
 from mailboxkit.api.signing import new_secret
 from mailboxkit.store import models as m
+from mailboxkit.store import webhook_dispatch as dispatch
 from mailboxkit.store import webhooks as store
 from mailboxkit.store.ids import new_id
 
@@ -443,7 +444,7 @@ async def send_test_event(
     async with ctx.db.write() as conn:
         if await store.get_webhook(conn, owner.account_id, webhook_id) is None:
             raise not_found("webhook")
-        delivery_id = await store.add_test_delivery(conn, webhook_id, payload, now=now)
+        delivery_id = await dispatch.add_test_delivery(conn, webhook_id, payload, now=now)
     _wake(ctx)
     return WebhookTestSent(delivery_id=delivery_id, event_id=event_id)
 
@@ -535,7 +536,7 @@ async def replay_delivery(
 ) -> WebhookDeliveryDetail:
     await _owned(ctx, owner.account_id, webhook_id)
     async with ctx.db.write() as conn:
-        if not await store.replay(conn, webhook_id, delivery_id, now=ctx.clock.now()):
+        if not await dispatch.replay(conn, webhook_id, delivery_id, now=ctx.clock.now()):
             raise not_found("delivery")
     _wake(ctx)
     return await _delivery(ctx, webhook_id, delivery_id)

@@ -456,10 +456,11 @@ drafts = Table(
     Index("ix_drafts_entry", "entry_id"),
 )
 
-# Webhooks (``store/webhooks.py``). An endpoint receives the events of its account whose type
-# matches one of ``events`` (names or dot-boundary prefixes, "*" for all) and, when
-# ``inbox_ids`` is set, whose inbox is one of them; only events after ``after_seq`` (the head of
-# the outbox when it was made), so a new endpoint is not sent the past. ``secret`` signs
+# Webhooks (``store/webhooks.py``; their deliveries are made in ``store/webhook_dispatch.py``).
+# An endpoint receives the events of its account whose type matches one of ``events`` (names or
+# dot-boundary prefixes, "*" for all) and, when ``inbox_ids`` is set, whose inbox is one of
+# them; only events after ``after_seq`` (the head of the outbox when it was made), so a new
+# endpoint is not sent the past. ``secret`` signs
 # (Standard Webhooks); after a rotation ``previous_secret`` also signs until it expires.
 webhooks = Table(
     "webhooks",
