@@ -76,7 +76,9 @@ def cpu_time(proc: psutil.Process) -> float:
 
 
 def percentile(values: list[float], q: float) -> float:
-    """The ``q``-th percentile (0-100) of ``values``, nearest rank."""
+    """The ``q``-th percentile (0-100) of ``values``, nearest rank; NaN when there are none."""
+    if not values:
+        return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 

@@ -62,6 +62,7 @@ from common import (
     async_url,
     free_port,
     ours_env,
+    percentile,
     pg_query,
     serve,
     snapshot_code,
@@ -377,13 +378,6 @@ def start_server(workdir: Path, db: str, url: str, pg_db: str | None, args: Any)
 # --- measurements -------------------------------------------------------------------------------
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def throughput(server: Server, op: str, big: tuple[str, str], args: Any) -> dict[str, float]:
     procs = min(args.client_procs, args.clients)
     jobs = [
@@ -413,8 +407,8 @@ def throughput(server: Server, op: str, big: tuple[str, str], args: Any) -> dict
     count = len(latencies)
     return {
         "ops": count / args.seconds,
-        "p50": percentile(latencies, 0.5),
-        "p99": percentile(latencies, 0.99),
+        "p50": percentile(latencies, 50),
+        "p99": percentile(latencies, 99),
         "cpu_ms": cpu / max(1, count) * 1000 * args.seconds / (args.seconds + args.warmup),
         "client_cpu": sum(r["cpu"] for r in results) / (args.seconds + args.warmup),
     }
@@ -490,8 +484,8 @@ def idle_memory(server: Server, data: dict[str, Any], args: Any) -> dict[str, fl
         "per_session_kb": (after - before) * 1024 / args.idle,
         "setup_s": setup,
         "burst_s": burst,
-        "push_p50": percentile(times, 0.5) * 1000,
-        "push_p99": percentile(times, 0.99) * 1000,
+        "push_p50": percentile(times, 50) * 1000,
+        "push_p99": percentile(times, 99) * 1000,
         "push_max": max(times) * 1000,
     }
     if args.big_selects:
