@@ -229,7 +229,7 @@ class Dispatcher:
 
     async def _idle_without_endpoints(self) -> bool:
         """With no endpoint enabled: keep the cursor at the newest event (about once a second,
-        see ``dispatch.FanOutProgress``) and say there is nothing to do.
+        see ``store.webhook_dispatch.FanOutProgress``) and say there is nothing to do.
 
         Mail arriving then costs no fan-out transaction: on SQLite it would queue behind and
         ahead of the deliveries for the one writer, on PostgreSQL it took a sixth of the CPU
