@@ -43,6 +43,7 @@ from typing import Any
 
 import aiosmtplib
 import httpx
+import psutil
 from common import (
     Serving,
     drop_database,
@@ -151,7 +152,12 @@ async def baseline(port: int, count: int, concurrency: int, sink: SinkProcess) -
 
 
 async def ours(
-    http: int, inbox: dict[str, Any], count: int, concurrency: int, sink: SinkProcess
+    server: Serving,
+    http: int,
+    inbox: dict[str, Any],
+    count: int,
+    concurrency: int,
+    sink: SinkProcess,
 ) -> float:
     start_count = sink.accepted
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -175,12 +181,13 @@ async def ours(
                 if r.status_code != 200:
                     raise RuntimeError(f"send failed: {r.status_code} {r.text}")
 
-        cpu = server_cpu()
+        proc = psutil.Process(server.proc.pid)
+        cpu = tree_cpu_time(proc)
         started = time.perf_counter()
         await asyncio.gather(*(loop() for _ in range(concurrency)))
         await sink.until(start_count + count)
         elapsed = time.perf_counter() - started
-        used = server_cpu() - cpu
+        used = tree_cpu_time(proc) - cpu
         print(f"    server CPU {used / elapsed:.0%} of one core, {1000 * used / count:.1f} ms/msg")
         return count / elapsed
 
@@ -206,16 +213,6 @@ def signing_cost(samples: int = 200) -> float:
     for _ in range(samples):
         sign_message(message, "example.test", keys)
     return 1000 * (time.process_time() - started) / samples
-
-
-SERVER_PIDS: list[int] = []
-
-
-def server_cpu() -> float:
-    """User+system CPU seconds of the server process (its threads and worker processes)."""
-    import psutil
-
-    return sum(tree_cpu_time(psutil.Process(pid)) for pid in SERVER_PIDS)
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -245,17 +242,17 @@ async def main(args: argparse.Namespace) -> None:
     try:
         inbox = json.loads(await run_cli(env, "inbox", "create", "bot@example.test", "--json"))
         server = await Serving.start(env)
-        SERVER_PIDS.append(server.proc.pid)
         print(
             f"outbound bench: {args.messages} messages of {len(BODY)} B text, "
             f"{args.concurrency} concurrent senders, "
             f"{'PostgreSQL' if database_url else 'SQLite'}, {os.cpu_count()} CPUs"
         )
-        await ours(http, inbox, min(100, args.messages), args.concurrency, sink)  # warm-up
+        await ours(server, http, inbox, min(100, args.messages), args.concurrency, sink)  # warm-up
         await baseline(sink.port, min(100, args.messages), args.concurrency, sink)
         ours_rates, base_rates = [], []
         for _ in range(args.repeats):
-            ours_rates.append(await ours(http, inbox, args.messages, args.concurrency, sink))
+            rate = await ours(server, http, inbox, args.messages, args.concurrency, sink)
+            ours_rates.append(rate)
             base_rates.append(await baseline(sink.port, args.messages, args.concurrency, sink))
         o, b = statistics.median(ours_rates), statistics.median(base_rates)
         print(f"  ours (API send → sink accepted, DKIM-signed):  {o:8.1f} msg/s")
