@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from mailboxkit.store.accounts import create_account
 from mailboxkit.store.db import Database
 from mailboxkit.store.eventfeed import EventFeed, head
-from mailboxkit.store.events import EventType, record_event
+from mailboxkit.store.events import EventType, NewEvent, record_event, record_events
 
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
@@ -42,6 +42,27 @@ async def test_reads_in_order_and_moves_the_watermark(database_url: str) -> None
             events, more = await feed.read(conn, limit=3)
             assert [e.seq for e in events] == seqs[3:] and not more
         assert feed.cursor == seqs[-1]
+    finally:
+        await db.close()
+
+
+async def test_a_batch_of_events_takes_seqs_in_its_order(database_url: str) -> None:
+    db = Database.open(database_url)
+    try:
+        account = await _account(db)
+        async with db.write() as conn:
+            before = await _event(conn, account, -1)
+            batch = [NewEvent(EventType.DOMAIN_VERIFIED, account, {"n": n}, NOW) for n in range(40)]
+            recorded = await record_events(conn, batch)
+        assert [e.payload["data"]["n"] for e in recorded] == list(range(40))
+        assert [e.seq for e in recorded] == sorted({e.seq for e in recorded})
+        assert recorded[0].seq > before
+        async with db.read() as conn:
+            feed = EventFeed(before, is_sqlite=db.is_sqlite)
+            stored, _ = await feed.read(conn, limit=100)
+        assert [(e.seq, e.id, e.payload["data"]["n"]) for e in stored] == [
+            (e.seq, e.id, n) for n, e in enumerate(recorded)
+        ]
     finally:
         await db.close()
 

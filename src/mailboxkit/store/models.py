@@ -306,7 +306,9 @@ events = Table(
     "events",
     metadata,
     Column("seq", Serial, primary_key=True, autoincrement=True),
-    Column("id", Id, nullable=False, unique=True),
+    # The client-made id is unique in every batch: SQLAlchemy uses it to match the seqs that
+    # RETURNING gives back to the rows, so that a batch of events is one INSERT on SQLite too.
+    Column("id", Id, nullable=False, unique=True, insert_sentinel=True),
     Column("type", String(64), nullable=False),
     Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
     Column("inbox_id", Id),
