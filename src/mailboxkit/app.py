@@ -73,8 +73,7 @@ from mailboxkit.store.blobs import BlobStore
 from mailboxkit.store.clock import Clock, SystemClock
 from mailboxkit.store.db import Database
 from mailboxkit.store.events import EventBus
-from mailboxkit.store.mailbox_changes import relay_events
-from mailboxkit.store.mailboxes import MailboxChanges
+from mailboxkit.store.mailbox_changes import MailboxChanges, relay_events
 from mailboxkit.store.migrate import upgrade_async
 from mailboxkit.store.notify import ChangeNotifier, NotifyConfig, listen_dsn
 from mailboxkit.store.offload import Offload

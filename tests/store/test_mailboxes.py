@@ -12,22 +12,22 @@ from sqlalchemy import func, select
 from mailboxkit.store import models as m
 from mailboxkit.store.accounts import Inbox
 from mailboxkit.store.db import Database
-from mailboxkit.store.mailbox_changes import MailboxChanges
-from mailboxkit.store.mailboxes import (
-    FlagMode,
+from mailboxkit.store.entries import SystemFlag, changes_since, snapshot
+from mailboxkit.store.folders import (
     FolderExists,
-    SystemFlag,
-    changes_since,
-    copy_entries,
     create_folder,
-    delete_folder,
-    expunge,
     find_folder,
     folder_status,
     list_folders,
+)
+from mailboxkit.store.mailbox_changes import MailboxChanges
+from mailboxkit.store.mailboxes import (
+    FlagMode,
+    copy_entries,
+    delete_folder,
+    expunge,
     move_entries,
     rename_folder,
-    snapshot,
     update_flags,
 )
 from mailboxkit.store.messages import NewMessage, insert_messages

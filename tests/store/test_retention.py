@@ -19,9 +19,10 @@ from mailboxkit.store.accounts import Inbox, create_account, create_inbox
 from mailboxkit.store.blobs import BlobNotFound
 from mailboxkit.store.db import Database
 from mailboxkit.store.deliveries import Settlement
+from mailboxkit.store.entries import SystemFlag
 from mailboxkit.store.inboxes import unreferenced_blobs
 from mailboxkit.store.localblobs import LocalBlobStore
-from mailboxkit.store.mailboxes import FlagMode, SystemFlag, expunge, update_flags
+from mailboxkit.store.mailboxes import FlagMode, expunge, update_flags
 from mailboxkit.store.mime import parse_message
 from mailboxkit.store.outbox import RecipientStatus
 from mailboxkit.store.retention import purge_outbound

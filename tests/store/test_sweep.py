@@ -18,15 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from mailboxkit.store import models as m
 from mailboxkit.store.accounts import Inbox
 from mailboxkit.store.db import Database
+from mailboxkit.store.entries import SystemFlag
+from mailboxkit.store.folders import find_folder
 from mailboxkit.store.localblobs import LocalBlobStore
-from mailboxkit.store.mailboxes import (
-    FlagMode,
-    SystemFlag,
-    copy_entries,
-    expunge,
-    find_folder,
-    update_flags,
-)
+from mailboxkit.store.mailboxes import FlagMode, copy_entries, expunge, update_flags
 from mailboxkit.store.messages import NewMessage, StoredMessage, allocate_uids, insert_messages
 from mailboxkit.store.mime import parse_message
 from mailboxkit.store.sweep import (

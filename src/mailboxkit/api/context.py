@@ -26,7 +26,7 @@ from mailboxkit.store.clock import Clock, SystemClock
 from mailboxkit.store.counters import Counters
 from mailboxkit.store.db import Database
 from mailboxkit.store.events import EventBus
-from mailboxkit.store.mailboxes import MailboxChanges
+from mailboxkit.store.mailbox_changes import MailboxChanges
 from mailboxkit.store.ratelimit import Limit
 
 HOUR = 3600

@@ -17,7 +17,7 @@ from mailboxkit.api.auth import Principal
 from mailboxkit.api.context import Ctx
 from mailboxkit.api.errors import not_found
 from mailboxkit.api.params import InboxId, Limit, MessageId, PageToken, cursor, utc
-from mailboxkit.store import mailboxes
+from mailboxkit.store import entries, mailboxes
 from mailboxkit.store import models as m
 from mailboxkit.store.blobs import BlobNotFound
 from mailboxkit.store.codes import find_codes_and_links
@@ -225,7 +225,7 @@ async def _apply_update(conn: AsyncConnection, message_id: str, body: s.MessageU
     by_folder: dict[int, list[int]] = {}
     for row in rows:
         by_folder.setdefault(int(row.folder_id), []).append(int(row.uid))
-    seen = [mailboxes.SystemFlag.SEEN]
+    seen = [entries.SystemFlag.SEEN]
     changes = (
         (mailboxes.FlagMode.ADD, seen if body.read is True else [], body.add_labels),
         (mailboxes.FlagMode.REMOVE, seen if body.read is False else [], body.remove_labels),

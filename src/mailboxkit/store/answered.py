@@ -15,7 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
-from mailboxkit.store.mailboxes import FlagMode, SystemFlag, update_flags
+from mailboxkit.store.entries import SystemFlag
+from mailboxkit.store.mailboxes import FlagMode, update_flags
 from mailboxkit.store.outbox import Queued
 
 FORWARDED = "$Forwarded"

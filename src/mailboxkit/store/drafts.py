@@ -36,9 +36,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from mailboxkit.store import models as m
 from mailboxkit.store.accounts import Inbox, Scope
 from mailboxkit.store.answered import Answer, mark_original
+from mailboxkit.store.entries import SystemFlag
 from mailboxkit.store.ids import new_id
 from mailboxkit.store.listing import Cursor
-from mailboxkit.store.mailboxes import SystemFlag, remove_entries, set_entry_flags
+from mailboxkit.store.mailboxes import remove_entries, set_entry_flags
 from mailboxkit.store.messages import NewMessage, StoredMessage, insert_messages
 from mailboxkit.store.mime import Address, ParsedMessage
 from mailboxkit.store.outbox import Queued

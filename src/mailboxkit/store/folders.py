@@ -1,7 +1,7 @@
 """Folders of an inbox: names, special uses, subscriptions, UIDVALIDITY/UIDNEXT/HIGHESTMODSEQ.
 
-The entries in them are ``mailboxes``; deleting and renaming (which touch entries) are there
-too. Every function runs in the caller's transaction.
+The entries in them are read in ``entries`` and changed in ``mailboxes``, where deleting and
+renaming (which touch entries) are too. Every function runs in the caller's transaction.
 
 Implementation notes:
 

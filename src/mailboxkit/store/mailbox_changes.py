@@ -2,7 +2,7 @@
 entries (IMAP sessions, the HTTP API, the outbound worker, delivery via the event bus).
 
 A doorbell, not a log: it carries no data and may ring for nothing; a listener then reads
-what changed (``mailboxes.changes_since``).
+what changed (``entries.changes_since``).
 
 Implementation notes:
 

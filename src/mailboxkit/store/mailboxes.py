@@ -1,19 +1,18 @@
-"""Entries, the messages of a folder as IMAP sees them: UIDs, flags, MODSEQ, expunges,
-copies and moves; and deleting or renaming folders, which moves entries too.
+"""Changes to entries, the messages of a folder as IMAP sees them: flags and keywords,
+expunges, copies and moves; and deleting or renaming folders, which moves entries too.
 
 Used by the IMAP server and by the HTTP API (read state and labels are entry flags and
 keywords: :func:`update_flags`). Every function runs in the caller's transaction; after
-commit the caller rings ``mailbox_changes.MailboxChanges.notify`` for the inbox. Folders
-themselves are ``folders``; their names are re-exported here for convenience.
+commit the caller rings ``mailbox_changes.MailboxChanges.notify`` for the inbox. Reading
+entries is ``entries``; folders themselves are ``folders``.
 
 Implementation notes (invariants, on top of those in ``models``):
 
 - Every change to a folder's entries happens with the folder row locked (``FOR UPDATE`` on
   PostgreSQL; SQLite has one writer) and bumps ``folders.highestmodseq`` once; the changed
   entries (or the ``folder_expunges`` tombstones) take that value (RFC 7162 §3.1: a
-  mod-sequence may be shared by the messages one operation changed).
-- So changes commit in MODSEQ order per folder: a reader that first reads ``highestmodseq``
-  as ``H`` then sees every change up to ``H`` (see :func:`changes_since`).
+  mod-sequence may be shared by the messages one operation changed). So changes commit in
+  MODSEQ order per folder, which readers rely on (``entries``).
 - A message whose last entry is expunged is deleted (rows, attachments rows); its blobs are
   left for the store sweep (``sweep``), since the raw blob of an SMTP transaction is shared by
   its recipients and an attachment blob by every message with the same content.
@@ -21,58 +20,31 @@ Implementation notes (invariants, on top of those in ``models``):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
+from mailboxkit.store.entries import FLAG_COLUMN, EntryFlags, SystemFlag, entry_of, uid_batches
 from mailboxkit.store.folders import (
     DELIMITER,
     INBOX,
     Folder,
     FolderExists,
     FolderMissing,
-    FolderStatus,
     create_folder,
     find_folder,
     folder_of,
-    folder_status,
-    get_folder,
     insert_folder,
     list_folders,
     lock_folders,
     parents,
-    set_subscribed,
 )
-from mailboxkit.store.mailbox_changes import ChangeWatch, MailboxChanges
-
-_RUNS_PER_QUERY = 500
-
-
-class SystemFlag(StrEnum):
-    """RFC 3501 §2.3.2 system flags stored as entry columns (``\\Recent`` is not stored)."""
-
-    SEEN = "\\Seen"
-    ANSWERED = "\\Answered"
-    FLAGGED = "\\Flagged"
-    DELETED = "\\Deleted"
-    DRAFT = "\\Draft"
-
-
-_SYSTEM_FLAGS = tuple(SystemFlag)
-
-_FLAG_COLUMN = {
-    SystemFlag.SEEN: "seen",
-    SystemFlag.ANSWERED: "answered",
-    SystemFlag.FLAGGED: "flagged",
-    SystemFlag.DELETED: "deleted",
-    SystemFlag.DRAFT: "draft",
-}
 
 
 class FlagMode(StrEnum):
@@ -81,49 +53,6 @@ class FlagMode(StrEnum):
     ADD = "add"
     REMOVE = "remove"
     REPLACE = "replace"
-
-
-@dataclass(frozen=True, slots=True)
-class EntryFlags:
-    """One message in a folder: its UID, MODSEQ, system flags and keywords."""
-
-    uid: int
-    modseq: int
-    flags: frozenset[SystemFlag] = frozenset()
-    keywords: tuple[str, ...] = ()
-
-    def imap_flags(self) -> tuple[str, ...]:
-        """System flags in a fixed order, then keywords."""
-        return (*(f.value for f in _SYSTEM_FLAGS if f in self.flags), *self.keywords)
-
-
-@dataclass(frozen=True, slots=True)
-class EntryContent:
-    """What FETCH needs of an entry besides its bytes."""
-
-    entry: EntryFlags
-    message_id: str
-    internal_date: datetime
-    size: int
-    raw_key: str
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """A folder and every entry in it, ascending by UID (SELECT)."""
-
-    folder: Folder
-    entries: tuple[EntryFlags, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class FolderChanges:
-    """What happened in a folder since a MODSEQ, up to ``highestmodseq``."""
-
-    highestmodseq: int
-    updated: tuple[EntryFlags, ...]  # changed entries with a UID at or below ``last_uid``
-    added: tuple[EntryFlags, ...]  # entries above ``last_uid``, ascending
-    expunged: tuple[int, ...]  # UIDs, ascending
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,180 +79,12 @@ class Copied:
     pairs: tuple[tuple[int, int], ...]
 
 
-# --- reading entries ----------------------------------------------------------------------
-
-_ENTRY_COLUMNS = (
-    m.entries.c.uid,
-    m.entries.c.modseq,
-    m.entries.c.seen,
-    m.entries.c.answered,
-    m.entries.c.flagged,
-    m.entries.c.deleted,
-    m.entries.c.draft,
-    m.entries.c.keywords,
-)
-
-
-_FLAG_SETS = tuple(
-    frozenset(flag for bit, flag in enumerate(_FLAG_COLUMN) if mask >> bit & 1)
-    for mask in range(1 << len(_FLAG_COLUMN))
-)
-"""Every set of system flags, by bit mask in ``_FLAG_COLUMN`` order (one per row is too slow
-for a FETCH 1:* of a large folder)."""
-
-
-def _entry(row: Any) -> EntryFlags:
-    """The entry of a row that starts with ``_ENTRY_COLUMNS`` (read by position: fast)."""
-    uid, modseq, seen, answered, flagged, deleted, draft, keywords = row[:8]
-    mask = seen + 2 * answered + 4 * flagged + 8 * deleted + 16 * draft
-    return EntryFlags(uid, modseq, _FLAG_SETS[mask], tuple(keywords) if keywords else ())
-
-
-def _entry_by_name(row: Any) -> EntryFlags:
-    """The entry of a row of any ``entries`` columns."""
-    mask = row.seen + 2 * row.answered + 4 * row.flagged + 8 * row.deleted + 16 * row.draft
-    keywords = row.keywords
-    return EntryFlags(row.uid, row.modseq, _FLAG_SETS[mask], tuple(keywords) if keywords else ())
-
-
-def uid_runs(uids: Iterable[int]) -> list[tuple[int, int]]:
-    """Sorted UIDs as inclusive runs: ``[1, 2, 3, 7]`` -> ``[(1, 3), (7, 7)]``."""
-    runs: list[tuple[int, int]] = []
-    for uid in sorted(set(uids)):
-        if runs and uid == runs[-1][1] + 1:
-            runs[-1] = (runs[-1][0], uid)
-        else:
-            runs.append((uid, uid))
-    return runs
-
-
-def _uid_batches(uids: Iterable[int]) -> Iterator[ColumnElement[bool]]:
-    """Conditions on ``entries.uid`` covering ``uids``, a bounded number of runs each."""
-    runs = uid_runs(uids)
-    for start in range(0, len(runs), _RUNS_PER_QUERY):
-        yield or_(
-            *(
-                m.entries.c.uid == low if low == high else m.entries.c.uid.between(low, high)
-                for low, high in runs[start : start + _RUNS_PER_QUERY]
-            )
-        )
-
-
-async def snapshot(conn: AsyncConnection, folder_id: int) -> Snapshot:
-    """The folder and its entries as of one moment (SELECT, RFC 3501 §6.3.1)."""
-    folder = await get_folder(conn, folder_id)
-    rows = await conn.execute(
-        select(*_ENTRY_COLUMNS)
-        .where(m.entries.c.folder_id == folder_id, m.entries.c.uid < folder.uidnext)
-        .order_by(m.entries.c.uid)
-    )
-    return Snapshot(folder, tuple(_entry(r) for r in rows))
-
-
-async def changes_since(
-    conn: AsyncConnection, folder_id: int, *, modseq: int, last_uid: int
-) -> FolderChanges:
-    """Changes after ``modseq`` for a reader that knows the UIDs up to ``last_uid``.
-
-    ``highestmodseq`` is read first; changes up to it are all visible by then (see the module
-    notes), later ones are left for the next call. New entries are every UID above
-    ``last_uid``, whatever their MODSEQ, so none is skipped when it changed again.
-    """
-    folder = await get_folder(conn, folder_id)
-    top = folder.highestmodseq
-    if top <= modseq and folder.uidnext - 1 <= last_uid:
-        return FolderChanges(top, (), (), ())
-    e = m.entries.c
-    updated = await conn.execute(
-        select(*_ENTRY_COLUMNS)
-        .where(e.folder_id == folder_id, e.uid <= last_uid, e.modseq > modseq, e.modseq <= top)
-        .order_by(e.uid)
-    )
-    added = await conn.execute(
-        select(*_ENTRY_COLUMNS).where(e.folder_id == folder_id, e.uid > last_uid).order_by(e.uid)
-    )
-    x = m.folder_expunges.c
-    expunged = await conn.execute(
-        select(x.uid)
-        .where(x.folder_id == folder_id, x.modseq > modseq, x.modseq <= top, x.uid <= last_uid)
-        .order_by(x.uid)
-    )
-    return FolderChanges(
-        top,
-        tuple(_entry(r) for r in updated),
-        tuple(_entry(r) for r in added),
-        tuple(expunged.scalars()),
-    )
-
-
-async def changed_entries(
-    conn: AsyncConnection, folder_id: int, *, modseq: int, uids: Iterable[int]
-) -> list[EntryFlags]:
-    """Entries among ``uids`` changed after ``modseq`` (CHANGEDSINCE, RFC 7162 §3.1.4)."""
-    found: list[EntryFlags] = []
-    for condition in _uid_batches(uids):
-        rows = await conn.execute(
-            select(*_ENTRY_COLUMNS).where(
-                m.entries.c.folder_id == folder_id, m.entries.c.modseq > modseq, condition
-            )
-        )
-        found.extend(_entry(r) for r in rows)
-    return sorted(found, key=lambda entry: entry.uid)
-
-
-async def expunged_since(conn: AsyncConnection, folder_id: int, *, modseq: int) -> list[int]:
-    """UIDs expunged after ``modseq`` (QRESYNC VANISHED (EARLIER), RFC 7162 §3.2.5)."""
-    x = m.folder_expunges.c
-    rows = await conn.execute(
-        select(x.uid).where(x.folder_id == folder_id, x.modseq > modseq).order_by(x.uid)
-    )
-    return list(rows.scalars())
-
-
-async def entry_contents(
-    conn: AsyncConnection, folder_id: int, uids: Iterable[int]
-) -> list[EntryContent]:
-    """Entries with their message's size, blob key and internal date, ascending by UID."""
-    e, msg = m.entries.c, m.messages.c
-    found: list[EntryContent] = []
-    for condition in _uid_batches(uids):
-        rows = await conn.execute(
-            select(*_ENTRY_COLUMNS, e.message_id, e.internal_date, msg.size, msg.raw_key)
-            .select_from(m.entries.join(m.messages, msg.id == e.message_id))
-            .where(e.folder_id == folder_id, condition)
-        )
-        found.extend(
-            EntryContent(_entry(r), r.message_id, r.internal_date, r.size, r.raw_key) for r in rows
-        )
-    return sorted(found, key=lambda content: content.entry.uid)
-
-
-async def select_entries(
-    conn: AsyncConnection,
-    folder_id: int,
-    columns: Sequence[Any],
-    conditions: Sequence[ColumnElement[bool]],
-    *,
-    last_uid: int,
-) -> list[Any]:
-    """Rows of ``columns`` (of ``entries`` joined with ``messages``) for the folder's entries
-    up to ``last_uid`` that meet every condition, ascending by UID (IMAP SEARCH)."""
-    e = m.entries.c
-    rows = await conn.execute(
-        select(*columns)
-        .select_from(m.entries.join(m.messages, m.messages.c.id == e.message_id))
-        .where(e.folder_id == folder_id, e.uid <= last_uid, *conditions)
-        .order_by(e.uid)
-    )
-    return list(rows)
+# --- changing entries ---------------------------------------------------------------------
 
 
 async def _all_uids(conn: AsyncConnection, folder_id: int) -> list[int]:
     rows = await conn.execute(select(m.entries.c.uid).where(m.entries.c.folder_id == folder_id))
     return list(rows.scalars())
-
-
-# --- changing entries ---------------------------------------------------------------------
 
 
 async def _bump(conn: AsyncConnection, folder_id: int, *, uids: int = 0) -> Folder:
@@ -343,7 +104,7 @@ async def _locked_entries(
     conn: AsyncConnection, folder_id: int, uids: Iterable[int], *extra: ColumnElement[bool]
 ) -> list[Any]:
     rows: list[Any] = []
-    for condition in _uid_batches(uids):
+    for condition in uid_batches(uids):
         result = await conn.execute(
             select(m.entries).where(m.entries.c.folder_id == folder_id, condition, *extra)
         )
@@ -396,7 +157,7 @@ async def update_flags(
     conflicts: list[int] = []
     changed_ids: list[int] = []
     for row in await _locked_entries(conn, folder_id, uids):
-        entry = _entry_by_name(row)
+        entry = entry_of(row)
         if unchanged_since is not None and entry.modseq > unchanged_since:
             conflicts.append(entry.uid)
             unchanged.append(entry)
@@ -422,7 +183,7 @@ async def update_flags(
 
 
 def _flag_values(entry: EntryFlags) -> dict[str, Any]:
-    values: dict[str, Any] = {col: flag in entry.flags for flag, col in _FLAG_COLUMN.items()}
+    values: dict[str, Any] = {col: flag in entry.flags for flag, col in FLAG_COLUMN.items()}
     values["keywords"] = list(entry.keywords)
     return values
 
@@ -527,7 +288,7 @@ async def _copy_rows(conn: AsyncConnection, rows: Sequence[Any], target: Folder)
                 "uid": first + i,
                 "modseq": bumped.highestmodseq,
                 "internal_date": row.internal_date,
-                **{col: getattr(row, col) for col in _FLAG_COLUMN.values()},
+                **{col: getattr(row, col) for col in FLAG_COLUMN.values()},
                 "keywords": list(row.keywords or ()),
             }
             for i, row in enumerate(rows)
@@ -597,22 +358,3 @@ async def rename_folder(
             await conn.execute(
                 update(m.folders).where(m.folders.c.id == folder.id).values(name=renamed)
             )
-
-
-__all__ = [
-    "DELIMITER",
-    "INBOX",
-    "ChangeWatch",
-    "Folder",
-    "FolderExists",
-    "FolderMissing",
-    "FolderStatus",
-    "MailboxChanges",
-    "create_folder",
-    "find_folder",
-    "folder_status",
-    "get_folder",
-    "list_folders",
-    "parents",
-    "set_subscribed",
-]

@@ -43,8 +43,9 @@ from mailboxkit.store import models as m
 from mailboxkit.store.accounts import Inbox
 from mailboxkit.store.blobs import BlobStore
 from mailboxkit.store.db import Database, upsert
+from mailboxkit.store.entries import SystemFlag
 from mailboxkit.store.ids import new_id
-from mailboxkit.store.mailboxes import SystemFlag, set_entry_flags
+from mailboxkit.store.mailboxes import set_entry_flags
 from mailboxkit.store.messages import NewMessage, insert_messages
 from mailboxkit.store.mime import ParsedMessage
 from mailboxkit.store.tasks import stop_tasks

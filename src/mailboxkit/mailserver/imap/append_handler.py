@@ -38,7 +38,9 @@ from mailboxkit.mailserver.imap.responses import AppendUid, Code
 from mailboxkit.mailserver.imap.state import Authenticated, Selected
 from mailboxkit.store.accounts import Inbox
 from mailboxkit.store.drafts import record_appended
-from mailboxkit.store.mailboxes import Folder, SystemFlag, find_folder, set_entry_flags
+from mailboxkit.store.entries import SystemFlag
+from mailboxkit.store.folders import Folder, find_folder
+from mailboxkit.store.mailboxes import set_entry_flags
 from mailboxkit.store.messages import NewMessage, insert_messages, sent_copies
 from mailboxkit.store.mime import ParsedMessage, parse_message
 

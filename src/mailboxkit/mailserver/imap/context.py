@@ -21,7 +21,7 @@ from mailboxkit.store.blobs import BlobStore
 from mailboxkit.store.clock import Clock
 from mailboxkit.store.db import Database
 from mailboxkit.store.events import EventBus
-from mailboxkit.store.mailboxes import ChangeWatch, MailboxChanges
+from mailboxkit.store.mailbox_changes import ChangeWatch, MailboxChanges
 from mailboxkit.store.offload import Offload
 
 

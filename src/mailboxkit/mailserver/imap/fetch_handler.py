@@ -43,16 +43,15 @@ from mailboxkit.mailserver.imap.sections import partial, section_bytes
 from mailboxkit.mailserver.imap.state import Selected
 from mailboxkit.mailserver.imap.sync import enable_condstore
 from mailboxkit.store.blobs import BlobNotFound
-from mailboxkit.store.mailboxes import (
+from mailboxkit.store.entries import (
     EntryContent,
     EntryFlags,
-    FlagMode,
     SystemFlag,
     changed_entries,
     entry_contents,
     expunged_since,
-    update_flags,
 )
+from mailboxkit.store.mailboxes import FlagMode, update_flags
 
 log = logging.getLogger(__name__)
 

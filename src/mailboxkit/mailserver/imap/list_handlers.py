@@ -30,7 +30,7 @@ from mailboxkit.mailserver.imap.mailbox_commands import (
 from mailboxkit.mailserver.imap.responses import Code, ListData, StatusData
 from mailboxkit.mailserver.imap.state import Authenticated, Selected
 from mailboxkit.mailserver.imap.sync import enable_condstore
-from mailboxkit.store.mailboxes import (
+from mailboxkit.store.folders import (
     DELIMITER,
     INBOX,
     Folder,

@@ -20,18 +20,17 @@ from mailboxkit.mailserver.imap.errors import CommandFailed
 from mailboxkit.mailserver.imap.responses import Code
 from mailboxkit.mailserver.imap.state import Authenticated, Selected
 from mailboxkit.store.accounts import DEFAULT_FOLDERS
-from mailboxkit.store.mailboxes import (
+from mailboxkit.store.folders import (
     DELIMITER,
     INBOX,
     FolderExists,
     FolderMissing,
     create_folder,
-    delete_folder,
     find_folder,
     list_folders,
-    rename_folder,
     set_subscribed,
 )
+from mailboxkit.store.mailboxes import delete_folder, rename_folder
 
 MAX_NAME_LENGTH = 500
 """Longest mailbox name in characters (``folders.name``)."""

@@ -1,7 +1,7 @@
 """The selected mailbox as one session sees it: sequence numbers, last reported flags, and
 the untagged responses that bring the client up to date (RFC 3501 §7.3, §7.4.1; RFC 7162).
 
-Pure: the handlers read :class:`~mailboxkit.store.mailboxes.FolderChanges` from the store
+Pure: the handlers read :class:`~mailboxkit.store.entries.FolderChanges` from the store
 and :meth:`MailboxView.apply` turns them into responses while updating the view.
 
 Implementation notes:
@@ -35,7 +35,7 @@ from mailboxkit.mailserver.imap.responses import (
     Vanished,
 )
 from mailboxkit.mailserver.imap.sequence_set import SequenceSet
-from mailboxkit.store.mailboxes import EntryFlags, FolderChanges, Snapshot, SystemFlag
+from mailboxkit.store.entries import EntryFlags, FolderChanges, Snapshot, SystemFlag
 
 SYSTEM_FLAGS: tuple[str, ...] = tuple(flag.value for flag in SystemFlag)
 

@@ -27,13 +27,13 @@ from mailboxkit.mailserver.imap.responses import (
 )
 from mailboxkit.mailserver.imap.state import Selected
 from mailboxkit.mailserver.imap.sync import enable_condstore
+from mailboxkit.store.entries import SystemFlag
+from mailboxkit.store.folders import find_folder
 from mailboxkit.store.mailboxes import (
     Copied,
     FlagMode,
-    SystemFlag,
     copy_entries,
     expunge,
-    find_folder,
     move_entries,
     update_flags,
 )

@@ -27,7 +27,7 @@ from mailboxkit.mailserver.imap.search_query import (
 from mailboxkit.mailserver.imap.state import Selected
 from mailboxkit.mailserver.imap.sync import enable_condstore
 from mailboxkit.store import models as m
-from mailboxkit.store.mailboxes import select_entries
+from mailboxkit.store.entries import select_entries
 
 CHARSETS = ("US-ASCII", "UTF-8")
 

@@ -28,7 +28,7 @@ from sqlalchemy import ColumnElement, Text, and_, cast, false, func, not_, or_, 
 from mailboxkit.mailserver.imap import search as s
 from mailboxkit.mailserver.imap.mailbox_view import MailboxView
 from mailboxkit.store import models as m
-from mailboxkit.store.mailboxes import SystemFlag, uid_runs
+from mailboxkit.store.entries import SystemFlag, uid_runs
 
 _E, _M = m.entries.c, m.messages.c
 _FLAG_COLUMNS = {

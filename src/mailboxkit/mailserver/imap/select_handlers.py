@@ -22,14 +22,9 @@ from mailboxkit.mailserver.imap.responses import (
     Vanished,
 )
 from mailboxkit.mailserver.imap.state import Authenticated, Selected
-from mailboxkit.store.mailboxes import (
-    SystemFlag,
-    changed_entries,
-    expunge,
-    expunged_since,
-    find_folder,
-    snapshot,
-)
+from mailboxkit.store.entries import SystemFlag, changed_entries, expunged_since, snapshot
+from mailboxkit.store.folders import find_folder
+from mailboxkit.store.mailboxes import expunge
 
 
 async def handle_select(

@@ -31,7 +31,7 @@ from mailboxkit.mailserver.imap.state import (
     Selected,
     State,
 )
-from mailboxkit.store.mailboxes import DELIMITER
+from mailboxkit.store.folders import DELIMITER
 
 log = logging.getLogger(__name__)
 

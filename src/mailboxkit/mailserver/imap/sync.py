@@ -13,7 +13,8 @@ from mailboxkit.mailserver.imap.responses import (
     NumberCodeName,
     StatusResponse,
 )
-from mailboxkit.store.mailboxes import FolderMissing, changes_since
+from mailboxkit.store.entries import changes_since
+from mailboxkit.store.folders import FolderMissing
 
 
 class MailboxGone(Exception):
