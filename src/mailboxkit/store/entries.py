@@ -15,13 +15,14 @@ Implementation notes (invariants, on top of those in ``models``):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, Text, cast, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
@@ -103,7 +104,9 @@ _ENTRY_COLUMNS = (
     m.entries.c.flagged,
     m.entries.c.deleted,
     m.entries.c.draft,
-    m.entries.c.keywords,
+    # As JSON text, decoded by _entry: most entries have no keywords ("[]"), and decoding that
+    # 10,000 times was a sixth of a FETCH 1:* (FLAGS).
+    cast(m.entries.c.keywords, Text),
 )
 
 
@@ -119,7 +122,8 @@ def _entry(row: Any) -> EntryFlags:
     """The entry of a row that starts with ``_ENTRY_COLUMNS`` (read by position: fast)."""
     uid, modseq, seen, answered, flagged, deleted, draft, keywords = row[:8]
     mask = seen + 2 * answered + 4 * flagged + 8 * deleted + 16 * draft
-    return EntryFlags(uid, modseq, _FLAG_SETS[mask], tuple(keywords) if keywords else ())
+    listed = () if keywords in (None, "[]") else tuple(json.loads(keywords))
+    return EntryFlags(uid, modseq, _FLAG_SETS[mask], listed)
 
 
 def entry_of(row: Any) -> EntryFlags:

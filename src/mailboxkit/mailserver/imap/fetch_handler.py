@@ -36,9 +36,9 @@ from mailboxkit.mailserver.imap.fetch import (
     FetchItem,
     response_name,
 )
-from mailboxkit.mailserver.imap.mailbox_view import MailboxView
+from mailboxkit.mailserver.imap.mailbox_view import MailboxView, flags_value
 from mailboxkit.mailserver.imap.message_parts import MimePart, parse_message
-from mailboxkit.mailserver.imap.responses import Atom, Condition, FetchData, Value, Vanished
+from mailboxkit.mailserver.imap.responses import Condition, FetchData, Value, Vanished
 from mailboxkit.mailserver.imap.sections import partial, section_bytes
 from mailboxkit.mailserver.imap.state import Selected
 from mailboxkit.mailserver.imap.sync import enable_condstore
@@ -225,7 +225,7 @@ def _entry_value(attribute: FetchAttribute, entry: EntryFlags) -> Value:
     if attribute is FetchItem.UID:
         return entry.uid
     if attribute is FetchItem.FLAGS:
-        return tuple(Atom(flag) for flag in entry.imap_flags())
+        return flags_value(entry)
     if attribute is FetchItem.MODSEQ:
         return (entry.modseq,)
     raise AssertionError(f"not an entry item {attribute!r}")

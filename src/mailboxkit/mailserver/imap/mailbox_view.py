@@ -23,9 +23,11 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from mailboxkit.mailserver.imap.responses import (
     Atom,
+    Encoded,
     Exists,
     Expunged,
     FetchData,
@@ -33,11 +35,25 @@ from mailboxkit.mailserver.imap.responses import (
     Response,
     Value,
     Vanished,
+    encode_value,
 )
 from mailboxkit.mailserver.imap.sequence_set import SequenceSet
 from mailboxkit.store.entries import EntryFlags, FolderChanges, Snapshot, SystemFlag
 
 SYSTEM_FLAGS: tuple[str, ...] = tuple(flag.value for flag in SystemFlag)
+
+
+def flags_value(entry: EntryFlags) -> Encoded:
+    """The FLAGS item of ``entry``'s FETCH response."""
+    return _encoded_flags(entry.flags, entry.keywords)
+
+
+@lru_cache(maxsize=1024)
+def _encoded_flags(flags: frozenset[SystemFlag], keywords: tuple[str, ...]) -> Encoded:
+    # The messages of a folder share a few combinations of flags: a FETCH 1:* (FLAGS) of
+    # 10,000 messages encodes each combination once.
+    entry = EntryFlags(0, 0, flags, keywords)
+    return Encoded(encode_value(tuple(Atom(flag) for flag in entry.imap_flags())))
 
 
 class InvalidSequence(ValueError):
@@ -132,7 +148,7 @@ class MailboxView:
         if uid or self.condstore:
             items.append(("UID", entry.uid))
         if flags:
-            items.append(("FLAGS", tuple(Atom(flag) for flag in entry.imap_flags())))
+            items.append(("FLAGS", flags_value(entry)))
         if self.condstore:
             items.append(("MODSEQ", (entry.modseq,)))
         return FetchData(sequence, tuple(items))

@@ -329,7 +329,8 @@ class Binary:
 
 @dataclass(frozen=True, slots=True)
 class Encoded:
-    """Octets already in wire form (BODYSTRUCTURE, whose multipart grammar is not a list)."""
+    """Octets already in wire form (BODYSTRUCTURE, whose multipart grammar is not a list; a
+    FLAGS list encoded once for many messages)."""
 
     data: bytes
 
@@ -518,6 +519,11 @@ def _namespaces(namespaces: tuple[Namespace, ...] | None) -> bytes:
 
 
 def _body(response: Response) -> bytes:
+    if isinstance(response, FetchData):  # first: a FETCH 1:* sends one per message
+        items = b" ".join(
+            b"%s %s" % (name.encode("ascii"), encode_value(v)) for name, v in response.items
+        )
+        return b"* %d FETCH (%s)" % (response.sequence_number, items)
     if isinstance(response, StatusResponse):
         return _status(response)
     if isinstance(response, Continuation):
@@ -557,5 +563,4 @@ def _body(response: Response) -> bytes:
             return b"* ID NIL"
         pairs = tuple(item for pair in response.parameters for item in pair)
         return b"* ID " + encode_value(pairs)
-    items = b" ".join(name.encode("ascii") + b" " + encode_value(v) for name, v in response.items)
-    return b"* %d FETCH (%s)" % (response.sequence_number, items)
+    raise TypeError(f"not a response: {response!r}")
