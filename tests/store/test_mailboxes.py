@@ -1,5 +1,6 @@
-"""Folders and entries on SQLite and PostgreSQL: flags with MODSEQ and UNCHANGEDSINCE,
-changes since a MODSEQ, expunge tombstones, copy and move UIDs, folder rename and delete."""
+"""Folders and entries on SQLite and PostgreSQL: flags with MODSEQ and UNCHANGEDSINCE, entries
+read back with their flags and keywords, changes since a MODSEQ, expunge tombstones, copy and
+move UIDs, folder rename and delete."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ from sqlalchemy import func, select
 from mailboxkit.store import models as m
 from mailboxkit.store.accounts import Inbox
 from mailboxkit.store.db import Database
-from mailboxkit.store.entries import SystemFlag, changes_since, snapshot
+from mailboxkit.store.entries import (
+    SystemFlag,
+    changed_entries,
+    changes_since,
+    entry_contents,
+    snapshot,
+)
 from mailboxkit.store.folders import (
     FolderExists,
     create_folder,
@@ -93,6 +100,35 @@ async def test_update_flags_bumps_one_modseq_and_honours_unchanged_since(
     assert again.conflicts == (1, 2)
     assert [e.uid for e in again.unchanged] == [1, 2, 3]  # 3 had nothing to remove
     assert again.modseq is None
+
+
+async def test_every_reader_sees_the_flags_and_keywords_stored(db: Database, inbox: Inbox) -> None:
+    await add(db, inbox, 3)
+    inbox_folder = await folder_id(db, inbox, "INBOX")
+    async with db.write() as conn:
+        await update_flags(
+            conn,
+            folder_id=inbox_folder,
+            uids=[1, 2],
+            mode=FlagMode.ADD,
+            flags=[SystemFlag.FLAGGED],
+            keywords=["$Label1", "Work"],
+        )
+        await update_flags(
+            conn, folder_id=inbox_folder, uids=[2], mode=FlagMode.ADD, flags=[SystemFlag.SEEN]
+        )
+    expected = [
+        ("\\Flagged", "$Label1", "Work"),
+        ("\\Seen", "\\Flagged", "$Label1", "Work"),
+        (),
+    ]
+    async with db.read() as conn:
+        selected = await snapshot(conn, inbox_folder)
+        changed = await changed_entries(conn, inbox_folder, modseq=0, uids=[1, 2, 3])
+        contents = await entry_contents(conn, inbox_folder, [1, 2, 3])
+    assert [e.imap_flags() for e in selected.entries] == expected
+    assert [e.imap_flags() for e in changed] == expected
+    assert [c.entry.imap_flags() for c in contents] == expected
 
 
 async def test_changes_since_sees_updates_additions_and_expunges(
