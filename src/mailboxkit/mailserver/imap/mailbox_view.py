@@ -13,6 +13,9 @@ Implementation notes:
   message keeps its number until a later command may report them; fetching it meanwhile
   gives nothing.
 - ``known_uid`` is the largest UID the view has accounted for; every entry above it is new.
+- Compact: per message a UID, a MODSEQ and the index of its combination of flags and keywords,
+  in three arrays (16 bytes a message), since a session keeps its view as long as the mailbox
+  is selected; a mailbox's messages share few combinations, each kept once.
 - A FETCH of flags is sent when they differ from what this session last reported, so a
   session's own STORE is not echoed twice; with CONDSTORE a new MODSEQ alone is reported
   too, and every such FETCH carries UID and MODSEQ (RFC 7162 §3.1).
@@ -21,6 +24,7 @@ Implementation notes:
 from __future__ import annotations
 
 import bisect
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -60,20 +64,26 @@ class InvalidSequence(ValueError):
     """A message sequence number above the message count (RFC 3501 §9 ``seq-number``)."""
 
 
+FlagSet = tuple[frozenset[SystemFlag], tuple[str, ...]]  # an entry's flags and keywords
+
+
 @dataclass(slots=True, eq=False)
 class MailboxView:
     folder_id: int
     name: str
     uidvalidity: int
     read_only: bool
-    uids: list[int]
-    flags: dict[int, EntryFlags]
     modseq: int
     known_uid: int
+    uids: array[int] = field(default_factory=lambda: array("I"))  # ascending
+    modseqs: array[int] = field(default_factory=lambda: array("Q"))  # of uids[i]
+    flag_sets: array[int] = field(default_factory=lambda: array("I"))  # of uids[i]: _sets index
     keywords: dict[str, str] = field(default_factory=dict)  # lower-case -> as first seen
     pending_expunges: set[int] = field(default_factory=set)
     condstore: bool = False
     qresync: bool = False
+    _sets: list[FlagSet] = field(default_factory=list)
+    _set_index: dict[FlagSet, int] = field(default_factory=dict)
 
     @classmethod
     def open(
@@ -85,15 +95,17 @@ class MailboxView:
             folder.name,
             folder.uidvalidity,
             read_only,
-            [entry.uid for entry in snapshot.entries],
-            {entry.uid: entry for entry in snapshot.entries},
             folder.highestmodseq,
             folder.uidnext - 1,
             condstore=condstore or qresync,
             qresync=qresync,
         )
-        for entry in snapshot.entries:
-            view._learn_keywords(entry)
+        entries = snapshot.entries
+        view.uids = array("I", [entry.uid for entry in entries])
+        view.modseqs = array("Q", [entry.modseq for entry in entries])
+        view.flag_sets = array("I", map(view._flag_set, entries))
+        for _, keywords in view._sets:  # in order of first use, as entry by entry
+            view._learn_keywords(keywords)
         return view
 
     # -- numbers ---------------------------------------------------------------------
@@ -105,6 +117,19 @@ class MailboxView:
     def sequence_number(self, uid: int) -> int | None:
         index = bisect.bisect_left(self.uids, uid)
         return index + 1 if index < len(self.uids) and self.uids[index] == uid else None
+
+    def entry(self, uid: int) -> EntryFlags | None:
+        """The message's flags as last reported to this session; None if not in the view."""
+        number = self.sequence_number(uid)
+        if number is None:
+            return None
+        flags, keywords = self._sets[self.flag_sets[number - 1]]
+        return EntryFlags(uid, self.modseqs[number - 1], flags, keywords)
+
+    def first_unseen(self) -> int | None:
+        """The sequence number of the first message without ``\\Seen``."""
+        unseen = {i for i, (flags, _) in enumerate(self._sets) if SystemFlag.SEEN not in flags}
+        return next((n for n, s in enumerate(self.flag_sets, 1) if s in unseen), None)
 
     def resolve(self, sequence_set: SequenceSet, *, uid: bool) -> list[int]:
         """The UIDs a sequence set names, ascending (RFC 3501 §6.4.8 for UID sets).
@@ -130,9 +155,33 @@ class MailboxView:
 
     # -- updates ---------------------------------------------------------------------
 
-    def _learn_keywords(self, entry: EntryFlags) -> bool:
+    def _flag_set(self, entry: EntryFlags) -> int:
+        key = (entry.flags, entry.keywords)
+        index = self._set_index.get(key)
+        if index is None:
+            index = self._set_index[key] = len(self._sets)
+            self._sets.append(key)
+        return index
+
+    def _append(self, entry: EntryFlags) -> bool:
+        """Add a message above every UID in the view; whether it brought new keywords."""
+        self.uids.append(entry.uid)
+        self.modseqs.append(entry.modseq)
+        self.flag_sets.append(self._flag_set(entry))
+        return self._learn_keywords(entry.keywords)
+
+    def _replace(self, entry: EntryFlags) -> bool:
+        """Take ``entry`` as what the session knows of a message in the view; whether it
+        brought new keywords."""
+        number = self.sequence_number(entry.uid)
+        assert number is not None
+        self.modseqs[number - 1] = entry.modseq
+        self.flag_sets[number - 1] = self._flag_set(entry)
+        return self._learn_keywords(entry.keywords)
+
+    def _learn_keywords(self, keywords: tuple[str, ...]) -> bool:
         grew = False
-        for keyword in entry.keywords:
+        for keyword in keywords:
             if keyword.lower() not in self.keywords:
                 self.keywords[keyword.lower()] = keyword
                 grew = True
@@ -158,15 +207,16 @@ class MailboxView:
         they brought new keywords (RFC 3501 §7.2.6)."""
         grew = False
         for entry in entries:
-            if entry.uid in self.flags:
-                self.flags[entry.uid] = entry
-                grew = self._learn_keywords(entry) or grew
+            if self.sequence_number(entry.uid) is not None:
+                grew = self._replace(entry) or grew
         return [FlagsData(self.flag_names())] if grew else []
 
     def apply(self, changes: FolderChanges, *, allow_expunge: bool) -> list[Response]:
         """Responses that report ``changes`` (read from the store after :attr:`modseq` for
         UIDs up to :attr:`known_uid`), updating the view to match."""
-        self.pending_expunges.update(u for u in changes.expunged if u in self.flags)
+        self.pending_expunges.update(
+            u for u in changes.expunged if self.sequence_number(u) is not None
+        )
         out: list[Response] = []
         if allow_expunge and self.pending_expunges:
             out.extend(self._expunge(sorted(self.pending_expunges)))
@@ -174,19 +224,16 @@ class MailboxView:
         grew = False
         updates: list[Response] = []
         for entry in changes.updated:
-            before = self.flags.get(entry.uid)
+            before = self.entry(entry.uid)
             if before is None or entry.uid in self.pending_expunges:
                 continue
-            grew = self._learn_keywords(entry) or grew
-            self.flags[entry.uid] = entry
+            grew = self._replace(entry) or grew
             if (before.flags, before.keywords) != (entry.flags, entry.keywords) or (
                 self.condstore and before.modseq != entry.modseq
             ):
                 updates.append(self.fetch_flags(entry))
         for entry in changes.added:
-            grew = self._learn_keywords(entry) or grew
-            self.uids.append(entry.uid)
-            self.flags[entry.uid] = entry
+            grew = self._append(entry) or grew
             self.known_uid = max(self.known_uid, entry.uid)
         if grew:
             out.append(FlagsData(self.flag_names()))
@@ -210,7 +257,8 @@ class MailboxView:
         return out
 
     def _drop(self, uid: int) -> None:
-        index = bisect.bisect_left(self.uids, uid)
-        if index < len(self.uids) and self.uids[index] == uid:
-            del self.uids[index]
-        self.flags.pop(uid, None)
+        number = self.sequence_number(uid)
+        if number is not None:
+            del self.uids[number - 1]
+            del self.modseqs[number - 1]
+            del self.flag_sets[number - 1]

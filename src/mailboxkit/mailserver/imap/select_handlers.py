@@ -64,10 +64,7 @@ async def _announce(ctx: Context, view: MailboxView) -> None:
     await send(StatusResponse(Condition.OK, "Flags permitted", code=PermanentFlags(permanent)))
     await send(Exists(view.exists))
     await send(Recent(0))
-    unseen = next(
-        (n for n, uid in enumerate(view.uids, 1) if SystemFlag.SEEN not in view.flags[uid].flags),
-        None,
-    )
+    unseen = view.first_unseen()
     codes = [
         (NumberCodeName.UNSEEN, unseen),
         (NumberCodeName.UIDVALIDITY, view.uidvalidity),
@@ -92,8 +89,9 @@ async def _resync(ctx: Context, view: MailboxView, qresync: QResync) -> None:
     if vanished:
         await ctx.conn.send(Vanished(tuple(vanished), earlier=True))
     for entry in changed:
-        if entry.uid in view.flags and entry.modseq <= view.modseq:
-            await ctx.conn.send(view.fetch_flags(view.flags[entry.uid], uid=True))
+        known = view.entry(entry.uid)
+        if known is not None and entry.modseq <= view.modseq:
+            await ctx.conn.send(view.fetch_flags(known, uid=True))
 
 
 async def handle_unselect(ctx: Context, state: Selected, command: c.Unselect) -> Outcome:
