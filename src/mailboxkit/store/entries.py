@@ -67,7 +67,12 @@ class EntryFlags(NamedTuple):
 
     def imap_flags(self) -> tuple[str, ...]:
         """System flags in a fixed order, then keywords."""
-        return (*(f.value for f in _SYSTEM_FLAGS if f in self.flags), *self.keywords)
+        return imap_flags(self.flags, self.keywords)
+
+
+def imap_flags(flags: frozenset[SystemFlag], keywords: tuple[str, ...]) -> tuple[str, ...]:
+    """System flags in a fixed order, then keywords."""
+    return (*(f.value for f in _SYSTEM_FLAGS if f in flags), *keywords)
 
 
 @dataclass(frozen=True, slots=True)

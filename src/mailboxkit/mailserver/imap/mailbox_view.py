@@ -42,7 +42,13 @@ from mailboxkit.mailserver.imap.responses import (
     encode_value,
 )
 from mailboxkit.mailserver.imap.sequence_set import SequenceSet
-from mailboxkit.store.entries import EntryFlags, FolderChanges, Snapshot, SystemFlag
+from mailboxkit.store.entries import (
+    EntryFlags,
+    FolderChanges,
+    Snapshot,
+    SystemFlag,
+    imap_flags,
+)
 
 SYSTEM_FLAGS: tuple[str, ...] = tuple(flag.value for flag in SystemFlag)
 
@@ -56,8 +62,7 @@ def flags_value(entry: EntryFlags) -> Encoded:
 def _encoded_flags(flags: frozenset[SystemFlag], keywords: tuple[str, ...]) -> Encoded:
     # The messages of a folder share a few combinations of flags: a FETCH 1:* (FLAGS) of
     # 10,000 messages encodes each combination once.
-    entry = EntryFlags(0, 0, flags, keywords)
-    return Encoded(encode_value(tuple(Atom(flag) for flag in entry.imap_flags())))
+    return Encoded(encode_value(tuple(Atom(flag) for flag in imap_flags(flags, keywords))))
 
 
 class InvalidSequence(ValueError):
@@ -118,13 +123,17 @@ class MailboxView:
         index = bisect.bisect_left(self.uids, uid)
         return index + 1 if index < len(self.uids) and self.uids[index] == uid else None
 
+    def __contains__(self, uid: int) -> bool:
+        return self.sequence_number(uid) is not None
+
     def entry(self, uid: int) -> EntryFlags | None:
         """The message's flags as last reported to this session; None if not in the view."""
         number = self.sequence_number(uid)
-        if number is None:
-            return None
+        return None if number is None else self._entry_at(number)
+
+    def _entry_at(self, number: int) -> EntryFlags:
         flags, keywords = self._sets[self.flag_sets[number - 1]]
-        return EntryFlags(uid, self.modseqs[number - 1], flags, keywords)
+        return EntryFlags(self.uids[number - 1], self.modseqs[number - 1], flags, keywords)
 
     def first_unseen(self) -> int | None:
         """The sequence number of the first message without ``\\Seen``."""
@@ -170,11 +179,9 @@ class MailboxView:
         self.flag_sets.append(self._flag_set(entry))
         return self._learn_keywords(entry.keywords)
 
-    def _replace(self, entry: EntryFlags) -> bool:
-        """Take ``entry`` as what the session knows of a message in the view; whether it
-        brought new keywords."""
-        number = self.sequence_number(entry.uid)
-        assert number is not None
+    def _replace(self, number: int, entry: EntryFlags) -> bool:
+        """Take ``entry`` as what the session knows of message ``number``; whether it brought
+        new keywords."""
         self.modseqs[number - 1] = entry.modseq
         self.flag_sets[number - 1] = self._flag_set(entry)
         return self._learn_keywords(entry.keywords)
@@ -207,16 +214,15 @@ class MailboxView:
         they brought new keywords (RFC 3501 §7.2.6)."""
         grew = False
         for entry in entries:
-            if self.sequence_number(entry.uid) is not None:
-                grew = self._replace(entry) or grew
+            number = self.sequence_number(entry.uid)
+            if number is not None:
+                grew = self._replace(number, entry) or grew
         return [FlagsData(self.flag_names())] if grew else []
 
     def apply(self, changes: FolderChanges, *, allow_expunge: bool) -> list[Response]:
         """Responses that report ``changes`` (read from the store after :attr:`modseq` for
         UIDs up to :attr:`known_uid`), updating the view to match."""
-        self.pending_expunges.update(
-            u for u in changes.expunged if self.sequence_number(u) is not None
-        )
+        self.pending_expunges.update(u for u in changes.expunged if u in self)
         out: list[Response] = []
         if allow_expunge and self.pending_expunges:
             out.extend(self._expunge(sorted(self.pending_expunges)))
@@ -224,10 +230,11 @@ class MailboxView:
         grew = False
         updates: list[Response] = []
         for entry in changes.updated:
-            before = self.entry(entry.uid)
-            if before is None or entry.uid in self.pending_expunges:
+            number = self.sequence_number(entry.uid)
+            if number is None or entry.uid in self.pending_expunges:
                 continue
-            grew = self._replace(entry) or grew
+            before = self._entry_at(number)
+            grew = self._replace(number, entry) or grew
             if (before.flags, before.keywords) != (entry.flags, entry.keywords) or (
                 self.condstore and before.modseq != entry.modseq
             ):

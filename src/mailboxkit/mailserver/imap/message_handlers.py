@@ -94,11 +94,11 @@ async def handle_store(ctx: Context, state: Selected, command: c.Store) -> Outco
         conflicts = set(changes.conflicts)
         shown = [e for e in (*changes.updated, *changes.unchanged) if e.uid not in conflicts]
         for entry in sorted(shown, key=lambda e: e.uid):
-            if view.sequence_number(entry.uid) is not None:
+            if entry.uid in view:
                 await ctx.conn.send(view.fetch_flags(entry, uid=command.uid))
     elif view.condstore and command.unchanged_since is not None:
         for entry in changes.updated:
-            if view.sequence_number(entry.uid) is not None:
+            if entry.uid in view:
                 await ctx.conn.send(view.fetch_flags(entry, uid=True, flags=False))
     code = None
     if changes.conflicts:
