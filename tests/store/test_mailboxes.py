@@ -22,9 +22,11 @@ from mailboxkit.store.entries import (
 )
 from mailboxkit.store.folders import (
     FolderExists,
+    FolderMissing,
     create_folder,
     find_folder,
     folder_status,
+    get_folder,
     list_folders,
 )
 from mailboxkit.store.mailbox_changes import MailboxChanges
@@ -153,14 +155,20 @@ async def test_changes_since_sees_updates_additions_and_expunges(
             conn, inbox_folder, modseq=start.folder.highestmodseq, last_uid=3
         )
         status = await folder_status(conn, inbox_folder)
+        folder = await get_folder(conn, inbox_folder)
     assert removed.uids == (3,)
-    assert [e.uid for e in changes.updated] == [1]
-    assert [e.uid for e in changes.added] == [4]
+    assert [(e.uid, e.imap_flags()) for e in changes.updated] == [(1, ("\\Deleted",))]
+    assert [(e.uid, e.imap_flags()) for e in changes.added] == [(4, ())]
     assert changes.expunged == (3,)
+    assert changes.highestmodseq == folder.highestmodseq > start.folder.highestmodseq
     assert (status.messages, status.deleted, status.unseen) == (3, 1, 3)
     async with db.read() as conn:
         nothing = await changes_since(conn, inbox_folder, modseq=changes.highestmodseq, last_uid=4)
     assert (nothing.updated, nothing.added, nothing.expunged) == ((), (), ())
+    assert nothing.highestmodseq == changes.highestmodseq
+    async with db.read() as conn:
+        with pytest.raises(FolderMissing):
+            await changes_since(conn, inbox_folder + 1000, modseq=0, last_uid=0)
 
 
 async def test_copy_and_move_allocate_uids_in_order(db: Database, inbox: Inbox) -> None:

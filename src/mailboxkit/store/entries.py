@@ -22,11 +22,23 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Text, cast, or_, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    Text,
+    bindparam,
+    cast,
+    literal_column,
+    null,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
-from mailboxkit.store.folders import Folder, get_folder
+from mailboxkit.store.folders import Folder, FolderMissing, get_folder
 
 _RUNS_PER_QUERY = 500
 
@@ -180,35 +192,58 @@ async def changes_since(
 ) -> FolderChanges:
     """Changes after ``modseq`` for a reader that knows the UIDs up to ``last_uid``.
 
-    ``highestmodseq`` is read first; changes up to it are all visible by then (see the module
-    notes), later ones are left for the next call. New entries are every UID above
-    ``last_uid``, whatever their MODSEQ, so none is skipped when it changed again.
+    One statement, so one snapshot: the folder's ``highestmodseq`` bounds the updates and
+    expunges read beside it (see the module notes). New entries are every UID above
+    ``last_uid``, whatever their MODSEQ, so none is skipped when it changed again. Raises
+    :class:`~mailboxkit.store.folders.FolderMissing`.
     """
-    folder = await get_folder(conn, folder_id)
-    top = folder.highestmodseq
-    if top <= modseq and folder.uidnext - 1 <= last_uid:
-        return FolderChanges(top, (), (), ())
-    e = m.entries.c
-    updated = await conn.execute(
-        select(*_ENTRY_COLUMNS)
-        .where(e.folder_id == folder_id, e.uid <= last_uid, e.modseq > modseq, e.modseq <= top)
-        .order_by(e.uid)
-    )
-    added = await conn.execute(
-        select(*_ENTRY_COLUMNS).where(e.folder_id == folder_id, e.uid > last_uid).order_by(e.uid)
-    )
-    x = m.folder_expunges.c
-    expunged = await conn.execute(
-        select(x.uid)
-        .where(x.folder_id == folder_id, x.modseq > modseq, x.modseq <= top, x.uid <= last_uid)
-        .order_by(x.uid)
-    )
-    return FolderChanges(
-        top,
-        tuple(_entry(r) for r in updated),
-        tuple(_entry(r) for r in added),
-        tuple(expunged.scalars()),
-    )
+    params = {"folder_id": folder_id, "modseq": modseq, "last_uid": last_uid}
+    rows = (await conn.execute(_CHANGES, params)).all()
+    if not rows or rows[0][0] != _FOLDER:
+        raise FolderMissing(str(folder_id))
+    updated: list[EntryFlags] = []
+    added: list[EntryFlags] = []
+    expunged: list[int] = []
+    for row in rows[1:]:
+        if row[0] == _UPDATED:
+            updated.append(_entry(row[1:]))
+        elif row[0] == _ADDED:
+            added.append(_entry(row[1:]))
+        else:
+            expunged.append(row[1])
+    return FolderChanges(rows[0][2], tuple(updated), tuple(added), tuple(expunged))
+
+
+_FOLDER, _UPDATED, _ADDED, _EXPUNGED = range(4)
+
+
+def _changes_query() -> Any:
+    """The rows of :func:`changes_since`, ``(kind, *_ENTRY_COLUMNS)``: first the folder's
+    (``kind`` ``_FOLDER``: its UIDNEXT and HIGHESTMODSEQ), then by kind and UID."""
+    f, e, x = m.folders.c, m.entries.c, m.folder_expunges.c
+    folder_id = bindparam("folder_id", type_=BigInteger)
+    modseq = bindparam("modseq", type_=BigInteger)
+    last_uid = bindparam("last_uid", type_=BigInteger)
+    top = select(f.highestmodseq).where(f.id == folder_id).scalar_subquery()
+    blanks = [null().cast(c.type) for c in _ENTRY_COLUMNS[2:]]
+    kind = literal_column(str(_FOLDER), Integer).label("kind")
+    return union_all(
+        select(kind, f.uidnext.label("uid"), f.highestmodseq.label("modseq"), *blanks).where(
+            f.id == folder_id
+        ),
+        select(literal_column(str(_UPDATED), Integer), *_ENTRY_COLUMNS).where(
+            e.folder_id == folder_id, e.uid <= last_uid, e.modseq > modseq, e.modseq <= top
+        ),
+        select(literal_column(str(_ADDED), Integer), *_ENTRY_COLUMNS).where(
+            e.folder_id == folder_id, e.uid > last_uid
+        ),
+        select(literal_column(str(_EXPUNGED), Integer), x.uid, x.modseq, *blanks).where(
+            x.folder_id == folder_id, x.modseq > modseq, x.modseq <= top, x.uid <= last_uid
+        ),
+    ).order_by("kind", "uid")
+
+
+_CHANGES = _changes_query()
 
 
 async def changed_entries(

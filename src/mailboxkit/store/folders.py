@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, insert, select, update
+from sqlalchemy import ColumnElement, bindparam, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
@@ -79,17 +79,21 @@ async def list_folders(conn: AsyncConnection, inbox_id: str) -> list[Folder]:
     return [folder_of(r) for r in rows]
 
 
+# Built once: IMAP reads a folder by name or id in most commands, and building the statement
+# took longer than running it.
+_BY_NAME = select(m.folders).where(
+    m.folders.c.inbox_id == bindparam("inbox_id"), m.folders.c.name == bindparam("name")
+)
+_BY_ID = select(m.folders).where(m.folders.c.id == bindparam("folder_id"))
+
+
 async def find_folder(conn: AsyncConnection, inbox_id: str, name: str) -> Folder | None:
-    row = (
-        await conn.execute(
-            select(m.folders).where(m.folders.c.inbox_id == inbox_id, m.folders.c.name == name)
-        )
-    ).first()
+    row = (await conn.execute(_BY_NAME, {"inbox_id": inbox_id, "name": name})).first()
     return None if row is None else folder_of(row)
 
 
 async def get_folder(conn: AsyncConnection, folder_id: int) -> Folder:
-    row = (await conn.execute(select(m.folders).where(m.folders.c.id == folder_id))).first()
+    row = (await conn.execute(_BY_ID, {"folder_id": folder_id})).first()
     if row is None:
         raise FolderMissing(str(folder_id))
     return folder_of(row)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
@@ -78,8 +78,18 @@ async def visible_inbox(conn: AsyncConnection, scope: Scope, inbox_id: str) -> b
     return found is not None
 
 
+# Built once: every inbox-scoped request reads its inbox, and building the statement took
+# longer than running it.
+_BY_ID = _query().where(
+    m.inboxes.c.id == bindparam("inbox_id"), m.inboxes.c.account_id == bindparam("account_id")
+)
+
+
 async def get_inbox(conn: AsyncConnection, scope: Scope, inbox_id: str) -> InboxRecord | None:
-    row = (await conn.execute(_query().where(m.inboxes.c.id == inbox_id, in_scope(scope)))).first()
+    if scope.inbox_id not in (None, inbox_id):
+        return None
+    params = {"inbox_id": inbox_id, "account_id": scope.account_id}
+    row = (await conn.execute(_BY_ID, params)).first()
     return None if row is None else _record(row)
 
 

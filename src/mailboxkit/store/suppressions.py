@@ -20,7 +20,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, bindparam, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
@@ -116,18 +116,20 @@ async def get(conn: AsyncConnection, account_id: str, address: str) -> Suppressi
     return None if row is None else _suppression(row)
 
 
+# Built once: every send reads it.
+_LISTED = select(m.suppressions.c.address).where(
+    m.suppressions.c.account_id == bindparam("account_id"),
+    m.suppressions.c.address.in_(bindparam("addresses", expanding=True)),
+)
+
+
 async def suppressed(conn: AsyncConnection, account_id: str, addresses: Iterable[str]) -> list[str]:
     """Those of ``addresses`` on the account's list (normalized), in the order given."""
     wanted = list(dict.fromkeys(normalize(a) for a in addresses))
     found: set[str] = set()
-    s = m.suppressions.c
     for start in range(0, len(wanted), CHUNK):
         chunk = wanted[start : start + CHUNK]
-        found.update(
-            await conn.scalars(
-                select(s.address).where(s.account_id == account_id, s.address.in_(chunk))
-            )
-        )
+        found.update(await conn.scalars(_LISTED, {"account_id": account_id, "addresses": chunk}))
     return [a for a in wanted if a in found]
 
 
