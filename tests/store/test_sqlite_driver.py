@@ -4,6 +4,7 @@ with any DB-API driver (the rest of the store's tests run on it too)."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -135,3 +136,47 @@ async def test_errors_of_a_block_reach_the_caller(db: Database) -> None:
         await run_on_thread(conn, lambda c: c.execute(text("INSERT INTO t (name) VALUES ('y')")))
     async with db.read() as conn:
         assert (await conn.execute(text("SELECT name FROM t"))).scalars().all() == ["y"]
+
+
+async def test_a_read_sees_one_snapshot_from_its_first_statement(db: Database) -> None:
+    async with db.read() as conn:
+        assert await conn.scalar(text("SELECT count(*) FROM t")) == 0
+        async with db.write() as writer:
+            await writer.execute(text("INSERT INTO t (name) VALUES ('later')"))
+        assert await conn.scalar(text("SELECT count(*) FROM t")) == 0
+    async with db.read() as conn:
+        assert await conn.scalar(text("SELECT count(*) FROM t")) == 1
+
+
+async def test_a_write_holds_the_write_lock_from_its_first_statement(
+    db: Database, tmp_path: Path
+) -> None:
+    other = sqlite3.connect(tmp_path / "d.db", timeout=0, isolation_level=None)
+    try:
+        async with db.write() as conn:
+            other.execute("BEGIN IMMEDIATE")  # no statement yet: nothing is held
+            other.execute("ROLLBACK")
+            await conn.execute(text("SELECT count(*) FROM t"))  # a read, in BEGIN IMMEDIATE
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+            await conn.execute(text("INSERT INTO t (name) VALUES ('kept')"))
+        other.execute("BEGIN IMMEDIATE")  # released by the commit
+        assert other.execute("SELECT name FROM t").fetchall() == [("kept",)]
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+async def test_transactions_that_run_nothing_leave_the_connections_usable(db: Database) -> None:
+    for _ in range(3):
+        async with db.write():
+            pass
+        async with db.read():
+            pass
+    with pytest.raises(KeyError):
+        async with db.write():
+            raise KeyError("before any statement")
+    async with db.write() as conn:
+        await conn.execute(text("INSERT INTO t (name) VALUES ('z')"))
+    async with db.read() as conn:
+        assert (await conn.execute(text("SELECT name FROM t"))).scalars().all() == ["z"]

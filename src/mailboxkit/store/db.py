@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, event, make_url
+from sqlalchemy import Connection, Table, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -23,7 +23,7 @@ from mailboxkit.store import sqlite_driver
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-    # Let SQLAlchemy, not the driver, issue BEGIN (see _sqlite_begin).
+    # Let SQLAlchemy, not the driver, issue BEGIN (see _defer_begin).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     for pragma in (
@@ -34,6 +34,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     ):
         cursor.execute(pragma)
     cursor.close()
+
+
+def _defer_begin(conn: Connection, statement: str) -> None:
+    # SQLAlchemy says when a transaction begins; the driver sends the BEGIN with the first
+    # statement, in the same hop to its thread (sqlite_driver.Connection.defer_begin).
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, sqlite_driver.Connection)
+    driver.defer_begin(statement)
 
 
 def upsert(conn: AsyncConnection, table: Table) -> postgresql.Insert | sqlite.Insert:
@@ -69,7 +77,7 @@ class Database:
                 event.listen(
                     eng.sync_engine,
                     "begin",
-                    lambda conn, statement=begin: conn.exec_driver_sql(statement),
+                    lambda conn, statement=begin: _defer_begin(conn, statement),
                 )
             return cls(engine, writer, True, asyncio.Lock())
         engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=20)

@@ -10,7 +10,10 @@ This module gives the same dialect (through ``create_async_engine(async_creator=
 connection with aiosqlite's interface whose cursor does its work in one hop: ``execute`` runs the
 statement and, when it returns rows, fetches them all on the thread; ``fetch*`` then read the
 kept rows and ``close`` has nothing left to do. That is what the dialect did anyway (it buffers
-every result), so nothing changes but the cost. Commit, rollback and close are one hop each.
+every result), so nothing changes but the cost. The ``BEGIN`` SQLAlchemy asks for is sent with
+the transaction's first statement (:meth:`Connection.defer_begin`); commit, rollback and close
+are one hop each, and commit and rollback none when no transaction is open (one that ran no
+statement, the pool's rollback after SQLAlchemy's own).
 
 :func:`run_on_thread` goes further for a block of statements: it runs the whole block (a
 coroutine that awaits nothing but the connection) on the connection's thread, where each
@@ -77,6 +80,7 @@ class Cursor:
 
     def _run(self, call: Callable[[sqlite3.Cursor], Any]) -> Callable[[], None]:
         def job() -> None:
+            self._connection._begin_if_deferred()
             cursor = self._connection._conn.cursor()
             try:
                 call(cursor)
@@ -123,6 +127,7 @@ class Connection:
         self._connection: sqlite3.Connection | None = None
         self._tx: SimpleQueue[_Job] = SimpleQueue()
         self._thread = threading.Thread(target=_work, args=(self._tx,), daemon=True)
+        self._deferred_begin: str | None = None
 
     @property
     def _conn(self) -> sqlite3.Connection:
@@ -153,11 +158,29 @@ class Connection:
     def isolation_level(self) -> str | None:
         return self._conn.isolation_level
 
+    def defer_begin(self, statement: str) -> None:
+        """Open the transaction with ``statement`` (``BEGIN``, ``BEGIN IMMEDIATE``) in the same
+        hop as its first statement; a transaction that runs none costs no hop at all."""
+        self._deferred_begin = statement
+
+    def _begin_if_deferred(self) -> None:
+        statement, self._deferred_begin = self._deferred_begin, None
+        if statement is not None:
+            self._conn.execute(statement)
+
+    def _idle(self) -> bool:
+        """No transaction is open (a deferred one is dropped): nothing to commit or roll back.
+        Read between statements, while the thread has nothing of this connection to run."""
+        self._deferred_begin = None
+        return self._connection is not None and not self._connection.in_transaction
+
     async def commit(self) -> None:
-        await self.call(self._conn.commit)
+        if not self._idle():
+            await self.call(self._conn.commit)
 
     async def rollback(self) -> None:
-        await self.call(self._conn.rollback)
+        if not self._idle():
+            await self.call(self._conn.rollback)
 
     async def create_function(self, *args: Any, **kwargs: Any) -> None:
         await self.call(lambda: self._conn.create_function(*args, **kwargs))
