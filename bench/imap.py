@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -432,18 +433,23 @@ async def fetch_latency(server: Server, big: tuple[str, str], args: Any) -> dict
     return {"samples": samples, "cpu_ms": cpu_ms}
 
 
-async def append_to(server: Server, users: list[tuple[str, str]]) -> dict[str, float]:
-    """One APPEND to each inbox, all at once; when each was answered."""
+async def append_to(
+    server: Server, users: list[tuple[str, str]], go: Callable[[], None]
+) -> tuple[float, dict[str, float]]:
+    """One APPEND to each inbox, all at once, after ``go()``: when the burst started (the
+    sessions are logged in before) and when each APPEND was answered."""
     conns = [await Imap.login(server.port, user, key, None) for user, key in users]
 
     async def append(conn: Imap) -> float:
         await conn.command(b"APPEND INBOX", appended(random.Random()))
         return time.monotonic()
 
+    go()
+    started = time.monotonic()
     done = await asyncio.gather(*(append(c) for c in conns))
     for conn in conns:
         conn.close()
-    return {user: t for (user, _), t in zip(users, done, strict=True)}
+    return started, {user: t for (user, _), t in zip(users, done, strict=True)}
 
 
 def idle_memory(server: Server, data: dict[str, Any], args: Any) -> dict[str, float]:
@@ -466,10 +472,9 @@ def idle_memory(server: Server, data: dict[str, Any], args: Any) -> dict[str, fl
     try:
         setup = time.monotonic() - opened
         after = server.rss_mb()
-        generators.say("go")  # they read until EXISTS
-        burst = time.monotonic()
-        appended = asyncio.run(append_to(server, small))
-        burst = max(appended.values()) - burst
+        # The sessions read until EXISTS from "go" on.
+        started, appended = asyncio.run(append_to(server, small, lambda: generators.say("go")))
+        burst = max(appended.values()) - started
         # From the APPEND's tagged OK to the session's EXISTS: the push. A push may be read
         # before the OK is (it follows the commit too): counted as 0.
         times = [
