@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from pathlib import Path
+from queue import SimpleQueue
 
 import pytest
 from sqlalchemy import text
@@ -14,7 +16,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store.db import Database
-from mailboxkit.store.sqlite_driver import run_on_thread
+from mailboxkit.store.sqlite_driver import Connection, run_on_thread
 
 
 @pytest.fixture
@@ -180,3 +182,40 @@ async def test_transactions_that_run_nothing_leave_the_connections_usable(db: Da
         await conn.execute(text("INSERT INTO t (name) VALUES ('z')"))
     async with db.read() as conn:
         assert (await conn.execute(text("SELECT name FROM t"))).scalars().all() == ["z"]
+
+
+async def test_a_first_statement_cancelled_while_queued_is_rolled_back_not_committed(
+    db: Database,
+) -> None:
+    # The connection's thread is held until the INSERT (which carries the BEGIN) is queued
+    # behind it; then the writer is cancelled, and the thread let go once what SQLAlchemy does
+    # about it (it closes the connection) is queued too. The INSERT still runs, inside the
+    # transaction its BEGIN opens, and is never committed.
+    loop = asyncio.get_running_loop()
+    holding = threading.Event()
+
+    def hold(jobs: SimpleQueue[object], task: asyncio.Task[None]) -> None:
+        holding.set()
+        for queued in (1, 2):
+            deadline = time.monotonic() + 10
+            while jobs.qsize() < queued and time.monotonic() < deadline:
+                time.sleep(0.001)
+            if queued == 1:
+                loop.call_soon_threadsafe(task.cancel)
+
+    async def write() -> None:
+        async with db.write() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert isinstance(driver, Connection)
+            held = asyncio.ensure_future(driver.call(lambda: hold(driver._tx, task)))
+            await asyncio.to_thread(holding.wait, 10)
+            try:
+                await conn.execute(text("INSERT INTO t (name) VALUES ('lost')"))
+            finally:
+                held.cancel()
+
+    task = asyncio.create_task(write())
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with db.read() as conn:
+        assert await conn.scalar(text("SELECT count(*) FROM t")) == 0

@@ -12,8 +12,7 @@ statement and, when it returns rows, fetches them all on the thread; ``fetch*`` 
 kept rows and ``close`` has nothing left to do. That is what the dialect did anyway (it buffers
 every result), so nothing changes but the cost. The ``BEGIN`` SQLAlchemy asks for is sent with
 the transaction's first statement (:meth:`Connection.defer_begin`); commit, rollback and close
-are one hop each, and commit and rollback none when no transaction is open (one that ran no
-statement, the pool's rollback after SQLAlchemy's own).
+are one hop each.
 
 :func:`run_on_thread` goes further for a block of statements: it runs the whole block (a
 coroutine that awaits nothing but the connection) on the connection's thread, where each
@@ -160,7 +159,7 @@ class Connection:
 
     def defer_begin(self, statement: str) -> None:
         """Open the transaction with ``statement`` (``BEGIN``, ``BEGIN IMMEDIATE``) in the same
-        hop as its first statement; a transaction that runs none costs no hop at all."""
+        hop as its first statement."""
         self._deferred_begin = statement
 
     def _begin_if_deferred(self) -> None:
@@ -168,19 +167,20 @@ class Connection:
         if statement is not None:
             self._conn.execute(statement)
 
-    def _idle(self) -> bool:
-        """No transaction is open (a deferred one is dropped): nothing to commit or roll back.
-        Read between statements, while the thread has nothing of this connection to run."""
-        self._deferred_begin = None
-        return self._connection is not None and not self._connection.in_transaction
+    def _end(self, end: Callable[[], None]) -> Callable[[], None]:
+        # Runs on the thread, after every job sent before it: a statement still queued when its
+        # caller was cancelled still opens its transaction first, and this then ends it.
+        def job() -> None:
+            self._deferred_begin = None
+            end()
+
+        return job
 
     async def commit(self) -> None:
-        if not self._idle():
-            await self.call(self._conn.commit)
+        await self.call(self._end(self._conn.commit))
 
     async def rollback(self) -> None:
-        if not self._idle():
-            await self.call(self._conn.rollback)
+        await self.call(self._end(self._conn.rollback))
 
     async def create_function(self, *args: Any, **kwargs: Any) -> None:
         await self.call(lambda: self._conn.create_function(*args, **kwargs))
