@@ -329,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         asyncio.run(upgrade_async(settings.sqlalchemy_url))
         return 0
+    # The one-shot commands migrate a new database quietly: their output is what they print.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     commands = {
         ("account", "create"): _account_create,
         ("inbox", "create"): _inbox_create,

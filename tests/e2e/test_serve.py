@@ -77,6 +77,7 @@ def serving(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
 def test_inbox_create_prints_the_register_fields_once(env: dict[str, str]) -> None:
     created = cli(env, "inbox", "create", "Agent.Smith@Example.TEST", "--json")
     assert created.returncode == 0, created.stderr
+    assert created.stderr == ""  # not even the migrations of a new database
     found = json.loads(created.stdout)
     assert set(found) == {"inbox_id", "email", "api_key"}
     assert found["email"] == "agent.smith@example.test"
