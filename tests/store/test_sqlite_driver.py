@@ -193,6 +193,7 @@ async def test_a_first_statement_cancelled_while_queued_is_rolled_back_not_commi
     # transaction its BEGIN opens, and is never committed.
     loop = asyncio.get_running_loop()
     holding = threading.Event()
+    seen: list[int] = []  # how many jobs waited behind hold() at each step
 
     def hold(jobs: SimpleQueue[object], task: asyncio.Task[None]) -> None:
         holding.set()
@@ -200,6 +201,7 @@ async def test_a_first_statement_cancelled_while_queued_is_rolled_back_not_commi
             deadline = time.monotonic() + 10
             while jobs.qsize() < queued and time.monotonic() < deadline:
                 time.sleep(0.001)
+            seen.append(jobs.qsize())
             if queued == 1:
                 loop.call_soon_threadsafe(task.cancel)
 
@@ -217,5 +219,6 @@ async def test_a_first_statement_cancelled_while_queued_is_rolled_back_not_commi
     task = asyncio.create_task(write())
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert seen == [1, 2]  # the INSERT was queued when cancelled, then the close behind it
     async with db.read() as conn:
         assert await conn.scalar(text("SELECT count(*) FROM t")) == 0
