@@ -36,6 +36,7 @@ from mailboxkit.api.context import ApiConfig, ApiContext
 from mailboxkit.api.errors import error, install_handlers
 from mailboxkit.api.middleware import AccessLog, BodyLimit
 from mailboxkit.store.blobs import content_disposition
+from mailboxkit.store.db import log_failure
 from mailboxkit.store.localblobs import LocalBlobStore
 
 __all__ = ["ApiConfig", "ApiContext", "create_app", "error"]
@@ -94,8 +95,8 @@ def _operations(ctx: ApiContext) -> APIRouter:
         try:
             async with ctx.db.read() as conn:
                 await conn.execute(text("SELECT 1"))
-        except Exception:
-            log.exception("event=readyz_failed")
+        except Exception as exc:
+            log_failure(log, exc, "event=readyz_failed")
             return error(503, "unavailable", "database unavailable")
         return JSONResponse({"status": "ready"})
 

@@ -48,7 +48,7 @@ from mailboxkit.store import webhook_dispatch as dispatch
 from mailboxkit.store import webhooks as store
 from mailboxkit.store.blobs import BlobStore
 from mailboxkit.store.clock import Clock, SystemClock
-from mailboxkit.store.db import Database
+from mailboxkit.store.db import Database, log_failure
 from mailboxkit.store.eventfeed import EventFeed
 from mailboxkit.store.events import EventBus, Subscription
 from mailboxkit.store.tasks import stop_tasks
@@ -280,8 +280,8 @@ class Dispatcher:
                 busy = await self._round()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("event=webhook_round_failed")
+            except Exception as error:
+                log_failure(log, error, "event=webhook_round_failed")
                 busy = False
             if busy:
                 continue
@@ -305,8 +305,8 @@ class Dispatcher:
         try:
             async with self._db.read() as conn:
                 due = await dispatch.next_due(conn)
-        except Exception:
-            log.exception("event=webhook_next_due_failed")
+        except Exception as error:
+            log_failure(log, error, "event=webhook_next_due_failed")
             return timeout
         if due is not None:
             timeout = min(timeout, max(0.0, (due - self._clock.now()).total_seconds()))

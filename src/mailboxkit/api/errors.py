@@ -16,7 +16,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
+
+from mailboxkit.store.db import brief, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,21 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error(422, "validation_error", f"invalid request: {names}", fields=fields)
 
 
+async def _store_error(request: Request, exc: Exception) -> JSONResponse:
+    # A handler for these classes answers without the re-raise that Starlette's handler of
+    # last resort does (which makes the server close the connection).
+    if not unavailable(exc):
+        raise exc
+    log.warning(
+        "event=http_store_unavailable method=%s path=%s error=%s",
+        request.method,
+        request.url.path,
+        brief(exc),
+    )
+    message = "the mail store is unavailable; try again shortly"
+    return error(503, "unavailable", message, headers={"Retry-After": "5"})
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error(
         "event=http_unhandled method=%s path=%s error=%s",
@@ -117,4 +135,6 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(SQLAlchemyError, _store_error)
+    app.add_exception_handler(ConnectionError, _store_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -33,7 +33,7 @@ from mailboxkit.store import outbox
 from mailboxkit.store.accounts import Scope
 from mailboxkit.store.blobs import BlobStore
 from mailboxkit.store.clock import Clock
-from mailboxkit.store.db import Database
+from mailboxkit.store.db import Database, log_failure
 from mailboxkit.store.drafts import DraftRecord
 from mailboxkit.store.inboxes import get_inbox
 from mailboxkit.store.tasks import stop_tasks
@@ -101,8 +101,8 @@ class DraftScheduler:
             self._started += 1
             try:
                 claimed = await self._claim()
-            except Exception:
-                log.exception("event=draft_claim_failed")
+            except Exception as error:
+                log_failure(log, error, "event=draft_claim_failed")
                 claimed = []
             for draft in claimed:
                 await self._send_one(draft)
@@ -129,8 +129,8 @@ class DraftScheduler:
         try:
             async with self._db.read() as conn:
                 due = await store.next_send_at(conn)
-        except Exception:
-            log.exception("event=draft_next_due_failed")
+        except Exception as error:
+            log_failure(log, error, "event=draft_next_due_failed")
             return self._config.poll_interval
         if due is None:
             return self._config.poll_interval

@@ -33,7 +33,7 @@ from typing import Any
 
 from mailboxkit.store.accounts import Inbox
 from mailboxkit.store.blobs import BlobStore
-from mailboxkit.store.db import Database
+from mailboxkit.store.db import Database, log_failure, unavailable
 from mailboxkit.store.events import EventBus, EventType
 from mailboxkit.store.ids import new_id
 from mailboxkit.store.messages import NewMessage, StoredMessage, insert_messages
@@ -85,6 +85,11 @@ def attachment_key(sha256: str) -> str:
 class _Job:
     message: Inbound
     done: asyncio.Future[list[StoredMessage]]
+
+
+def _fail(job: _Job) -> None:
+    if not job.done.done():
+        job.done.set_exception(DeliveryFailed(job.message.queue_id))
 
 
 class DeliveryPipeline:
@@ -145,11 +150,16 @@ class DeliveryPipeline:
                 for _, writing in staged:
                     await writing
                 await self._commit(batch)
-            except Exception:
+            except Exception as error:
                 for _, writing in staged:  # each message again, its blobs rewritten
                     with contextlib.suppress(Exception):
                         await writing
-                await self._one_by_one(batch)
+                if unavailable(error):  # it would fail each again, one connect wait after another
+                    log_failure(log, error, "event=delivery_failed count=%d", len(batch))
+                    for job in batch:
+                        _fail(job)
+                else:
+                    await self._one_by_one(batch)
             finally:
                 for _ in batch:
                     self._queue.task_done()
@@ -162,10 +172,9 @@ class DeliveryPipeline:
             try:
                 await self._write_blobs([job])
                 await self._commit([job])
-            except Exception:
-                log.exception("event=delivery_failed queue_id=%s", job.message.queue_id)
-                if not job.done.done():
-                    job.done.set_exception(DeliveryFailed(job.message.queue_id))
+            except Exception as error:
+                log_failure(log, error, "event=delivery_failed queue_id=%s", job.message.queue_id)
+                _fail(job)
 
     async def _write_blobs(self, batch: list[_Job]) -> None:
         blobs: dict[str, bytes] = {}

@@ -25,7 +25,7 @@ Implementation notes (checked in this order, RFC 5321 §3.3):
   ``reject`` refusal is one reply for every recipient and is not lifted by an allow rule.
 - Every final reply carries an enhanced status code (RFC 2034), see :mod:`.replies`.
 - Unexpected errors are logged once with the session's peer and answered 451 4.3.0; the server
-  stays up.
+  stays up. The database out of reach is one warning line, without the traceback.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from mailboxkit.mailserver.senders import SenderPolicy
 from mailboxkit.mailserver.smtpdata import read_data
 from mailboxkit.store.accounts import Inbox, split_address
 from mailboxkit.store.clock import Clock
-from mailboxkit.store.db import Database
+from mailboxkit.store.db import Database, log_failure
 from mailboxkit.store.events import EventType
 from mailboxkit.store.mime import ParsedMessage, parse_message
 from mailboxkit.store.offload import Offload
@@ -266,7 +266,7 @@ class MxHandler(replies.Ehlo):
             # The client gave up on the handshake (often: it does not trust our certificate).
             log.info("event=starttls_failed cause=%r", error.__cause__)
         else:
-            log.exception("event=smtp_session_error", exc_info=error)
+            log_failure(log, error, "event=smtp_session_error")
         return replies.TEMPORARY_FAILURE
 
     async def _place(

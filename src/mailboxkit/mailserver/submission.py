@@ -43,7 +43,7 @@ from mailboxkit.store import outbox, suppressions
 from mailboxkit.store.accounts import Inbox, split_address
 from mailboxkit.store.charsets import raw_header
 from mailboxkit.store.clock import Clock
-from mailboxkit.store.db import Database
+from mailboxkit.store.db import Database, log_failure
 from mailboxkit.store.ids import new_id
 from mailboxkit.store.mime import parse_message
 from mailboxkit.store.offload import Offload
@@ -238,8 +238,8 @@ class SubmissionHandler(replies.Ehlo):
                 ),
                 now=now,
             )
-        except Exception:
-            log.exception("event=submission_queue_failed inbox_id=%s", user.inbox_id)
+        except Exception as error:
+            log_failure(log, error, "event=submission_queue_failed inbox_id=%s", user.inbox_id)
             return replies.TEMPORARY_FAILURE
         self._on_queued(user.inbox_id)
         log.info(
@@ -252,7 +252,7 @@ class SubmissionHandler(replies.Ehlo):
         return replies.queued(queued.queue_id)
 
     async def handle_exception(self, error: Exception) -> str:
-        log.exception("event=submission_session_error", exc_info=error)
+        log_failure(log, error, "event=submission_session_error")
         return replies.TEMPORARY_FAILURE
 
 

@@ -9,12 +9,13 @@ before it returns. PostgreSQL needs none of this: both methods use one pool.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, event, make_url
+from sqlalchemy import Connection, Table, event, exc, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -42,6 +43,50 @@ def _defer_begin(conn: Connection, statement: str) -> None:
     driver = conn.connection.driver_connection
     assert isinstance(driver, sqlite_driver.Connection)
     driver.defer_begin(statement)
+
+
+_SQLITE_UNAVAILABLE = frozenset({5, 6, 10, 13, 14})
+"""SQLite's primary result codes BUSY, LOCKED, IOERR, FULL and CANTOPEN: the file, not the SQL."""
+_POSTGRES_UNAVAILABLE = ("08", "53", "57")
+"""SQLSTATE classes: connection exception, insufficient resources, operator intervention."""
+
+
+def unavailable(error: BaseException) -> bool:
+    """Whether ``error`` says the database cannot serve a transaction right now, so the
+    client should try again later rather than hear of a server bug: no pooled connection
+    free in time, a connection lost or refused (the server restarting, its connection
+    limit reached), SQLite's file locked past the busy timeout or failing to read or write.
+
+    A DBAPI error raised outside any statement (``statement`` unset) came from connecting,
+    committing or rolling back: connection trouble, whatever the driver calls it. SQL that is
+    wrong (SQLite reports a missing table as an OperationalError too) is not unavailability.
+    """
+    if isinstance(error, exc.TimeoutError | ConnectionError):
+        return True
+    if not isinstance(error, exc.DBAPIError):
+        return False
+    if error.connection_invalidated or error.statement is None:
+        return True
+    sqlite_code = getattr(error.orig, "sqlite_errorcode", None)
+    if sqlite_code is not None:
+        return sqlite_code & 0xFF in _SQLITE_UNAVAILABLE
+    sqlstate = getattr(error.orig, "sqlstate", None) or ""
+    return sqlstate.startswith(_POSTGRES_UNAVAILABLE)
+
+
+def brief(error: BaseException) -> str:
+    """The first line of an error's text, for a one-line log entry (SQLAlchemy's run on with
+    the statement and a link)."""
+    return str(error).partition("\n")[0][:200]
+
+
+def log_failure(logger: logging.Logger, error: BaseException, message: str, *args: object) -> None:
+    """Log a failed operation: one warning line when the database is out of reach (expected
+    in an outage, and repeated for every request meanwhile), else the error's traceback."""
+    if unavailable(error):
+        logger.warning(message + " error=%s", *args, brief(error))
+    else:
+        logger.error(message, *args, exc_info=error)
 
 
 def upsert(conn: AsyncConnection, table: Table) -> postgresql.Insert | sqlite.Insert:

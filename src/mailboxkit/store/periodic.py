@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from mailboxkit.store.db import log_failure
 from mailboxkit.store.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,6 @@ class Periodic:
         while True:
             try:
                 await self._job()
-            except Exception:
-                log.exception("event=%s_failed", self._name)
+            except Exception as error:
+                log_failure(log, error, "event=%s_failed", self._name)
             await asyncio.sleep(self._interval)

@@ -8,8 +8,9 @@ Implementation notes (the pipeline of STYLE.md, in this order):
   selected mailbox (``sync``), then the tagged response -> ``responses.serialize``.
 - Errors are caught here and only here: a handler's ``CommandFailed`` is its tagged NO/BAD;
   an unexpected exception is logged once with the session id and answered
-  ``BAD [SERVERBUG]``; a framing error, a timeout or a deleted mailbox end the session with
-  ``* BYE``. ``CancelledError`` (shutdown) says ``* BYE`` and propagates.
+  ``BAD [SERVERBUG]``, the database out of reach ``NO [UNAVAILABLE]`` (RFC 5530, the session
+  goes on); a framing error, a timeout or a deleted mailbox end the session with ``* BYE``.
+  ``CancelledError`` (shutdown) says ``* BYE`` and propagates.
 - Output is buffered and written at the end of each command, before any read, or when the
   buffer passes :data:`FLUSH_SIZE` (a FETCH of many bodies streams).
 - STARTTLS: after the tagged OK, octets the client pipelined behind the command end the
@@ -59,13 +60,24 @@ from mailboxkit.mailserver.imap.state import (
 )
 from mailboxkit.mailserver.imap.sync import MailboxGone, report_changes
 from mailboxkit.mailserver.imap.wire import Frame, FrameLimits, read_frame
+from mailboxkit.store.db import brief, unavailable
 
 log = logging.getLogger(__name__)
 
 FLUSH_SIZE = 65536
 """Buffered response octets that trigger a write (a rendering choice, not a limit)."""
 
-_ABORTS = (ClientDisconnected, ConnectionError, asyncio.IncompleteReadError, ssl.SSLError)
+# The client went away. Not ConnectionError as a whole: ConnectionRefusedError comes from
+# connecting to the database, never from a client's socket.
+_ABORTS = (
+    ClientDisconnected,
+    BrokenPipeError,
+    ConnectionAbortedError,
+    ConnectionResetError,
+    asyncio.IncompleteReadError,
+    ssl.SSLError,
+)
+_UNAVAILABLE = "Mail store temporarily unavailable, try again later"
 
 
 class Session:
@@ -171,9 +183,13 @@ class Session:
             await self._bye("Selected mailbox was deleted")
         except _ABORTS:
             pass
-        except Exception:
-            log.exception("event=imap_session_error session=%s", self.session_id)
-            await self._bye("Internal server error", Code.SERVERBUG)
+        except Exception as error:
+            if unavailable(error):
+                self._log_unavailable(error)
+                await self._bye(_UNAVAILABLE, Code.UNAVAILABLE)
+            else:
+                log.exception("event=imap_session_error session=%s", self.session_id)
+                await self._bye("Internal server error", Code.SERVERBUG)
         finally:
             await self._close()
 
@@ -200,17 +216,26 @@ class Session:
             status = StatusResponse(Condition.BAD, "Invalid continuation", tag=tag)
         except (*_ABORTS, TimeoutError, MailboxGone, FramingError):
             raise
-        except Exception:
-            log.exception(
-                "event=imap_command_error session=%s command=%s",
-                self.session_id,
-                type(command).__name__,
-            )
-            status = StatusResponse(Condition.BAD, "Internal server error", tag, Code.SERVERBUG)
+        except Exception as error:
+            if unavailable(error):  # the database: the client may try again later
+                self._log_unavailable(error)
+                status = StatusResponse(Condition.NO, _UNAVAILABLE, tag, Code.UNAVAILABLE)
+            else:
+                log.exception(
+                    "event=imap_command_error session=%s command=%s",
+                    self.session_id,
+                    type(command).__name__,
+                )
+                status = StatusResponse(Condition.BAD, "Internal server error", tag, Code.SERVERBUG)
         if new_state is not None:
             self.state = new_state
         await self._report(command)
         await self.send(status)
+
+    def _log_unavailable(self, error: Exception) -> None:
+        log.warning(
+            "event=imap_store_unavailable session=%s error=%s", self.session_id, brief(error)
+        )
 
     def _refusal(self, command: c.Command) -> str:
         kind = type(command)
@@ -236,7 +261,13 @@ class Session:
             or (allow_expunge and state.view.pending_expunges)
         ):
             watch.rung.clear()
-            await report_changes(self.ctx, state.view, allow_expunge=allow_expunge)
+            try:
+                await report_changes(self.ctx, state.view, allow_expunge=allow_expunge)
+            except Exception as error:
+                if not unavailable(error):
+                    raise
+                self._log_unavailable(error)
+                watch.rung.set()  # the view is as it was: a later command reports
 
     async def _after_reply(self) -> None:
         actions, self.ctx.after_reply = self.ctx.after_reply, []

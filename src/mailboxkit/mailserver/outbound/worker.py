@@ -51,7 +51,7 @@ from mailboxkit.store import deliveries, outbox
 from mailboxkit.store.accounts import Inbox
 from mailboxkit.store.blobs import BlobNotFound, BlobStore
 from mailboxkit.store.clock import Clock
-from mailboxkit.store.db import Database
+from mailboxkit.store.db import Database, log_failure
 from mailboxkit.store.deliveries import Bounce, Claimed, Settlement
 from mailboxkit.store.events import EventBus
 from mailboxkit.store.mailbox_changes import MailboxChanges
@@ -172,8 +172,8 @@ class QueueWorker:
             if len(self._tasks) < self._config.concurrency:
                 try:
                     claimed = await self._claim()
-                except Exception:
-                    log.exception("event=outbound_claim_failed")
+                except Exception as error:
+                    log_failure(log, error, "event=outbound_claim_failed")
                     claimed = []
                 if claimed:
                     await self._dispatch(claimed)
@@ -181,8 +181,8 @@ class QueueWorker:
                     continue  # more may be due now
             try:
                 timeout = await self._wait_time()
-            except Exception:
-                log.exception("event=outbound_next_due_failed")
+            except Exception as error:
+                log_failure(log, error, "event=outbound_next_due_failed")
                 timeout = self._config.poll_interval
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
@@ -417,8 +417,8 @@ class QueueWorker:
                 batch.append(self._settling.get_nowait())
             try:
                 await self._commit(batch)
-            except Exception:
-                log.exception("event=outbound_settle_failed size=%d", len(batch))
+            except Exception as error:
+                log_failure(log, error, "event=outbound_settle_failed size=%d", len(batch))
                 if len(batch) > 1:
                     await self._commit_one_by_one(batch)
             finally:
@@ -433,8 +433,8 @@ class QueueWorker:
         for one in batch:
             try:
                 await self._commit([one])
-            except Exception:
-                log.exception("event=outbound_settle_failed size=1")
+            except Exception as error:
+                log_failure(log, error, "event=outbound_settle_failed size=1")
 
     async def _commit(self, batch: list[_Pending]) -> None:
         settlements = [s for p in batch for s in p.outcome.settlements]
