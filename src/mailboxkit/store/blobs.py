@@ -52,6 +52,11 @@ class BlobNotFound(KeyError):
     """No blob is stored under this key."""
 
 
+class BlobStoreUnavailable(ConnectionError):
+    """The blob store cannot be reached, or fails, for now (S3 down or throttling): the
+    caller answers "try again later" (``store.db.unavailable`` says so of any ConnectionError)."""
+
+
 class InvalidBlobKey(ValueError):
     """The key is not a valid blob key (see ``validate_key``)."""
 

@@ -55,7 +55,9 @@ def unavailable(error: BaseException) -> bool:
     """Whether ``error`` says the database cannot serve a transaction right now, so the
     client should try again later rather than hear of a server bug: no pooled connection
     free in time, a connection lost or refused (the server restarting, its connection
-    limit reached), SQLite's file locked past the busy timeout or failing to read or write.
+    limit reached), SQLite's file locked past the busy timeout or failing to read or write;
+    also any ConnectionError, which is how the blob store says it is out of reach
+    (``blobs.BlobStoreUnavailable``).
 
     A DBAPI error raised outside any statement (``statement`` unset) came from connecting,
     committing or rolling back: connection trouble, whatever the driver calls it. SQL that is

@@ -12,17 +12,19 @@ import base64
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncGenerator, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, Callable, Sequence
+from typing import Any, TypeVar
 
 import boto3  # type: ignore[import-untyped]
 from botocore.config import Config  # type: ignore[import-untyped]
-from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+from botocore.exceptions import ClientError, HTTPClientError  # type: ignore[import-untyped]
+from botocore.exceptions import ConnectionError as EndpointUnreachable
 
 from mailboxkit.store.blobs import (
     LIST_PAGE,
     BlobInfo,
     BlobNotFound,
+    BlobStoreUnavailable,
     InvalidBlobKey,
     check_url_params,
     content_disposition,
@@ -30,6 +32,7 @@ from mailboxkit.store.blobs import (
 )
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Concurrent PutObject calls of one S3 batch.
 S3_BATCH_CONCURRENCY = 8
@@ -59,7 +62,7 @@ class S3BlobStore:
         self._batch_slots = asyncio.Semaphore(S3_BATCH_CONCURRENCY)
 
     async def put(self, key: str, data: bytes) -> None:
-        await asyncio.to_thread(self._put_object, self._object_key(key), data)
+        await _call(self._put_object, self._object_key(key), data)
 
     async def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         batch = {self._object_key(key): data for key, data in items}
@@ -75,7 +78,7 @@ class S3BlobStore:
     async def get(self, key: str) -> bytes:
         object_key = self._object_key(key)
         try:
-            return await asyncio.to_thread(self._get_object, object_key)
+            return await _call(self._get_object, object_key)
         except ClientError as error:
             if _is_not_found(error):
                 raise BlobNotFound(key) from None
@@ -83,13 +86,13 @@ class S3BlobStore:
 
     async def delete(self, key: str) -> None:
         object_key = self._object_key(key)
-        await asyncio.to_thread(self._client.delete_object, Bucket=self._bucket, Key=object_key)
+        await _call(self._client.delete_object, Bucket=self._bucket, Key=object_key)
 
     async def delete_many(self, keys: Sequence[str]) -> None:
         object_keys = list(dict.fromkeys(self._object_key(key) for key in keys))
         for start in range(0, len(object_keys), S3_DELETE_BATCH):
             chunk = object_keys[start : start + S3_DELETE_BATCH]
-            await asyncio.to_thread(self._delete_objects, chunk)
+            await _call(self._delete_objects, chunk)
 
     async def list_blobs(self, under: str) -> AsyncGenerator[BlobInfo, None]:
         paginator = self._client.get_paginator("list_objects_v2")
@@ -100,7 +103,7 @@ class S3BlobStore:
                 PaginationConfig={"PageSize": LIST_PAGE},
             )
         )
-        while (page := await asyncio.to_thread(next, pages, None)) is not None:
+        while (page := await _call(next, pages, None)) is not None:
             for item in page.get("Contents", []):
                 key = item["Key"][len(self._prefix) :]
                 with contextlib.suppress(InvalidBlobKey):  # not ours: never listed, never deleted
@@ -142,15 +145,13 @@ class S3BlobStore:
 
     async def _put_in_batch(self, object_key: str, data: bytes) -> None:
         async with self._batch_slots:
-            await asyncio.to_thread(self._put_object, object_key, data)
+            await _call(self._put_object, object_key, data)
 
     async def _head_in_batch(self, key: str) -> BlobInfo | None:
         object_key = self._object_key(key)
         async with self._batch_slots:
             try:
-                head = await asyncio.to_thread(
-                    self._client.head_object, Bucket=self._bucket, Key=object_key
-                )
+                head = await _call(self._client.head_object, Bucket=self._bucket, Key=object_key)
             except ClientError as error:
                 if _is_not_found(error):
                     return None
@@ -195,13 +196,28 @@ class S3BlobStore:
             raise OSError(f"S3 DeleteObjects failed for {len(errors)} of {len(object_keys)} keys")
 
 
+async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` on a worker thread. The endpoint out of reach, or answering
+    5xx after botocore's own retries, raises :class:`BlobStoreUnavailable`."""
+    try:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    except (EndpointUnreachable, HTTPClientError) as error:
+        raise BlobStoreUnavailable(f"S3 endpoint unreachable: {error}") from error
+    except ClientError as error:
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        if status >= 500:
+            raise BlobStoreUnavailable(f"S3 endpoint failing: {error}") from error
+        raise
+
+
 def _s3_client(endpoint_url: str | None, region: str | None) -> Any:
     """A boto3 S3 client from its own session (no module-level default session)."""
     config = Config(
         signature_version="s3v4",
         # R2 and MinIO endpoints do not route virtual-host-style bucket names.
         s3={"addressing_style": "path"} if endpoint_url else {},
-        retries={"mode": "standard"},
+        retries={"mode": "standard"},  # 3 attempts
+        connect_timeout=10,  # not botocore's 60 s: a blackholed endpoint holds SMTP sessions
         max_pool_connections=S3_BATCH_CONCURRENCY * 2,
         # We send Content-MD5 ourselves; the newer default CRC headers break some S3 clones.
         request_checksum_calculation="when_required",
