@@ -1,6 +1,6 @@
 """``unavailable``: which database errors mean "try again later" (the surfaces answer SMTP 451,
 IMAP ``NO [UNAVAILABLE]``, HTTP 503) and which are bugs to report, raised by the real drivers.
-The end-to-end view of an outage is tests/e2e/test_database_outage.py."""
+The end-to-end view of an outage is tests/e2e/test_outages.py."""
 
 from __future__ import annotations
 

@@ -1,0 +1,268 @@
+"""What a store going away looks like to clients, and that the server needs no restart after.
+
+- The database, as in a PostgreSQL restart: every connection of the server's database killed
+  and new ones refused (PostgreSQL only: an embedded SQLite file has no server to lose).
+- The S3 blob store: moto's server mode stopped, then started again on the same port with the
+  same objects, as an S3 endpoint goes down and comes back (the database is SQLite there).
+
+Meanwhile each surface answers a temporary failure its clients know to retry (SMTP 451 4.3.0,
+keeping nothing; IMAP ``NO [UNAVAILABLE]`` with the session kept; HTTP 503 ``unavailable``),
+and afterwards the same server, and the same IMAP session, serve every message."""
+
+from __future__ import annotations
+
+import asyncio
+import email.policy
+import imaplib
+import logging
+import smtplib
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+
+import asyncpg
+import boto3  # type: ignore[import-untyped]
+import httpx
+import pytest
+from moto.server import ThreadedMotoServer
+
+from mailboxkit.store.migrate import upgrade
+
+from harness import ServerThread, free_port, server_settings
+
+ADDRESS = "agent@example.test"
+REGION = "us-east-1"
+UNAVAILABLE = b"[UNAVAILABLE] Mail store temporarily unavailable, try again later"
+
+
+def message(subject: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "sender@remote.test"
+    msg["To"] = ADDRESS
+    msg["Subject"] = subject
+    msg.set_content(f"{subject} the outage\n")
+    return msg.as_bytes(policy=email.policy.SMTP)
+
+
+def send(server: ServerThread, raw: bytes) -> tuple[int, bytes]:
+    """The server's reply to RCPT, else to the end of DATA."""
+    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=30) as smtp:
+        smtp.ehlo()
+        smtp.mail("sender@remote.test")
+        code, text = smtp.rcpt(ADDRESS)
+        if code != 250:
+            return code, text
+        return smtp.data(raw)
+
+
+def bodies(client: imaplib.IMAP4) -> list[bytes]:
+    status, data = client.fetch("1:*", "(BODY.PEEK[])")
+    assert status == "OK"
+    return [part[1] for part in data if isinstance(part, tuple)]
+
+
+# --- the database -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OwnDatabase:
+    """A database of one test on the test run's PostgreSQL, and the way to cut it off."""
+
+    admin_url: str  # another database of the same server: never cut off
+    name: str
+
+    @property
+    def url(self) -> str:
+        base = self.admin_url.rpartition("/")[0].replace("postgresql://", "postgresql+asyncpg://")
+        return f"{base}/{self.name}"
+
+    def run(self, sql: str) -> None:
+        async def run() -> None:
+            conn = await asyncpg.connect(self.admin_url)
+            try:
+                await conn.execute(sql)
+            finally:
+                await conn.close()
+
+        asyncio.run(run())
+
+    def cut_off(self) -> None:
+        self.run(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS false')
+        self.run(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{self.name}'"
+        )
+
+    def reconnect(self) -> None:
+        self.run(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS true')
+
+
+@pytest.fixture
+def database(postgres_database: str) -> Iterator[OwnDatabase]:
+    """A migrated database of this test alone, so cutting it off harms no other."""
+    own = OwnDatabase(postgres_database, f"mbk_outage_{uuid.uuid4().hex[:12]}")
+    own.run(f'CREATE DATABASE "{own.name}"')
+    upgrade(own.url)
+    yield own
+    own.run(f'DROP DATABASE IF EXISTS "{own.name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def on_postgres(tmp_path: Path, database: OwnDatabase) -> Iterator[ServerThread]:
+    running = ServerThread(server_settings(tmp_path / "data", database.url, imap_port=free_port()))
+    running.start()
+    yield running
+    database.reconnect()  # the server's stop needs its database back
+    running.stop()
+
+
+def test_database_cut_off_then_back(
+    on_postgres: ServerThread, database: OwnDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = on_postgres
+    inbox = server.create_inbox(ADDRESS)
+    key = server.create_key(inbox.account_id)
+    headers = {"Authorization": f"Bearer {key}"}
+    messages_url = f"{server.http_url}/api/v1/inboxes/{inbox.id}/messages"
+    before, after = message("Before"), message("After")
+    assert send(server, before)[0] == 250
+    session = imaplib.IMAP4("127.0.0.1", server.imap_port, timeout=10)
+    session.login(ADDRESS, key)
+    assert session.select("INBOX") == ("OK", [b"1"])
+
+    database.cut_off()
+
+    code, text = send(server, message("During"))
+    assert (code, text[:5]) == (451, b"4.3.0")
+    assert session.status("INBOX", "(MESSAGES)") == ("NO", [UNAVAILABLE])
+    assert session.noop()[0] == "OK"  # the session goes on
+    newcomer = imaplib.IMAP4("127.0.0.1", server.imap_port, timeout=10)
+    with pytest.raises(imaplib.IMAP4.error, match=r"\[UNAVAILABLE\]"):
+        newcomer.login(ADDRESS, key)
+    newcomer.logout()
+    with httpx.Client(timeout=10) as http:
+        response = http.get(messages_url, headers=headers)
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "unavailable"
+        assert response.headers["Retry-After"] == "5"
+        assert http.get(f"{server.http_url}/readyz").status_code == 503
+
+    database.reconnect()
+
+    assert send(server, after)[0] == 250
+    assert session.status("INBOX", "(MESSAGES)") == ("OK", [b'"INBOX" (MESSAGES 2)'])
+    assert session.noop()[0] == "OK"  # the new message's EXISTS
+    stored = bodies(session)
+    assert len(stored) == 2  # each as received, behind our Received: header
+    assert stored[0].endswith(before)
+    assert stored[1].endswith(after)
+    session.logout()
+    with httpx.Client(timeout=10) as http:
+        response = http.get(messages_url, headers=headers)
+        assert response.status_code == 200
+        listed = [item["subject"] for item in response.json()["messages"]]
+        assert sorted(listed) == ["After", "Before"]
+        assert http.get(f"{server.http_url}/readyz").status_code == 200
+    # An outage is a warning per refused command, not a server bug with its traceback.
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.exc_info]
+    assert errors == []
+    assert any("imap_store_unavailable" in r.getMessage() for r in caplog.records)
+
+
+# --- the S3 blob store --------------------------------------------------------------------
+
+
+class S3Endpoint:
+    """moto's S3 on one fixed port; its objects live in this process, across restarts."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.moto: ThreadedMotoServer | None = None
+
+    def start(self) -> None:
+        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.moto.start()
+
+    def stop(self) -> None:
+        if self.moto is not None:
+            self.moto.stop()
+            self.moto = None
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[S3Endpoint]:
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    endpoint = S3Endpoint()
+    endpoint.start()
+    yield endpoint
+    endpoint.stop()
+
+
+@pytest.fixture
+def on_s3(tmp_path: Path, s3: S3Endpoint) -> Iterator[ServerThread]:
+    bucket = f"blobs-{uuid.uuid4().hex[:12]}"
+    client = boto3.session.Session().client("s3", endpoint_url=s3.url, region_name=REGION)
+    client.create_bucket(Bucket=bucket)
+    client.close()
+    settings = server_settings(
+        tmp_path / "data",
+        f"sqlite+aiosqlite:///{tmp_path / 'mailboxkit.db'}",
+        migrate_on_start=True,
+        imap_port=free_port(),
+        blob_url=f"s3://{bucket}/mail",
+        s3_endpoint_url=s3.url,
+        s3_region=REGION,
+    )
+    running = ServerThread(settings)
+    running.start()
+    yield running
+    running.stop()
+
+
+def test_s3_endpoint_down_then_back(on_s3: ServerThread, s3: S3Endpoint) -> None:
+    server = on_s3
+    inbox = server.create_inbox(ADDRESS)
+    key = server.create_key(inbox.account_id)
+    before, after = message("Before"), message("After")
+    assert send(server, before)[0] == 250
+    session = imaplib.IMAP4("127.0.0.1", server.imap_port, timeout=30)
+    session.login(ADDRESS, key)
+    assert session.select("INBOX") == ("OK", [b"1"])
+    with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {key}"}) as http:
+        listed = http.get(f"{server.http_url}/api/v1/inboxes/{inbox.id}/messages").json()
+        raw_url = (
+            f"{server.http_url}/api/v1/inboxes/{inbox.id}/messages/"
+            f"{listed['messages'][0]['message_id']}/raw"
+        )
+
+        s3.stop()
+
+        code, text = send(server, message("During"))
+        assert (code, text[:5]) == (451, b"4.3.0")
+        status, data = session.fetch("1", "(BODY.PEEK[])")
+        assert (status, data[-1]) == ("NO", UNAVAILABLE)
+        assert session.noop()[0] == "OK"  # the session goes on
+        response = http.get(raw_url)
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "unavailable"
+
+        s3.start()
+
+        assert send(server, after)[0] == 250
+        assert session.noop()[0] == "OK"  # the new message's EXISTS
+        stored = bodies(session)
+        assert len(stored) == 2  # each as received, behind our Received: header
+        assert stored[0].endswith(before)
+        assert stored[1].endswith(after)
+        raw = http.get(raw_url)
+        assert raw.status_code == 200
+        assert raw.content == stored[0]
+    session.logout()
