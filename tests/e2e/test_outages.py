@@ -30,7 +30,7 @@ from moto.server import ThreadedMotoServer
 
 from mailboxkit.store.migrate import upgrade
 
-from harness import ServerThread, free_port, server_settings
+from harness import ImapLine, ServerThread, free_port, server_settings
 
 ADDRESS = "agent@example.test"
 REGION = "us-east-1"
@@ -130,6 +130,10 @@ def test_database_cut_off_then_back(
     session = imaplib.IMAP4("127.0.0.1", server.imap_port, timeout=10)
     session.login(ADDRESS, key)
     assert session.select("INBOX") == ("OK", [b"1"])
+    reselecting = ImapLine(server.imap_port)  # raw, to see the server's state after a failure
+    reselecting.read()
+    assert reselecting.command("a", f'LOGIN {ADDRESS} "{key}"')[-1].startswith(b"a OK")
+    assert reselecting.command("b", "SELECT INBOX")[-1].startswith(b"b OK")
 
     database.cut_off()
 
@@ -137,6 +141,10 @@ def test_database_cut_off_then_back(
     assert (code, text[:5]) == (451, b"4.3.0")
     assert session.status("INBOX", "(MESSAGES)") == ("NO", [UNAVAILABLE])
     assert session.noop()[0] == "OK"  # the session goes on
+    # A SELECT that fails leaves no mailbox selected (RFC 3501 §6.3.1).
+    assert reselecting.command("c", "SELECT INBOX")[-1] == b"c NO " + UNAVAILABLE + b"\r\n"
+    assert reselecting.command("d", "FETCH 1 (FLAGS)")[-1] == b"d BAD No mailbox selected\r\n"
+    reselecting.close()
     newcomer = imaplib.IMAP4("127.0.0.1", server.imap_port, timeout=10)
     with pytest.raises(imaplib.IMAP4.error, match=r"\[UNAVAILABLE\]"):
         newcomer.login(ADDRESS, key)
