@@ -7,7 +7,9 @@
 
 Meanwhile each surface answers a temporary failure its clients know to retry (SMTP 451 4.3.0,
 keeping nothing; IMAP ``NO [UNAVAILABLE]`` with the session kept; HTTP 503 ``unavailable``),
-and afterwards the same server, and the same IMAP session, serve every message."""
+and afterwards the same server, and the same IMAP session, serve every message. A message the
+recipient's MX accepted just as the database went away is recorded once it is back, and not
+delivered again."""
 
 from __future__ import annotations
 
@@ -16,19 +18,25 @@ import email.policy
 import imaplib
 import logging
 import smtplib
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import boto3  # type: ignore[import-untyped]
 import httpx
 import pytest
 from moto.server import ThreadedMotoServer
+from sqlalchemy import select
 
+from e2e.sending import start_sending
+from mailboxkit.store import models as m
 from mailboxkit.store.migrate import upgrade
+from mailserver.outbound.sink import SinkHandler
 
 from harness import ImapLine, ServerThread, free_port, server_settings
 
@@ -176,6 +184,52 @@ def test_database_cut_off_then_back(
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.exc_info]
     assert errors == []
     assert any("imap_store_unavailable" in r.getMessage() for r in caplog.records)
+
+
+@dataclass
+class CuttingOff(SinkHandler):
+    """A recipient's MX that, before it says 250, cuts the sending server off from its
+    database: the delivery succeeds, recording it cannot, for now."""
+
+    database: OwnDatabase | None = None
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        assert self.database is not None
+        cutter = threading.Thread(target=self.database.cut_off)  # its own event loop
+        cutter.start()
+        cutter.join()
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_database_lost_between_a_delivery_and_its_record(
+    tmp_path: Path, database: OwnDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mailboxkit.mailserver.outbound.worker")
+    handler = CuttingOff(database=database)
+    sending = start_sending(tmp_path, database.url, handler)
+    try:
+        inbox, key = sending.inbox("bot@example.test")
+        with sending.api(key) as api:
+            sent = api.post(
+                f"/inboxes/{inbox.id}/messages/send",
+                json={"to": "alice@remote.test", "subject": "Once", "text": "only once"},
+            )
+        assert sent.status_code == 200
+        assert sending.sink.next().rcpt_tos == ("alice@remote.test",)
+        database.reconnect()
+        sending.settled(1)  # recorded once the database answered again
+        r = m.outbound_recipients.c
+        rows = sending.server.query(select(r.status, r.attempts, r.lease_until))
+        assert [tuple(row) for row in rows] == [("sent", 1, None)]  # never claimed again
+        assert handler.attempts == 1
+        [event] = sending.events("message.sent")
+        assert event.message_id == sent.json()["message_id"]
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("outbound_settle_failed" in text for text in messages)
+        assert any("outbound_settled_late" in text for text in messages)
+    finally:
+        database.reconnect()
+        sending.stop()
 
 
 # --- the S3 blob store --------------------------------------------------------------------

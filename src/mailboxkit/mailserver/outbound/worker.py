@@ -18,7 +18,10 @@ Implementation notes:
 - Settling is group-committed: every finished group waiting at that moment is recorded in one
   transaction (``store.deliveries.settle``), then its events are published and IMAP is told. If the
   batch fails, each group is retried alone; a group that still fails keeps its claim and is
-  delivered again when the lease ends (at least once, never lost).
+  delivered again when the lease ends (at least once, never lost). If it failed because the
+  database is out of reach, the batch is tried again, backing off, for up to half the lease:
+  recipients that were delivered are recorded once it is back, not delivered twice. (Settling
+  twice does nothing: ``settle`` records only rows whose claim is still this one.)
 - A delivery that raises unexpectedly is logged once and treated as a temporary failure.
 - With SQLite this process is the queue's only worker (``exclusive``): claims left by a
   previous run (killed mid-delivery) are released at start instead of waiting for their lease.
@@ -51,7 +54,7 @@ from mailboxkit.store import deliveries, outbox
 from mailboxkit.store.accounts import Inbox
 from mailboxkit.store.blobs import BlobNotFound, BlobStore
 from mailboxkit.store.clock import Clock
-from mailboxkit.store.db import Database, log_failure
+from mailboxkit.store.db import Database, log_failure, unavailable
 from mailboxkit.store.deliveries import Bounce, Claimed, Settlement
 from mailboxkit.store.events import EventBus
 from mailboxkit.store.mailbox_changes import MailboxChanges
@@ -70,6 +73,7 @@ CONTENT_GONE = "554 5.3.0 The message content is no longer stored"
 # such domain, bad syntax, moved, null MX (RFC 7505). Not 5.1.7/5.1.8: those are the sender's.
 BAD_ADDRESS = frozenset({"5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10"})
 INTERNAL_ERROR = "451 4.3.0 Internal error while delivering; will retry"
+SETTLE_RETRY = (0.5, 30.0)  # seconds: first and longest wait to record outcomes again
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,13 +423,36 @@ class QueueWorker:
                 await self._commit(batch)
             except Exception as error:
                 log_failure(log, error, "event=outbound_settle_failed size=%d", len(batch))
-                if len(batch) > 1:
+                if unavailable(error):
+                    await self._commit_when_back(batch)
+                elif len(batch) > 1:
                     await self._commit_one_by_one(batch)
             finally:
                 for one in batch:
                     if not one.done.done():
                         one.done.set_result(None)
                     self._settling.task_done()
+
+    async def _commit_when_back(self, batch: list[_Pending]) -> None:
+        """The database out of reach: the batch again, backing off, until it is recorded or
+        half the lease has passed (then its claims are delivered again when the lease ends)."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self._config.lease / 2
+        delay, longest = SETTLE_RETRY
+        while loop.time() + delay < give_up:
+            await asyncio.sleep(delay)
+            try:
+                await self._commit(batch)
+            except Exception as error:
+                if not unavailable(error):
+                    log_failure(log, error, "event=outbound_settle_failed size=%d", len(batch))
+                    await self._commit_one_by_one(batch)
+                    return
+                delay = min(delay * 2, longest)
+            else:
+                log.info("event=outbound_settled_late size=%d", len(batch))
+                return
+        log.warning("event=outbound_settle_abandoned size=%d", len(batch))
 
     async def _commit_one_by_one(self, batch: list[_Pending]) -> None:
         """After a failed batch: each group alone, so one bad group fails alone (its claims
