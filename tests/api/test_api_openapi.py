@@ -51,6 +51,8 @@ def test_every_route_has_a_description_and_examples(api: Api) -> None:
             authenticated = path.startswith("/api/v1/") and path not in UNAUTHENTICATED
             if authenticated and ("401" not in op["responses"] or not op.get("security")):
                 missing.append(f"{name}: not documented as authenticated")
+            if authenticated and "503" not in op["responses"]:
+                missing.append(f"{name}: 503 when the store is out of reach not documented")
             if path in UNAUTHENTICATED and op.get("security"):
                 missing.append(f"{name}: documented as needing an API key")
     assert missing == []

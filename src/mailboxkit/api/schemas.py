@@ -57,6 +57,7 @@ ERROR_DESCRIPTIONS = {
     413: "Request body over the server's limit (`payload_too_large`).",
     422: "Invalid parameters or body (`validation_error`, with `fields`).",
     429: "Rate limit reached (`rate_limited`); see the Retry-After header.",
+    503: "The mail store is out of reach for now (`unavailable`); see the Retry-After header.",
 }
 
 
@@ -65,7 +66,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": Error, "description": ERROR_DESCRIPTIONS[s]} for s in statuses}
 
 
-AUTHENTICATED = error_responses(401, 413, 422, 429)
+AUTHENTICATED = error_responses(401, 413, 422, 429, 503)
 
 
 class Address(BaseModel):

@@ -72,7 +72,7 @@ class S3BlobStore:
         )
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
-            logger.error("s3 blob batch put failed items=%d failed=%d", len(batch), len(errors))
+            logger.warning("s3 blob batch put failed items=%d failed=%d", len(batch), len(errors))
             raise errors[0]
 
     async def get(self, key: str) -> bytes:
