@@ -121,7 +121,7 @@ def on_postgres(tmp_path: Path, database: OwnDatabase) -> Iterator[ServerThread]
     running = ServerThread(server_settings(tmp_path / "data", database.url, imap_port=free_port()))
     running.start()
     yield running
-    database.reconnect()  # the server's stop needs its database back
+    database.reconnect()  # if the test failed with it cut off
     running.stop()
 
 
@@ -230,6 +230,30 @@ def test_database_lost_between_a_delivery_and_its_record(
     finally:
         database.reconnect()
         sending.stop()
+
+
+def test_stop_while_the_database_is_out_of_reach(
+    tmp_path: Path, database: OwnDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Recording outcomes again gives way to a stop: it ends within its grace, and the
+    recipient, its claim kept, is delivered again when the lease ends."""
+    caplog.set_level(logging.INFO, logger="mailboxkit.mailserver.outbound.worker")
+    sending = start_sending(tmp_path, database.url, CuttingOff(database=database))
+    try:
+        inbox, key = sending.inbox("bot@example.test")
+        with sending.api(key) as api:
+            sent = api.post(
+                f"/inboxes/{inbox.id}/messages/send",
+                json={"to": "alice@remote.test", "subject": "Stop", "text": "now"},
+            )
+        assert sent.status_code == 200
+        assert sending.sink.next().rcpt_tos == ("alice@remote.test",)
+        sending.server.stop()  # raises TimeoutError if it waits on the database
+    finally:
+        database.reconnect()
+        sending.sink.stop()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("outbound_settle_abandoned size=1" in text for text in messages)
 
 
 # --- the S3 blob store --------------------------------------------------------------------

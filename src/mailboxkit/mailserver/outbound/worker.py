@@ -126,6 +126,7 @@ class QueueWorker:
         self._rng = rng or random.Random()
         self._recipients = recipients or RecipientDirectory(db)
         self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()  # cuts short the wait to record outcomes again
         self._slots = asyncio.Semaphore(config.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._settling: asyncio.Queue[_Pending] = asyncio.Queue()
@@ -144,6 +145,7 @@ class QueueWorker:
             await self._progress.wait_for(lambda: self.attempts_settled >= at_least)
 
     def start(self) -> None:
+        self._stopping.clear()
         self._loops = [
             asyncio.create_task(self._run(), name="outbound-claims"),
             asyncio.create_task(self._settle_loop(), name="outbound-settle"),
@@ -151,6 +153,7 @@ class QueueWorker:
 
     async def stop(self, grace: float = 30.0) -> None:
         """Stop claiming; let deliveries in flight finish (up to ``grace``), then close."""
+        self._stopping.set()
         if self._loops:
             await stop_tasks(self._loops[0])
         if self._tasks:
@@ -435,12 +438,15 @@ class QueueWorker:
 
     async def _commit_when_back(self, batch: list[_Pending]) -> None:
         """The database out of reach: the batch again, backing off, until it is recorded or
-        half the lease has passed (then its claims are delivered again when the lease ends)."""
+        half the lease has passed (then its claims are delivered again when the lease ends).
+        Stopping tries once more at once, then gives up."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self._config.lease / 2
         delay, longest = SETTLE_RETRY
-        while loop.time() + delay < give_up:
-            await asyncio.sleep(delay)
+        while loop.time() + delay < give_up and not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
             try:
                 await self._commit(batch)
             except Exception as error:
