@@ -33,7 +33,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 from sqlalchemy import select
 
-from e2e.sending import start_sending
+from e2e.sending import Sending, start_sending
 from mailboxkit.store import models as m
 from mailboxkit.store.migrate import upgrade
 from mailserver.outbound.sink import SinkHandler
@@ -201,6 +201,20 @@ class CuttingOff(SinkHandler):
         return await super().handle_DATA(server, session, envelope)
 
 
+def send_as_it_is_cut_off(sending: Sending) -> str:
+    """Send one message through the API; return when the MX (a CuttingOff) has it."""
+    inbox, key = sending.inbox("bot@example.test")
+    with sending.api(key) as api:
+        sent = api.post(
+            f"/inboxes/{inbox.id}/messages/send",
+            json={"to": "alice@remote.test", "subject": "Once", "text": "only once"},
+        )
+    assert sent.status_code == 200
+    assert sending.sink.next().rcpt_tos == ("alice@remote.test",)
+    message_id: str = sent.json()["message_id"]
+    return message_id
+
+
 def test_database_lost_between_a_delivery_and_its_record(
     tmp_path: Path, database: OwnDatabase, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -208,14 +222,7 @@ def test_database_lost_between_a_delivery_and_its_record(
     handler = CuttingOff(database=database)
     sending = start_sending(tmp_path, database.url, handler)
     try:
-        inbox, key = sending.inbox("bot@example.test")
-        with sending.api(key) as api:
-            sent = api.post(
-                f"/inboxes/{inbox.id}/messages/send",
-                json={"to": "alice@remote.test", "subject": "Once", "text": "only once"},
-            )
-        assert sent.status_code == 200
-        assert sending.sink.next().rcpt_tos == ("alice@remote.test",)
+        message_id = send_as_it_is_cut_off(sending)
         database.reconnect()
         sending.settled(1)  # recorded once the database answered again
         r = m.outbound_recipients.c
@@ -223,7 +230,7 @@ def test_database_lost_between_a_delivery_and_its_record(
         assert [tuple(row) for row in rows] == [("sent", 1, None)]  # never claimed again
         assert handler.attempts == 1
         [event] = sending.events("message.sent")
-        assert event.message_id == sent.json()["message_id"]
+        assert event.message_id == message_id
         messages = [r.getMessage() for r in caplog.records]
         assert any("outbound_settle_failed" in text for text in messages)
         assert any("outbound_settled_late" in text for text in messages)
@@ -240,14 +247,7 @@ def test_stop_while_the_database_is_out_of_reach(
     caplog.set_level(logging.INFO, logger="mailboxkit.mailserver.outbound.worker")
     sending = start_sending(tmp_path, database.url, CuttingOff(database=database))
     try:
-        inbox, key = sending.inbox("bot@example.test")
-        with sending.api(key) as api:
-            sent = api.post(
-                f"/inboxes/{inbox.id}/messages/send",
-                json={"to": "alice@remote.test", "subject": "Stop", "text": "now"},
-            )
-        assert sent.status_code == 200
-        assert sending.sink.next().rcpt_tos == ("alice@remote.test",)
+        send_as_it_is_cut_off(sending)
         sending.server.stop()  # raises TimeoutError if it waits on the database
     finally:
         database.reconnect()
