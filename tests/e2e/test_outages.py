@@ -162,6 +162,12 @@ def test_database_cut_off_then_back(
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "unavailable"
         assert response.headers["Retry-After"] == "5"
+        sent = http.post(
+            f"{messages_url}/send",
+            headers=headers,
+            json={"to": "someone@remote.test", "subject": "During", "text": "not now"},
+        )
+        assert (sent.status_code, sent.json()["error"]["code"]) == (503, "unavailable")
         assert http.get(f"{server.http_url}/readyz").status_code == 503
 
     database.reconnect()

@@ -451,6 +451,6 @@ class Dispatcher:
                 )
                 if code == 410 and current:
                     await store.disable_gone(conn, c.webhook_id, now=self._clock.now())
-        except Exception:
+        except Exception as error:
             # The claim's lease runs out and the delivery is tried again.
-            log.exception("event=webhook_record_failed delivery_id=%s", c.delivery_id)
+            log_failure(log, error, "event=webhook_record_failed delivery_id=%s", c.delivery_id)

@@ -150,8 +150,8 @@ class DraftScheduler:
             log.info("event=draft_send_skipped draft_id=%s reason=changed", draft.id)
         except ApiError as error:
             await self._fail(draft, error)
-        except Exception:
-            log.exception("event=draft_send_error draft_id=%s", draft.id)
+        except Exception as error:
+            log_failure(log, error, "event=draft_send_error draft_id=%s", draft.id)
         else:
             log.info(
                 "event=draft_scheduled_sent draft_id=%s message_id=%s",
@@ -163,7 +163,7 @@ class DraftScheduler:
         try:
             async with self._db.write() as conn:
                 await store.fail_draft(conn, draft, error=error.message, now=self._clock.now())
-        except Exception:
-            log.exception("event=draft_fail_record_failed draft_id=%s", draft.id)
+        except Exception as exc:
+            log_failure(log, exc, "event=draft_fail_record_failed draft_id=%s", draft.id)
             return
         log.info("event=draft_send_failed draft_id=%s code=%s", draft.id, error.code)

@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from mailboxkit.store import models as m
 from mailboxkit.store.accounts import Inbox
 from mailboxkit.store.blobs import BlobStore
-from mailboxkit.store.db import Database, upsert
+from mailboxkit.store.db import Database, log_failure, unavailable, upsert
 from mailboxkit.store.entries import SystemFlag
 from mailboxkit.store.ids import new_id
 from mailboxkit.store.mailboxes import set_entry_flags
@@ -447,7 +447,13 @@ class OutboxWriter:
                 batch.append(self._queue.get_nowait())
             try:
                 await self._write(batch)
-            except Exception:
+            except Exception as error:
+                if unavailable(error):  # each alone would fail too, one connect wait after another
+                    log_failure(log, error, "event=outbox_write_failed size=%d", len(batch))
+                    for job in batch:
+                        if not job.done.done():
+                            job.done.set_exception(error)
+                    continue
                 if len(batch) > 1:
                     log.warning("event=outbox_batch_failed size=%d: one by one", len(batch))
                 for job in batch:
@@ -474,6 +480,6 @@ class OutboxWriter:
         try:
             await self._write([job])
         except Exception as error:
-            log.exception("event=outbox_write_failed")
+            log_failure(log, error, "event=outbox_write_failed size=1")
             if not job.done.done():
                 job.done.set_exception(error)
