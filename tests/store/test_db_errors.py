@@ -4,6 +4,7 @@ The end-to-end view of an outage is tests/e2e/test_outages.py."""
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,3 +88,21 @@ async def test_postgresql_connection_killed_under_a_transaction(postgres_databas
             assert await conn.scalar(text("SELECT 1")) == 1
     finally:
         await db.close()
+
+
+async def test_postgresql_server_that_never_answers() -> None:
+    """A host cut off by the network: the connection is taken, nothing comes back."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshake; nobody reads or answers
+        port = silent.getsockname()[1]
+        db = Database.open(
+            f"postgresql+asyncpg://postgres@127.0.0.1:{port}/test", connect_timeout=0.5
+        )
+        try:
+            with pytest.raises(ConnectionError) as silence:
+                async with db.read() as conn:
+                    await conn.execute(text("SELECT 1"))
+            assert unavailable(silence.value)
+        finally:
+            await db.close()

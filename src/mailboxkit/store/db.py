@@ -91,6 +91,20 @@ def log_failure(logger: logging.Logger, error: BaseException, message: str, *arg
         logger.error(message, *args, exc_info=error)
 
 
+CONNECT_TIMEOUT = 10.0
+"""Seconds PostgreSQL has to answer a new connection (asyncpg's own default is 60)."""
+
+
+def _connect_or_refuse(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+    # A server that does not answer in time (a host cut off by the network) is out of reach
+    # like one that refuses: a ConnectionError, not a bare TimeoutError, which the sessions
+    # would take for their own idle timeouts.
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except TimeoutError as error:
+        raise ConnectionError(f"no answer from the database in time: {error}") from error
+
+
 def upsert(conn: AsyncConnection, table: Table) -> postgresql.Insert | sqlite.Insert:
     """An ``INSERT`` into ``table`` in the connection's dialect, which has
     ``on_conflict_do_nothing`` and ``on_conflict_do_update`` (PostgreSQL and SQLite both)."""
@@ -108,7 +122,10 @@ class Database:
     _write_lock: asyncio.Lock
 
     @classmethod
-    def open(cls, url: str, *, echo: bool = False) -> Database:
+    def open(
+        cls, url: str, *, echo: bool = False, connect_timeout: float = CONNECT_TIMEOUT
+    ) -> Database:
+        """``connect_timeout``: seconds PostgreSQL has to answer a new connection."""
         if url.startswith("sqlite"):
             parsed = make_url(url)  # the file and options, as the dialect reads them
             args, kwargs = parsed.get_dialect()().create_connect_args(parsed)
@@ -127,7 +144,14 @@ class Database:
                     lambda conn, statement=begin: _defer_begin(conn, statement),
                 )
             return cls(engine, writer, True, asyncio.Lock())
-        engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=20)
+        engine = create_async_engine(
+            url,
+            echo=echo,
+            pool_size=10,
+            max_overflow=20,
+            connect_args={"timeout": connect_timeout},
+        )
+        event.listen(engine.sync_engine, "do_connect", _connect_or_refuse)
         return cls(engine, engine, False, asyncio.Lock())
 
     @asynccontextmanager
