@@ -182,6 +182,30 @@ def test_unexpected_error_is_bad_and_server_stays_up(
     client.logout()
 
 
+def test_select_failing_unexpectedly_leaves_no_mailbox_selected(
+    server: ServerThread, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected, whatever the failure.
+    select = dispatch.HANDLERS[c.Select]
+
+    async def broken_for_archive(ctx: Any, state: Any, command: Any) -> Any:
+        if command.mailbox == "Archive":
+            raise RuntimeError("boom")
+        return await select(ctx, state, command)
+
+    monkeypatch.setitem(dispatch.HANDLERS, c.Select, broken_for_archive)
+    conn = ImapLine(server.imap_port)
+    conn.read()
+    conn.send(f"a1 LOGIN {ADDRESS} {key}\r\na2 SELECT INBOX\r\n".encode())
+    conn.until_tagged("a1")
+    assert conn.until_tagged("a2")[-1].startswith(b"a2 OK [READ-WRITE]")
+    conn.send(b"a3 SELECT Archive\r\n")
+    assert conn.read() == b"a3 BAD [SERVERBUG] Internal server error\r\n"
+    conn.send(b"a4 FETCH 1:* FLAGS\r\n")
+    assert conn.read() == b"a4 BAD No mailbox selected\r\n"
+    conn.close()
+
+
 def test_failed_logins_are_counted_per_address(tmp_path: Path, database_url: str) -> None:
     server = start(tmp_path, database_url, imap_max_auth_failures=2)
     try:

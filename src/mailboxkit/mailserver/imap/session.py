@@ -220,8 +220,6 @@ class Session:
             if unavailable(error):  # the database: the client may try again later
                 self._log_unavailable(error)
                 status = StatusResponse(Condition.NO, _UNAVAILABLE, tag, Code.UNAVAILABLE)
-                if isinstance(command, c.Select | c.Examine) and isinstance(self.state, Selected):
-                    new_state = Authenticated(self.state.user)  # RFC 3501 §6.3.1: none now
             else:
                 log.exception(
                     "event=imap_command_error session=%s command=%s",
@@ -229,6 +227,8 @@ class Session:
                     type(command).__name__,
                 )
                 status = StatusResponse(Condition.BAD, "Internal server error", tag, Code.SERVERBUG)
+            if isinstance(command, c.Select | c.Examine) and isinstance(self.state, Selected):
+                new_state = Authenticated(self.state.user)  # a failed SELECT: none, §6.3.1
         if new_state is not None:
             self.state = new_state
         await self._report(command)
