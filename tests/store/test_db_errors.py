@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, T
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from mailboxkit.store import models as m
-from mailboxkit.store.db import Database, unavailable
+from mailboxkit.store.db import Database, storage_full, unavailable
 
 from harness import free_port
 
@@ -106,3 +106,30 @@ async def test_postgresql_server_that_never_answers() -> None:
             assert unavailable(silence.value)
         finally:
             await db.close()
+
+
+def test_a_full_disk_is_storage_full_and_unavailability() -> None:
+    with open("/dev/full", "wb", buffering=0) as full, pytest.raises(OSError) as raised:
+        full.write(b"x")
+    assert storage_full(raised.value)
+    assert unavailable(raised.value)
+    with pytest.raises(FileNotFoundError) as missing:
+        open("/no/such/dir/file", "rb")  # noqa: SIM115 - the error is what is tested
+    assert not storage_full(missing.value)
+    assert not unavailable(missing.value)
+
+
+async def test_sqlite_database_full(tmp_path: Path) -> None:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'full.db'}")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (x BLOB)"))
+        with pytest.raises(OperationalError, match="full") as full:
+            async with engine.begin() as conn:
+                await conn.execute(text("PRAGMA max_page_count = 8"))
+                for _ in range(16):
+                    await conn.execute(text("INSERT INTO t VALUES (zeroblob(4000))"))
+        assert storage_full(full.value)
+        assert unavailable(full.value)
+    finally:
+        await engine.dispose()

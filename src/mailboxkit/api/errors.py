@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
-from mailboxkit.store.db import brief, unavailable
+from mailboxkit.store.db import brief, storage_full, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,10 @@ async def _store_error(request: Request, exc: Exception) -> JSONResponse:
         request.url.path,
         brief(exc),
     )
-    message = "the mail store is unavailable; try again shortly"
+    if storage_full(exc):
+        message = "the mail store is out of space; try again later"
+    else:
+        message = "the mail store is unavailable; try again shortly"
     return error(503, "unavailable", message, headers={"Retry-After": "5"})
 
 
@@ -136,5 +139,5 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(SQLAlchemyError, _store_error)
-    app.add_exception_handler(ConnectionError, _store_error)
+    app.add_exception_handler(OSError, _store_error)  # ConnectionError, a full disk
     app.add_exception_handler(Exception, _unexpected)

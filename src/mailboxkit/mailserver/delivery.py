@@ -15,7 +15,8 @@ Implementation notes:
   (``sqlite_driver.run_on_thread``): each statement no longer waits for its turn on an event
   loop busy with the SMTP sessions, which had made a 4 ms transaction take 16.
 - A failing batch is retried one message at a time, so one bad message cannot fail the others;
-  a message that still fails gets a temporary error (451) and the sender retries.
+  a message that still fails gets a temporary error (451, or 452 when the disk is full) and the
+  sender retries. A batch that failed because the store is out of reach or full fails whole.
 - Events are published after commit.
 - Blob keys: raw messages ``msg/YYYY/MM/DD/<uuid>.eml`` (one per SMTP transaction, shared by its
   recipients); attachments ``att/<sha256>`` (content-addressed, so fan-out and duplicates share).
@@ -87,9 +88,11 @@ class _Job:
     done: asyncio.Future[list[StoredMessage]]
 
 
-def _fail(job: _Job) -> None:
+def _fail(job: _Job, cause: Exception) -> None:
     if not job.done.done():
-        job.done.set_exception(DeliveryFailed(job.message.queue_id))
+        failed = DeliveryFailed(job.message.queue_id)
+        failed.__cause__ = cause
+        job.done.set_exception(failed)
 
 
 class DeliveryPipeline:
@@ -157,7 +160,7 @@ class DeliveryPipeline:
                 if unavailable(error):  # it would fail each again, one connect wait after another
                     log_failure(log, error, "event=delivery_failed count=%d", len(batch))
                     for job in batch:
-                        _fail(job)
+                        _fail(job, error)
                 else:
                     await self._one_by_one(batch)
             finally:
@@ -174,7 +177,7 @@ class DeliveryPipeline:
                 await self._commit([job])
             except Exception as error:
                 log_failure(log, error, "event=delivery_failed queue_id=%s", job.message.queue_id)
-                _fail(job)
+                _fail(job, error)
 
     async def _write_blobs(self, batch: list[_Job]) -> None:
         blobs: dict[str, bytes] = {}

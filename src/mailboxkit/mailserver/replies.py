@@ -11,6 +11,8 @@ import re
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from mailboxkit.store.db import storage_full
+
 OK = "250 2.0.0 OK"
 SENDER_OK = "250 2.1.0 Sender OK"
 RECIPIENT_OK = "250 2.1.5 Recipient OK"
@@ -22,6 +24,7 @@ MESSAGE_TOO_BIG = "552 5.3.4 Message too big for system"
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 TEMPORARY_FAILURE = "451 4.3.0 Temporary server error, try again later"
+STORAGE_FULL = "452 4.3.1 Insufficient system storage, try again later"
 DMARC_REJECTED = (
     "550 5.7.1 Message rejected: it fails the DMARC policy (p=reject) of its From domain"
 )
@@ -53,6 +56,11 @@ class Ehlo:
     ) -> list[str]:
         session.host_name = hostname
         return ehlo_lines(responses)
+
+
+def failed(error: BaseException | None) -> str:
+    """The reply to a message that could not be stored: the disk full, or another failure."""
+    return STORAGE_FULL if storage_full(error) else TEMPORARY_FAILURE
 
 
 def queued(queue_id: str) -> str:

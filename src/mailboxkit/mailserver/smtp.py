@@ -25,7 +25,8 @@ Implementation notes (checked in this order, RFC 5321 §3.3):
   ``reject`` refusal is one reply for every recipient and is not lifted by an allow rule.
 - Every final reply carries an enhanced status code (RFC 2034), see :mod:`.replies`.
 - Unexpected errors are logged once with the session's peer and answered 451 4.3.0; the server
-  stays up. The database out of reach is one warning line, without the traceback.
+  stays up. The database out of reach is one warning line, without the traceback; a full disk
+  (blobs or database) is answered 452 4.3.1 (RFC 3463 "mail system full"), also temporary.
 """
 
 from __future__ import annotations
@@ -250,8 +251,8 @@ class MxHandler(replies.Ehlo):
         )
         try:
             await self._pipeline.deliver(inbound)
-        except DeliveryFailed:
-            return replies.TEMPORARY_FAILURE
+        except DeliveryFailed as failed:
+            return replies.failed(failed.__cause__)
         log.info(
             "event=received queue_id=%s peer=%s size=%d rcpts=%d",
             queue_id,
@@ -267,7 +268,7 @@ class MxHandler(replies.Ehlo):
             log.info("event=starttls_failed cause=%r", error.__cause__)
         else:
             log_failure(log, error, "event=smtp_session_error")
-        return replies.TEMPORARY_FAILURE
+        return replies.failed(error)
 
     async def _place(
         self, envelope: MxEnvelope, parsed: ParsedMessage, verdict: Verdict

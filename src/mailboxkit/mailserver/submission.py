@@ -240,7 +240,7 @@ class SubmissionHandler(replies.Ehlo):
             )
         except Exception as error:
             log_failure(log, error, "event=submission_queue_failed inbox_id=%s", user.inbox_id)
-            return replies.TEMPORARY_FAILURE
+            return replies.failed(error)
         self._on_queued(user.inbox_id)
         log.info(
             "event=submitted queue_id=%s inbox_id=%s rcpts=%d size=%d",
@@ -253,7 +253,7 @@ class SubmissionHandler(replies.Ehlo):
 
     async def handle_exception(self, error: Exception) -> str:
         log_failure(log, error, "event=submission_session_error")
-        return replies.TEMPORARY_FAILURE
+        return replies.failed(error)
 
 
 def _peer_ip(session: Session) -> str:

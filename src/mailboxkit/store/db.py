@@ -9,6 +9,7 @@ before it returns. PostgreSQL needs none of this: both methods use one pool.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -45,10 +46,26 @@ def _defer_begin(conn: Connection, statement: str) -> None:
     driver.defer_begin(statement)
 
 
-_SQLITE_UNAVAILABLE = frozenset({5, 6, 10, 13, 14})
+_SQLITE_FULL = 13
+_SQLITE_UNAVAILABLE = frozenset({5, 6, 10, _SQLITE_FULL, 14})
 """SQLite's primary result codes BUSY, LOCKED, IOERR, FULL and CANTOPEN: the file, not the SQL."""
 _POSTGRES_UNAVAILABLE = ("08", "53", "57")
 """SQLSTATE classes: connection exception, insufficient resources, operator intervention."""
+_POSTGRES_DISK_FULL = "53100"
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def storage_full(error: BaseException | None) -> bool:
+    """Whether ``error`` says the disk (or the disk quota) under the blob directory or the
+    database is full: a condition that passes when an operator frees space, so the client
+    should try again later (SMTP's 452 4.3.1, RFC 3463 "mail system full")."""
+    if isinstance(error, OSError):
+        return error.errno in _NO_SPACE
+    if not isinstance(error, exc.DBAPIError):
+        return False
+    if getattr(error.orig, "sqlite_errorcode", None) == _SQLITE_FULL:
+        return True
+    return getattr(error.orig, "sqlstate", None) == _POSTGRES_DISK_FULL
 
 
 def unavailable(error: BaseException) -> bool:
@@ -57,13 +74,13 @@ def unavailable(error: BaseException) -> bool:
     free in time, a connection lost or refused (the server restarting, its connection
     limit reached), SQLite's file locked past the busy timeout or failing to read or write;
     also any ConnectionError, which is how the blob store says it is out of reach
-    (``blobs.BlobStoreUnavailable``).
+    (``blobs.BlobStoreUnavailable``), and a full disk (``storage_full``).
 
     A DBAPI error raised outside any statement (``statement`` unset) came from connecting,
     committing or rolling back: connection trouble, whatever the driver calls it. SQL that is
     wrong (SQLite reports a missing table as an OperationalError too) is not unavailability.
     """
-    if isinstance(error, exc.TimeoutError | ConnectionError):
+    if isinstance(error, exc.TimeoutError | ConnectionError) or storage_full(error):
         return True
     if not isinstance(error, exc.DBAPIError):
         return False

@@ -8,8 +8,9 @@ Implementation notes (the pipeline of STYLE.md, in this order):
   selected mailbox (``sync``), then the tagged response -> ``responses.serialize``.
 - Errors are caught here and only here: a handler's ``CommandFailed`` is its tagged NO/BAD;
   an unexpected exception is logged once with the session id and answered
-  ``BAD [SERVERBUG]``, the database out of reach ``NO [UNAVAILABLE]`` (RFC 5530, the session
-  goes on); a framing error, a timeout or a deleted mailbox end the session with ``* BYE``.
+  ``BAD [SERVERBUG]``, the store out of reach or out of space ``NO [UNAVAILABLE]`` (RFC 5530,
+  the session goes on); a framing error, a timeout or a deleted mailbox end the session with
+  ``* BYE``.
   ``CancelledError`` (shutdown) says ``* BYE`` and propagates.
 - Output is buffered and written at the end of each command, before any read, or when the
   buffer passes :data:`FLUSH_SIZE` (a FETCH of many bodies streams).
@@ -60,7 +61,7 @@ from mailboxkit.mailserver.imap.state import (
 )
 from mailboxkit.mailserver.imap.sync import MailboxGone, report_changes
 from mailboxkit.mailserver.imap.wire import Frame, FrameLimits, read_frame
-from mailboxkit.store.db import brief, unavailable
+from mailboxkit.store.db import brief, storage_full, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ _ABORTS = (
     ssl.SSLError,
 )
 _UNAVAILABLE = "Mail store temporarily unavailable, try again later"
+_OUT_OF_SPACE = "Mail store out of space, try again later"
 
 
 class Session:
@@ -217,9 +219,10 @@ class Session:
         except (*_ABORTS, TimeoutError, MailboxGone, FramingError):
             raise
         except Exception as error:
-            if unavailable(error):  # the database: the client may try again later
+            if unavailable(error):  # the store out of reach or full: try again later
                 self._log_unavailable(error)
-                status = StatusResponse(Condition.NO, _UNAVAILABLE, tag, Code.UNAVAILABLE)
+                text = _OUT_OF_SPACE if storage_full(error) else _UNAVAILABLE
+                status = StatusResponse(Condition.NO, text, tag, Code.UNAVAILABLE)
             else:
                 log.exception(
                     "event=imap_command_error session=%s command=%s",
