@@ -114,3 +114,18 @@ def message(
         name, data = attachment
         msg.add_attachment(data, maintype="application", subtype="octet-stream", filename=name)
     return bytes(msg).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def idle(api: Api) -> None:
+    """Wait until the dispatcher has nothing in flight and nothing due."""
+    dispatcher = api.server.app.webhooks
+    assert dispatcher is not None
+    api.server.call(dispatcher.idle())
+
+
+def setup_hook(api: Api, url: str, **body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    owner = api.register("Hook Owner")
+    with api.client(owner["api_key"]) as c:
+        r = c.post("/webhooks", json={"url": url, **body})
+    assert r.status_code == 201, r.text
+    return owner, r.json()

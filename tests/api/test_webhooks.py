@@ -15,7 +15,7 @@ import pytest
 import standardwebhooks
 import svix.webhooks
 
-from api.apiserver import Api, message, start_api
+from api.apiserver import Api, idle, message, setup_hook, start_api
 from api.webhook_receiver import Received, Receiver
 from mailboxkit.api.signing import new_secret, signature
 from mailboxkit.store.webhooks import matches
@@ -26,13 +26,6 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver().start()
     yield r
     r.stop()
-
-
-def idle(api: Api) -> None:
-    """Wait until the dispatcher has nothing in flight and nothing due."""
-    dispatcher = api.server.app.webhooks
-    assert dispatcher is not None
-    api.server.call(dispatcher.idle())
 
 
 def advance(api: Api, seconds: float) -> None:
@@ -48,14 +41,6 @@ def verify(secret: str, got: Received) -> dict[str, Any]:
     svix_headers = {k: v for k, v in got.headers.items() if k.startswith("svix-")}
     svix.webhooks.Webhook(secret).verify(got.body, svix_headers)
     return payload
-
-
-def setup_hook(api: Api, url: str, **body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    owner = api.register("Hook Owner")
-    with api.client(owner["api_key"]) as c:
-        r = c.post("/webhooks", json={"url": url, **body})
-    assert r.status_code == 201, r.text
-    return owner, r.json()
 
 
 @pytest.mark.parametrize(

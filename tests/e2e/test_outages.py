@@ -9,7 +9,7 @@ Meanwhile each surface answers a temporary failure its clients know to retry (SM
 keeping nothing; IMAP ``NO [UNAVAILABLE]`` with the session kept; HTTP 503 ``unavailable``),
 and afterwards the same server, and the same IMAP session, serve every message. A message the
 recipient's MX accepted just as the database went away is recorded once it is back, and not
-delivered again."""
+delivered again; so is a webhook its endpoint accepted then."""
 
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ import pytest
 from moto.server import ThreadedMotoServer
 from sqlalchemy import select
 
+from api.apiserver import Api, idle, setup_hook, start_api
+from api.webhook_receiver import Received, Receiver
 from e2e.sending import Sending, start_sending
 from mailboxkit.store import models as m
 from mailboxkit.store.migrate import upgrade
@@ -260,6 +262,47 @@ def test_stop_while_the_database_is_out_of_reach(
         sending.sink.stop()
     messages = [r.getMessage() for r in caplog.records]
     assert any("outbound_settle_abandoned size=1" in text for text in messages)
+
+
+def test_database_lost_between_a_webhook_and_its_record(
+    tmp_path: Path, database: OwnDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The endpoint answers 200 just after the database went away: the attempt is recorded
+    once it is back, and the event is not sent again."""
+    caplog.set_level(logging.INFO, logger="mailboxkit.api.dispatcher")
+    cut = threading.Event()
+
+    def cut_off_then_accept(_got: Received) -> tuple[int, dict[str, str]]:
+        if not cut.is_set():
+            cutter = threading.Thread(target=database.cut_off)  # its own event loop
+            cutter.start()
+            cutter.join()
+            cut.set()
+        return 200, {}
+
+    receiver = Receiver()
+    receiver.answer = cut_off_then_accept
+    receiver.start()
+    server, clock = start_api(tmp_path, database.url)
+    api = Api(server, clock)
+    try:
+        owner, hook = setup_hook(api, receiver.url(), events=["message.received"])
+        api.send(owner["email"], message("Hooked"))
+        assert cut.wait(30)
+        database.reconnect()
+        idle(api)  # the attempt recorded: nothing in flight, nothing due
+        with api.client(owner["api_key"]) as c:
+            log = c.get(f"/webhooks/{hook['webhook_id']}/deliveries").json()
+        [delivery] = log["deliveries"]
+        assert (delivery["status"], delivery["attempts"]) == ("succeeded", 1)
+        assert len(receiver.all) == 1
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("webhook_record_failed" in text for text in messages)
+        assert any("webhook_recorded_late" in text for text in messages)
+    finally:
+        database.reconnect()
+        server.stop()
+        receiver.stop()
 
 
 # --- the S3 blob store --------------------------------------------------------------------

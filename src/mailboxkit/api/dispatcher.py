@@ -12,7 +12,9 @@ Implementation notes:
 - Each claimed delivery is one request, at most ``concurrency`` at once, bounded in total by
   ``timeout`` (httpx's own timeouts are per read). The claim's lease is twice the timeout: a
   process killed mid-request leaves the delivery due again when the lease ends, so an event is
-  sent twice only across a crash. Endpoints de-duplicate on ``webhook-id``.
+  sent twice only across a crash. Endpoints de-duplicate on ``webhook-id``. An attempt that
+  cannot be recorded because the database is out of reach is recorded again, backing off, for
+  up to half the lease (``store.db.when_available``), so an outage does not resend it either.
 - Outcome: 2xx delivered; 410 Gone fails the delivery and disables the endpoint; anything else
   (3xx included: redirects are not followed) is retried on ``RETRY_DELAYS`` (attempt 1 at once,
   then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h after each failure) with ±10 % jitter, never
@@ -48,7 +50,7 @@ from mailboxkit.store import webhook_dispatch as dispatch
 from mailboxkit.store import webhooks as store
 from mailboxkit.store.blobs import BlobStore
 from mailboxkit.store.clock import Clock, SystemClock
-from mailboxkit.store.db import Database, log_failure
+from mailboxkit.store.db import Database, log_failure, unavailable, when_available
 from mailboxkit.store.eventfeed import EventFeed
 from mailboxkit.store.events import EventBus, Subscription
 from mailboxkit.store.tasks import stop_tasks
@@ -188,6 +190,7 @@ class Dispatcher:
         self._fan_out = dispatch.FanOutProgress(EventFeed(0, is_sqlite=db.is_sqlite))
         self._wakeup = asyncio.Event()
         self._parked = asyncio.Event()
+        self._stopping = asyncio.Event()  # cuts short the wait to record attempts again
         self._inflight: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._sub: Subscription | None = None
@@ -197,6 +200,7 @@ class Dispatcher:
         self._endpoints_read_at = -math.inf
 
     async def start(self) -> None:
+        self._stopping.clear()
         async with self._db.write() as conn:
             await dispatch.ensure_cursor(conn)
         self._sub = self._bus.subscribe()
@@ -207,6 +211,7 @@ class Dispatcher:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking work; let requests in flight finish for up to ``grace`` seconds."""
+        self._stopping.set()
         await stop_tasks(*self._tasks)
         self._tasks = []
         if self._sub is not None:
@@ -444,13 +449,28 @@ class Dispatcher:
             outcome.error,
             outcome.duration_ms,
         )
-        try:
+
+        async def write() -> None:
             async with self._db.write() as conn:
                 current = await dispatch.record_attempt(
                     conn, c, outcome, status=status, next_attempt_at=next_at
                 )
                 if code == 410 and current:
                     await store.disable_gone(conn, c.webhook_id, now=self._clock.now())
+
+        # Not recorded, the claim's lease runs out and the delivery is tried again.
+        try:
+            await write()
         except Exception as error:
-            # The claim's lease runs out and the delivery is tried again.
             log_failure(log, error, "event=webhook_record_failed delivery_id=%s", c.delivery_id)
+            if not unavailable(error):
+                return
+            try:
+                late = await when_available(
+                    write, within=self.config.lease.total_seconds() / 2, stopping=self._stopping
+                )
+            except Exception as again:
+                log_failure(log, again, "event=webhook_record_failed delivery_id=%s", c.delivery_id)
+                return
+            if late:
+                log.info("event=webhook_recorded_late delivery_id=%s", c.delivery_id)

@@ -9,9 +9,10 @@ before it returns. PostgreSQL needs none of this: both methods use one pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -106,6 +107,35 @@ def log_failure(logger: logging.Logger, error: BaseException, message: str, *arg
         logger.warning(message + " error=%s", *args, brief(error))
     else:
         logger.error(message, *args, exc_info=error)
+
+
+async def when_available(
+    operation: Callable[[], Awaitable[object]],
+    *,
+    within: float,
+    stopping: asyncio.Event,
+    backoff: tuple[float, float] = (0.5, 30.0),
+) -> bool:
+    """Run ``operation`` again while it fails because the store is out of reach (it already
+    failed once so), waiting ``backoff[0]`` seconds doubling to ``backoff[1]`` before each try,
+    for up to ``within`` seconds. True once it succeeded; False when given up. ``stopping``
+    set cuts the wait short: one more try at once, then give up. Other errors propagate."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + within
+    delay, longest = backoff
+    while loop.time() + delay < give_up and not stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await stopping.wait()
+        try:
+            await operation()
+        except Exception as error:
+            if not unavailable(error):
+                raise
+            delay = min(delay * 2, longest)
+        else:
+            return True
+    return False
 
 
 CONNECT_TIMEOUT = 10.0

@@ -54,7 +54,7 @@ from mailboxkit.store import deliveries, outbox
 from mailboxkit.store.accounts import Inbox
 from mailboxkit.store.blobs import BlobNotFound, BlobStore
 from mailboxkit.store.clock import Clock
-from mailboxkit.store.db import Database, log_failure, unavailable
+from mailboxkit.store.db import Database, log_failure, unavailable, when_available
 from mailboxkit.store.deliveries import Bounce, Claimed, Settlement
 from mailboxkit.store.events import EventBus
 from mailboxkit.store.mailbox_changes import MailboxChanges
@@ -440,25 +440,21 @@ class QueueWorker:
         """The database out of reach: the batch again, backing off, until it is recorded or
         half the lease has passed (then its claims are delivered again when the lease ends).
         Stopping tries once more at once, then gives up."""
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + self._config.lease / 2
-        delay, longest = SETTLE_RETRY
-        while loop.time() + delay < give_up and not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._stopping.wait()
-            try:
-                await self._commit(batch)
-            except Exception as error:
-                if not unavailable(error):
-                    log_failure(log, error, "event=outbound_settle_failed size=%d", len(batch))
-                    await self._commit_one_by_one(batch)
-                    return
-                delay = min(delay * 2, longest)
-            else:
-                log.info("event=outbound_settled_late size=%d", len(batch))
-                return
-        log.warning("event=outbound_settle_abandoned size=%d", len(batch))
+        try:
+            recorded = await when_available(
+                lambda: self._commit(batch),
+                within=self._config.lease / 2,
+                stopping=self._stopping,
+                backoff=SETTLE_RETRY,
+            )
+        except Exception as error:
+            log_failure(log, error, "event=outbound_settle_failed size=%d", len(batch))
+            await self._commit_one_by_one(batch)
+            return
+        if recorded:
+            log.info("event=outbound_settled_late size=%d", len(batch))
+        else:
+            log.warning("event=outbound_settle_abandoned size=%d", len(batch))
 
     async def _commit_one_by_one(self, batch: list[_Pending]) -> None:
         """After a failed batch: each group alone, so one bad group fails alone (its claims
