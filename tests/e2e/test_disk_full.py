@@ -159,9 +159,14 @@ def test_full_disk_is_a_temporary_refusal_and_mail_flows_once_space_is_freed(
     assert data[0].startswith(b"[UNAVAILABLE] Mail store out of space")
     assert imap.select("INBOX") == ("OK", [b"0"])  # nothing was stored
 
+    http = f"http://127.0.0.1:{env['MAILBOXKIT_HTTP_PORT']}"
+    ready = httpx.get(f"{http}/readyz")
+    assert (ready.status_code, ready.json()["error"]["message"]) == (
+        503,
+        "blob store out of space",
+    )
     sent = httpx.post(
-        f"http://127.0.0.1:{env['MAILBOXKIT_HTTP_PORT']}/api/v1/inboxes/{inbox['inbox_id']}"
-        "/messages/send",
+        f"{http}/api/v1/inboxes/{inbox['inbox_id']}/messages/send",
         headers={"Authorization": f"Bearer {key}"},
         json={"to": ["someone@remote.test"], "subject": "while full", "text": "x" * 20000},
     )
@@ -177,6 +182,7 @@ def test_full_disk_is_a_temporary_refusal_and_mail_flows_once_space_is_freed(
     assert leftovers == ["filler"]
 
     running.seen("filler").unlink()
+    assert httpx.get(f"{http}/readyz").status_code == 200
     with smtplib.SMTP("127.0.0.1", smtp_port) as smtp:
         assert smtp.sendmail("sender@remote.test", [ADDRESS], _message("received-later")) == {}
     typ, _ = imap.append("INBOX", None, None, _message("appended-later"))

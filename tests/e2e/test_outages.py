@@ -381,9 +381,15 @@ def test_s3_endpoint_down_then_back(on_s3: ServerThread, s3: S3Endpoint) -> None
         response = http.get(raw_url)
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "unavailable"
+        ready = http.get(f"{server.http_url}/readyz")
+        assert (ready.status_code, ready.json()["error"]["message"]) == (
+            503,
+            "blob store unavailable",
+        )
 
         s3.start()
 
+        assert http.get(f"{server.http_url}/readyz").status_code == 200
         assert send(server, after)[0] == 250
         assert session.noop()[0] == "OK"  # the new message's EXISTS
         stored = bodies(session)

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import boto3  # type: ignore[import-untyped]
 import httpx
 import pytest
+from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from moto.server import ThreadedMotoServer
@@ -102,6 +103,21 @@ def stored_files(root: Path) -> set[str]:
 
 
 # --- the BlobStore contract, both backends --------------------------------------------------
+
+
+async def test_check_passes_while_the_store_can_take_blobs(store: BlobStore) -> None:
+    await store.check()  # a fresh local store has no directory yet: made with the first blob
+    await store.put("msg/2024/01/01/a.eml", b"x")
+    await store.check()
+
+
+async def test_check_of_a_missing_bucket_fails(moto_endpoint: str, aws_env: None) -> None:
+    store = S3BlobStore(bucket="no-such-bucket", endpoint_url=moto_endpoint, region=REGION)
+    try:
+        with pytest.raises(ClientError):
+            await store.check()
+    finally:
+        await store.close()
 
 
 async def test_round_trip(store: BlobStore) -> None:

@@ -36,7 +36,7 @@ from mailboxkit.api.context import ApiConfig, ApiContext
 from mailboxkit.api.errors import error, install_handlers
 from mailboxkit.api.middleware import AccessLog, BodyLimit
 from mailboxkit.store.blobs import content_disposition
-from mailboxkit.store.db import log_failure
+from mailboxkit.store.db import log_failure, storage_full
 from mailboxkit.store.localblobs import LocalBlobStore
 
 __all__ = ["ApiConfig", "ApiContext", "create_app", "error"]
@@ -75,12 +75,14 @@ def _operations(ctx: ApiContext) -> APIRouter:
 
     @router.get(
         "/readyz",
-        summary="Readiness: the database answers.",
-        description="200 when the database answers a query, else 503; no authentication.",
+        summary="Readiness: the database answers and the blob store can take mail.",
+        description="200 when the database answers a query and the blob store is in reach "
+        "with space left, else 503; no authentication.",
         responses={
             200: {"content": {"application/json": {"example": {"status": "ready"}}}},
             503: {
-                "description": "The database does not answer.",
+                "description": "The database does not answer, or the blob store is out of "
+                "reach or out of space.",
                 "content": {
                     "application/json": {
                         "example": {
@@ -96,8 +98,16 @@ def _operations(ctx: ApiContext) -> APIRouter:
             async with ctx.db.read() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception as exc:
-            log_failure(log, exc, "event=readyz_failed")
+            log_failure(log, exc, "event=readyz_failed store=database")
             return error(503, "unavailable", "database unavailable")
+        try:
+            await ctx.blobs.check()
+        except Exception as exc:
+            log_failure(log, exc, "event=readyz_failed store=blobs")
+            full = storage_full(exc)
+            return error(
+                503, "unavailable", f"blob store {'out of space' if full else 'unavailable'}"
+            )
         return JSONResponse({"status": "ready"})
 
     @router.get("/blobs/{key:path}", include_in_schema=False)

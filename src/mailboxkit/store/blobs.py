@@ -85,6 +85,11 @@ class BlobStore(Protocol):
         """Return the blob; raise ``BlobNotFound`` when there is none."""
         ...
 
+    async def check(self) -> None:
+        """Raise when the store could not take a blob now (readiness): out of reach, missing,
+        or out of space."""
+        ...
+
     async def delete(self, key: str) -> None:
         """Remove the blob; deleting a missing blob is not an error."""
         ...

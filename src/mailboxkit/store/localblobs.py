@@ -11,6 +11,7 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import errno
 import hashlib
 import hmac
 import json
@@ -157,6 +158,18 @@ class LocalBlobStore:
             return await asyncio.to_thread(path.read_bytes)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise BlobNotFound(key) from None
+
+    async def check(self) -> None:
+        """No free block where blobs are written is ``OSError`` ENOSPC. (The directory itself
+        is made with the first blob, on the filesystem of its nearest existing ancestor.)"""
+        await asyncio.to_thread(self._check_space)
+
+    def _check_space(self) -> None:
+        place = self._root
+        while not place.exists() and place != place.parent:
+            place = place.parent
+        if os.statvfs(place).f_bavail == 0:
+            raise OSError(errno.ENOSPC, "no space left for blobs", str(self._root))
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._delete_paths, [self.path_for(key)])

@@ -84,6 +84,9 @@ class S3BlobStore:
                 raise BlobNotFound(key) from None
             raise
 
+    async def check(self) -> None:
+        await _call(self._client.head_bucket, Bucket=self._bucket)
+
     async def delete(self, key: str) -> None:
         object_key = self._object_key(key)
         await _call(self._client.delete_object, Bucket=self._bucket, Key=object_key)
