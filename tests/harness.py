@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import subprocess
+import sys
 import threading
 from concurrent.futures import Future
 from pathlib import Path
@@ -201,3 +203,15 @@ def server_settings(data_dir: Path, database_url: str, **overrides: Any) -> Sett
     }
     values.update(overrides)
     return Settings(**values)
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``mailboxkit ARGS`` as an operator runs it, with ``env``; its exit code and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "mailboxkit.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -30,7 +30,7 @@ from mailboxkit.dns.records import (
     zone_fragment,
 )
 from mailboxkit.dns.resolver import DnsResolver
-from mailboxkit.store import accounts
+from mailboxkit.store import accounts, erasure
 from mailboxkit.store.clock import SystemClock
 from mailboxkit.store.db import Database
 from mailboxkit.store.migrate import upgrade_async
@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     create_account.add_argument("name")
     create_account.add_argument("--owner-email")
     create_account.add_argument("--json", action="store_true")
+    delete_account = account.add_parser(
+        "delete", help="delete an account and all its data, for good (its inboxes and mail too)"
+    )
+    delete_account.add_argument("account_id")
+    delete_account.add_argument("--yes", action="store_true", help="really delete it")
 
     inbox = sub.add_parser("inbox", help="inboxes").add_subparsers(dest="action", required=True)
     create_inbox = inbox.add_parser(
@@ -149,6 +154,36 @@ async def _account_create(settings: Settings, args: argparse.Namespace) -> int:
         print(json.dumps({"account_id": account_id, "api_key": key.secret}))
     else:
         print(f"account {account_id}\napi key (shown once): {key.secret}")
+    return 0
+
+
+async def _account_delete(settings: Settings, args: argparse.Namespace) -> int:
+    if not args.yes:
+        print(
+            f"mailboxkit: this deletes account {args.account_id} and all its data for good; "
+            "add --yes to do it",
+            file=sys.stderr,
+        )
+        return 2
+    from mailboxkit.components import open_blobs  # loads the server: see _serve
+
+    db = await _open_db(settings)
+    blobs = open_blobs(settings)
+    try:
+        erased = await erasure.erase_account(db, blobs, args.account_id, now=SystemClock().now())
+    except erasure.DomainShared:
+        print(
+            "mailboxkit: another account has inboxes on one of this account's domains",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        await blobs.close()
+        await db.close()
+    if erased is None:
+        print(f"mailboxkit: no account {args.account_id}", file=sys.stderr)
+        return 1
+    print(f"deleted account {args.account_id}: {erased.inboxes} inboxes, {erased.blobs} blobs")
     return 0
 
 
@@ -333,6 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     commands = {
         ("account", "create"): _account_create,
+        ("account", "delete"): _account_delete,
         ("inbox", "create"): _inbox_create,
         ("inbox", "list"): _inbox_list,
         ("dns", "records"): _dns_records,

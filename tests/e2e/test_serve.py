@@ -20,18 +20,7 @@ from sqlalchemy import select
 from mailboxkit.store import models as m
 from mailboxkit.store.db import Database
 
-from harness import ServerThread, free_port, server_settings
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mailboxkit.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from harness import ServerThread, cli, free_port, server_settings
 
 
 @pytest.fixture

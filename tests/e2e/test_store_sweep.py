@@ -10,8 +10,6 @@ import json
 import logging
 import os
 import smtplib
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -31,7 +29,7 @@ from mailboxkit.store import models as m
 from mailboxkit.store.blobs import BlobNotFound, BlobStore
 from mailboxkit.store.sweep import SweepPolicy, SweepReport, sweep
 
-from harness import ServerThread, free_port, server_settings
+from harness import ServerThread, cli, free_port, server_settings
 
 REGION = "us-east-1"
 ALICE = "alice@example.test"
@@ -257,17 +255,6 @@ def test_blobs_no_row_names_go_once_older_than_the_grace(server: ServerThread) -
         [body] = fetch_body(client, "INBOX")
     assert body == server.blob(kept.raw_key) and b"Subject: kept" in body
     assert server.blob(f"att/{sha256(SHARED).hexdigest()}") == SHARED
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mailboxkit.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize("blob_settings", ["local"], indirect=True)

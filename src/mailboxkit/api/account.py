@@ -1,18 +1,21 @@
-"""``/account`` and ``/usage``: the caller's account and what it has used."""
+"""``/account`` and ``/usage``: the caller's account, its deletion, and what it has used."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from mailboxkit.api import schemas as s
 from mailboxkit.api.auth import AccountPrincipal, Principal, flush_counters
 from mailboxkit.api.context import Ctx
 from mailboxkit.api.errors import ApiError, not_found
 from mailboxkit.api.params import utc
-from mailboxkit.store import accounts, usage
+from mailboxkit.store import accounts, erasure, usage
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["account"], responses=s.AUTHENTICATED)
 
@@ -58,6 +61,52 @@ async def update_account(body: s.AccountUpdate, owner: AccountPrincipal, ctx: Ct
     if found is None:
         raise not_found("account")
     return _account(found)
+
+
+@router.delete(
+    "/account",
+    status_code=204,
+    response_class=Response,
+    summary="Delete the account and all its data",
+    description="Deletes the account at once and for good: its inboxes with all their mail, "
+    "threads and attachments, its domains, API keys (this one too), webhooks, queued and sent "
+    "mail, drafts, sender rules, suppressions and usage. Stored messages and attachments go "
+    "with it unless another account's messages share them (attachments stored in the last "
+    "hour go with the next store sweep). `confirm` must be the account's id. Needs an account "
+    "key. 409 while another account has inboxes on one of its domains.",
+    responses=s.error_responses(403, 409),
+)
+async def delete_account(
+    owner: AccountPrincipal,
+    ctx: Ctx,
+    confirm: Annotated[str, Query(description="The account's id, to confirm the deletion.")],
+) -> Response:
+    if confirm != owner.account_id:
+        raise ApiError(
+            422,
+            "validation_error",
+            "confirm must be the account's id",
+            fields=[{"field": "query.confirm", "message": "must be the account's id"}],
+        )
+    try:
+        erased = await erasure.erase_account(
+            ctx.db, ctx.blobs, owner.account_id, now=ctx.clock.now()
+        )
+    except erasure.DomainShared:
+        raise ApiError(
+            409, "conflict", "another account has inboxes on one of this account's domains"
+        ) from None
+    if erased is None:
+        raise not_found("account")
+    ctx.routing_changed()
+    ctx.keys.clear()
+    log.info(
+        "event=account_deleted account_id=%s inboxes=%d blobs_deleted=%d",
+        owner.account_id,
+        erased.inboxes,
+        erased.blobs,
+    )
+    return Response(status_code=204)
 
 
 def _month_start(now: datetime) -> datetime:
