@@ -22,7 +22,7 @@ from mailboxkit.store.accounts import Inbox, create_account, create_inbox
 from mailboxkit.store.db import Database
 from mailboxkit.store.migrate import upgrade
 
-from harness import ServerThread, server_settings
+from harness import ServerThread, free_port, server_settings
 
 POSTGRES_URL = os.environ.get(
     "MAILBOXKIT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -108,7 +108,11 @@ async def inbox(db: Database) -> Inbox:
 
 @pytest.fixture
 def server(tmp_path: Path, database_url: str) -> Iterator[ServerThread]:
-    running = ServerThread(server_settings(tmp_path / "data", database_url))
+    """The whole server on loopback, IMAP too (no delay after a failed login)."""
+    settings = server_settings(
+        tmp_path / "data", database_url, imap_port=free_port(), imap_auth_failure_delay=0
+    )
+    running = ServerThread(settings)
     running.start()
     yield running
     running.stop()

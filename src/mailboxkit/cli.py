@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -33,6 +34,7 @@ from mailboxkit.dns.resolver import DnsResolver
 from mailboxkit.store import accounts, erasure
 from mailboxkit.store.clock import SystemClock
 from mailboxkit.store.db import Database
+from mailboxkit.store.export import export_account
 from mailboxkit.store.migrate import upgrade_async
 from mailboxkit.store.sweep import sweep_once
 
@@ -59,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     delete_account.add_argument("account_id")
     delete_account.add_argument("--yes", action="store_true", help="really delete it")
+    export_account = account.add_parser(
+        "export", help="write all of an account's data to a zip (Maildir folders and JSON)"
+    )
+    export_account.add_argument("account_id")
+    export_account.add_argument(
+        "--output", "-o", type=Path, required=True, help="the zip to write ('-': stdout)"
+    )
 
     inbox = sub.add_parser("inbox", help="inboxes").add_subparsers(dest="action", required=True)
     create_inbox = inbox.add_parser(
@@ -184,6 +193,35 @@ async def _account_delete(settings: Settings, args: argparse.Namespace) -> int:
         print(f"mailboxkit: no account {args.account_id}", file=sys.stderr)
         return 1
     print(f"deleted account {args.account_id}: {erased.inboxes} inboxes, {erased.blobs} blobs")
+    return 0
+
+
+async def _account_export(settings: Settings, args: argparse.Namespace) -> int:
+    from mailboxkit.components import open_blobs  # loads the server: see _serve
+
+    to_stdout = str(args.output) == "-"
+    partial = args.output.with_name(args.output.name + ".partial")
+    db = await _open_db(settings)
+    blobs = open_blobs(settings)
+    try:
+        with contextlib.ExitStack() as files:
+            out = sys.stdout.buffer if to_stdout else files.enter_context(partial.open("wb"))
+            summary = await export_account(db, blobs, args.account_id, out, now=SystemClock().now())
+        if summary is not None and not to_stdout:
+            partial.replace(args.output)  # whole, or not there at all
+    finally:
+        partial.unlink(missing_ok=True)
+        await blobs.close()
+        await db.close()
+    if summary is None:
+        print(f"mailboxkit: no account {args.account_id}", file=sys.stderr)
+        return 1
+    print(
+        f"exported account {args.account_id}: {summary.inboxes} inboxes, "
+        f"{summary.messages} messages, {summary.missing_blobs} missing, "
+        f"{summary.archive_bytes} bytes",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -369,6 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {
         ("account", "create"): _account_create,
         ("account", "delete"): _account_delete,
+        ("account", "export"): _account_export,
         ("inbox", "create"): _inbox_create,
         ("inbox", "list"): _inbox_list,
         ("dns", "records"): _dns_records,

@@ -6,25 +6,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from harness import ImapLine, ServerThread, free_port, server_settings
+from harness import ImapLine, ServerThread
 
 ADDRESS = "bot@example.test"
 MESSAGE = b"From: a@example.test\r\nSubject: s\r\n\r\nbody\r\n"
-
-
-@pytest.fixture
-def server(tmp_path: Path, database_url: str) -> Iterator[ServerThread]:
-    settings = server_settings(
-        tmp_path / "data", database_url, imap_port=free_port(), imap_auth_failure_delay=0
-    )
-    running = ServerThread(settings)
-    running.start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture

@@ -4,31 +4,19 @@ RFC 4315 UIDPLUS; RFC 6851 MOVE)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from mailboxkit.store import models as m
 
-from harness import ImapLine, ServerThread, free_port, server_settings
+from harness import ImapLine, ServerThread
 
 ADDRESS = "bot@example.test"
 
 
 def message(n: int) -> bytes:
     return b"From: a@example.test\r\nSubject: message %d\r\n\r\nbody %d\r\n" % (n, n)
-
-
-@pytest.fixture
-def server(tmp_path: Path, database_url: str) -> Iterator[ServerThread]:
-    settings = server_settings(
-        tmp_path / "data", database_url, imap_port=free_port(), imap_auth_failure_delay=0
-    )
-    running = ServerThread(settings)
-    running.start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture

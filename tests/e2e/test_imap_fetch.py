@@ -11,25 +11,13 @@ from collections.abc import Iterator
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import compat32
-from pathlib import Path
 
 import pytest
 from imapclient import IMAPClient
 
-from harness import ImapLine, ServerThread, free_port, server_settings
+from harness import ImapLine, ServerThread
 
 ADDRESS = "bot@example.test"
-
-
-@pytest.fixture
-def server(tmp_path: Path, database_url: str) -> Iterator[ServerThread]:
-    settings = server_settings(
-        tmp_path / "data", database_url, imap_port=free_port(), imap_auth_failure_delay=0
-    )
-    running = ServerThread(settings)
-    running.start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import asyncio
 import smtplib
 import threading
 import time
-from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -20,17 +19,6 @@ from harness import ImapLine, ServerThread, free_port, server_settings
 
 ADDRESS = "bot@example.test"
 MESSAGE = b"From: a@example.test\r\nSubject: s\r\n\r\nbody\r\n"
-
-
-@pytest.fixture
-def server(tmp_path: Path, database_url: str) -> Iterator[ServerThread]:
-    settings = server_settings(
-        tmp_path / "data", database_url, imap_port=free_port(), imap_auth_failure_delay=0
-    )
-    running = ServerThread(settings)
-    running.start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture

@@ -9,24 +9,12 @@ import re
 import smtplib
 from collections.abc import Iterator
 from email.message import EmailMessage
-from pathlib import Path
 
 import pytest
 
-from harness import ServerThread, free_port, server_settings
+from harness import ServerThread
 
 ADDRESS = "bot@example.test"
-
-
-@pytest.fixture
-def server(tmp_path: Path, database_url: str) -> Iterator[ServerThread]:
-    settings = server_settings(
-        tmp_path / "data", database_url, imap_port=free_port(), imap_auth_failure_delay=0
-    )
-    running = ServerThread(settings)
-    running.start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from harness import ImapLine, ServerThread, free_port, server_settings
+from harness import ImapLine, ServerThread
 
 ADDRESS = "bot@example.test"
 
@@ -36,17 +35,6 @@ MESSAGES = [
         b"From: dave@example.test\r\nSubject: short\r\n\r\nx\r\n",
     ),
 ]
-
-
-@pytest.fixture
-def server(tmp_path: Path, database_url: str) -> Iterator[ServerThread]:
-    settings = server_settings(
-        tmp_path / "data", database_url, imap_port=free_port(), imap_auth_failure_delay=0
-    )
-    running = ServerThread(settings)
-    running.start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture

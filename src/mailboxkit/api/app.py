@@ -20,6 +20,7 @@ from mailboxkit.api import (
     deliveries,
     domains,
     drafts,
+    export,
     inboxes,
     messages,
     register,
@@ -152,9 +153,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(_operations(ctx))
     app.include_router(wellknown.router)  # MTA-STS, autoconfig, autodiscover: public
     # stream before messages: /inboxes/{id}/messages/wait is not a message id.
-    for module in (register, account, api_keys, domains, inboxes, stream, messages, threads):
+    for module in (register, account, export, api_keys, domains, inboxes, stream, messages):
         app.include_router(module.router, prefix=PREFIX)
     for module in (
+        threads,
         attachments,
         webhooks,
         send,
