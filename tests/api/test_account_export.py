@@ -91,3 +91,24 @@ def test_the_operator_exports_with_the_cli(api: Api, tmp_path: Path) -> None:
     assert "no account no-such-account" in unknown.stderr
     assert not missing.exists()
     assert list(tmp_path.glob("*.partial")) == []
+
+
+def test_one_export_at_a_time(api: Api) -> None:
+    """While one export is being downloaded (its reader stalled), another is refused with 429;
+    the stalled download still completes whole."""
+    owner = api.register("Big")
+    for n in range(4):  # about 18 MB of zip, more than the queue and both sockets' buffers hold
+        big = ("noise.bin", os.urandom(3_400_000))
+        api.send(owner["email"], message(owner["email"], f"big {n}", "x\n", attachment=big))
+    with api.client(owner["api_key"]) as c, c.stream("GET", "/account/export") as first:
+        assert first.status_code == 200
+        chunks = first.iter_raw()
+        received = [next(chunks)]  # the export is running; now stop reading
+        second = c.get("/account/export")
+        assert second.status_code == 429
+        assert second.headers["retry-after"] == "60"
+        assert second.json()["error"]["code"] == "rate_limited"
+        received.extend(chunks)
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(received)))
+    assert archive.testzip() is None
+    assert len(maildir_files(archive, owner["email"])) == 4
