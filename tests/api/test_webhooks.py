@@ -182,6 +182,21 @@ def test_retry_after_is_honoured_and_410_disables(api: Api, receiver: Receiver) 
     assert json.loads(receiver.next().body)["data"]["subject"] == "enabled again"
 
 
+def test_events_while_disabled_are_not_sent_once_enabled_again(
+    api: Api, receiver: Receiver
+) -> None:
+    owner, hook = setup_hook(api, receiver.url())
+    url = f"/webhooks/{hook['webhook_id']}"
+    with api.client(owner["api_key"]) as c:
+        assert c.post(f"{url}/disable").json()["enabled"] is False
+        api.send(owner["email"], message(owner["email"], "while disabled"))
+        assert c.post(f"{url}/enable").json()["enabled"] is True  # before the fan-out moved on
+    api.send(owner["email"], message(owner["email"], "enabled again"))
+    assert json.loads(receiver.next().body)["data"]["subject"] == "enabled again"
+    idle(api)
+    assert receiver.requests.empty()
+
+
 def test_gives_up_after_the_last_attempt_then_replay(api: Api, receiver: Receiver) -> None:
     receiver.answer = lambda _got: (500, {})
     owner, hook = setup_hook(api, receiver.url())

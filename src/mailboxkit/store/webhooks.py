@@ -6,7 +6,8 @@ Implementation notes:
   ``message.received`` also matches ``message.received.spam`` and
   ``message.received.unauthenticated``, and ``message`` matches every message event. ``*``
   matches everything. ``inbox_ids`` (when set) limits it to events of those inboxes.
-- An endpoint only gets events after its ``after_seq`` (the outbox head when it was made).
+- An endpoint only gets events after its ``after_seq`` (the outbox head when it was made, or
+  last enabled).
 - Deliveries of a disabled endpoint stay pending and are not claimed until it is enabled again.
 - Making, claiming and settling deliveries is ``store.webhook_dispatch``'s.
 """
@@ -19,7 +20,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, case, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
@@ -162,11 +163,17 @@ async def update_webhook(
     now: datetime,
 ) -> Webhook | None:
     """Apply ``changes`` (url, events, inbox_ids, description, enabled, disabled_reason,
-    secret, previous_secret, previous_secret_expires_at)."""
+    secret, previous_secret, previous_secret_expires_at). Enabling a disabled endpoint moves
+    its ``after_seq`` to the head: events of the time it was disabled are not for it, even
+    those the fan-out had not reached yet."""
+    values = dict(changes)
+    if changes.get("enabled") is True:
+        w = m.webhooks.c
+        values["after_seq"] = case((w.enabled.is_(False), await head(conn)), else_=w.after_seq)
     result = await conn.execute(
         update(m.webhooks)
         .where(m.webhooks.c.id == webhook_id, m.webhooks.c.account_id == account_id)
-        .values(**changes, updated_at=now)
+        .values(**values, updated_at=now)
     )
     if result.rowcount == 0:
         return None
