@@ -22,7 +22,7 @@ from mailboxkit.store.accounts import Inbox, create_account, create_inbox
 from mailboxkit.store.db import Database
 from mailboxkit.store.migrate import upgrade
 
-from harness import ServerThread, free_port, server_settings
+from harness import OwnDatabase, ServerThread, free_port, server_settings
 
 POSTGRES_URL = os.environ.get(
     "MAILBOXKIT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -116,6 +116,16 @@ def server(tmp_path: Path, database_url: str) -> Iterator[ServerThread]:
     running.start()
     yield running
     running.stop()
+
+
+@pytest.fixture
+def own_database(postgres_database: str) -> Iterator[OwnDatabase]:
+    """A migrated database of this test alone, so cutting it off harms no other."""
+    own = OwnDatabase(postgres_database, f"mbk_own_{uuid.uuid4().hex[:12]}")
+    own.run(f'CREATE DATABASE "{own.name}"')
+    upgrade(own.url)
+    yield own
+    own.run(f'DROP DATABASE IF EXISTS "{own.name}" WITH (FORCE)')
 
 
 @pytest.fixture

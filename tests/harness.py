@@ -9,8 +9,11 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import asyncpg
 
 from mailboxkit.app import MailboxKit
 from mailboxkit.config import Settings
@@ -215,3 +218,35 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+@dataclass(frozen=True)
+class OwnDatabase:
+    """A database of one test on the test run's PostgreSQL, and the way to cut it off."""
+
+    admin_url: str  # another database of the same server: never cut off
+    name: str
+
+    @property
+    def url(self) -> str:
+        base = self.admin_url.rpartition("/")[0].replace("postgresql://", "postgresql+asyncpg://")
+        return f"{base}/{self.name}"
+
+    def run(self, sql: str) -> None:
+        async def run() -> None:
+            conn = await asyncpg.connect(self.admin_url)
+            try:
+                await conn.execute(sql)
+            finally:
+                await conn.close()
+
+        asyncio.run(run())
+
+    def cut_off(self) -> None:
+        self.run(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS false')
+        self.run(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{self.name}'"
+        )
+
+    def reconnect(self) -> None:
+        self.run(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS true')

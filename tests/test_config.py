@@ -49,7 +49,16 @@ def test_default_database_is_sqlite_in_data_dir(tmp_path: Path) -> None:
     assert url == f"sqlite+aiosqlite:///{tmp_path.resolve()}/mailboxkit.db"
 
 
-@pytest.mark.parametrize("bad", [{"smtp_port": 70000}, {"tls_cert_file": "/x.pem"}, {"nope": 1}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"smtp_port": 70000},
+        {"tls_cert_file": "/x.pem"},
+        {"nope": 1},
+        {"metrics_token": "two words"},  # sent in an HTTP header: visible ASCII only
+        {"metrics_token": "jeton-été"},
+    ],
+)
 def test_invalid_values_fail_with_the_setting_named(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError) as error:
         Settings(**bad)

@@ -79,6 +79,7 @@ def api_config(settings: Settings) -> ApiConfig:
         ),
         max_body_size=settings.api_max_body_size,
         download_url_ttl=settings.download_url_ttl,
+        metrics_token=settings.metrics_token,
     )
 
 

@@ -313,6 +313,11 @@ class Settings(BaseSettings, SendingSettings):
         le=7 * 24 * 3600,
         description="Seconds an attachment download URL works when the client names none.",
     )
+    metrics_token: str = Field(
+        "",
+        description="Token a Prometheus scraper sends to GET /metrics on the HTTP port, as "
+        "Authorization: Bearer TOKEN. Empty: /metrics answers 404 (metrics off).",
+    )
 
     # Events: webhooks, the live stream and waits.
     webhook_allow_private_targets: bool = Field(
@@ -391,6 +396,16 @@ class Settings(BaseSettings, SendingSettings):
                     f"{item!r} is not an IP address or network (e.g. 10.0.0.0/8), or *"
                 ) from None
         return ",".join(items)
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token(cls, value: str) -> str:
+        if not all("!" <= c <= "~" for c in value):
+            raise ValueError(
+                "must be printable ASCII without spaces (it is sent in an HTTP header), "
+                "e.g. from `openssl rand -hex 32`"
+            )
+        return value
 
     @model_validator(mode="after")
     def _check_imap_sizes(self) -> Settings:

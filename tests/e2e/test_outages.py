@@ -13,7 +13,6 @@ delivered again; so is a webhook its endpoint accepted then."""
 
 from __future__ import annotations
 
-import asyncio
 import email.policy
 import imaplib
 import logging
@@ -26,7 +25,6 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import boto3  # type: ignore[import-untyped]
 import httpx
 import pytest
@@ -37,10 +35,9 @@ from api.apiserver import Api, idle, setup_hook, start_api
 from api.webhook_receiver import Received, Receiver
 from e2e.sending import Sending, start_sending
 from mailboxkit.store import models as m
-from mailboxkit.store.migrate import upgrade
 from mailserver.outbound.sink import SinkHandler
 
-from harness import ImapLine, ServerThread, free_port, server_settings
+from harness import ImapLine, OwnDatabase, ServerThread, free_port, server_settings
 
 ADDRESS = "agent@example.test"
 REGION = "us-east-1"
@@ -76,46 +73,9 @@ def bodies(client: imaplib.IMAP4) -> list[bytes]:
 # --- the database -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class OwnDatabase:
-    """A database of one test on the test run's PostgreSQL, and the way to cut it off."""
-
-    admin_url: str  # another database of the same server: never cut off
-    name: str
-
-    @property
-    def url(self) -> str:
-        base = self.admin_url.rpartition("/")[0].replace("postgresql://", "postgresql+asyncpg://")
-        return f"{base}/{self.name}"
-
-    def run(self, sql: str) -> None:
-        async def run() -> None:
-            conn = await asyncpg.connect(self.admin_url)
-            try:
-                await conn.execute(sql)
-            finally:
-                await conn.close()
-
-        asyncio.run(run())
-
-    def cut_off(self) -> None:
-        self.run(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS false')
-        self.run(
-            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{self.name}'"
-        )
-
-    def reconnect(self) -> None:
-        self.run(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS true')
-
-
 @pytest.fixture
-def database(postgres_database: str) -> Iterator[OwnDatabase]:
-    """A migrated database of this test alone, so cutting it off harms no other."""
-    own = OwnDatabase(postgres_database, f"mbk_outage_{uuid.uuid4().hex[:12]}")
-    own.run(f'CREATE DATABASE "{own.name}"')
-    upgrade(own.url)
-    yield own
-    own.run(f'DROP DATABASE IF EXISTS "{own.name}" WITH (FORCE)')
+def database(own_database: OwnDatabase) -> OwnDatabase:
+    return own_database
 
 
 @pytest.fixture

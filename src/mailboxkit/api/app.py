@@ -1,8 +1,10 @@
-"""The HTTP application factory: ``/api/v1`` by resource, health endpoints, signed downloads.
+"""The HTTP application factory: ``/api/v1`` by resource, health endpoints, Prometheus
+``/metrics``, signed downloads.
 
 It holds no globals: everything arrives through :class:`ApiContext`, kept in the application's
-state. Middleware, outermost first: the access log (one line per request), the request body
-limit (413). Every error, expected or not, leaves in the one shape of ``errors.py``.
+state. Middleware, outermost first: the access log (one line per request, and its count in the
+metrics by route template), the request body limit (413). Every error, expected or not, leaves
+in the one shape of ``errors.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from mailboxkit.api import (
     export,
     inboxes,
     messages,
+    metrics,
     register,
     send,
     sender_rules,
@@ -35,7 +38,7 @@ from mailboxkit.api import (
 )
 from mailboxkit.api.context import ApiConfig, ApiContext
 from mailboxkit.api.errors import error, install_handlers
-from mailboxkit.api.middleware import AccessLog, BodyLimit
+from mailboxkit.api.middleware import AccessLog, BodyLimit, route_templates
 from mailboxkit.store.blobs import content_disposition
 from mailboxkit.store.db import log_failure, storage_full
 from mailboxkit.store.localblobs import LocalBlobStore
@@ -152,6 +155,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     install_handlers(app)
     app.include_router(_operations(ctx))
     app.include_router(wellknown.router)  # MTA-STS, autoconfig, autodiscover: public
+    app.include_router(metrics.router)  # for the operator's Prometheus, with its own token
     # stream before messages: /inboxes/{id}/messages/wait is not a message id.
     for module in (register, account, export, api_keys, domains, inboxes, stream, messages):
         app.include_router(module.router, prefix=PREFIX)
@@ -168,5 +172,5 @@ def create_app(ctx: ApiContext) -> FastAPI:
     ):
         app.include_router(module.router, prefix=PREFIX)
     app.add_middleware(BodyLimit, max_size=ctx.config.max_body_size)
-    app.add_middleware(AccessLog)
+    app.add_middleware(AccessLog, routes=route_templates(app))
     return app

@@ -46,6 +46,7 @@ class ApiConfig:
     key_cache_seconds: float = 0.0  # 0: every request reads its key
     max_body_size: int = 10 * 1024 * 1024
     download_url_ttl: int = HOUR
+    metrics_token: str = field(default="", repr=False)  # empty: no /metrics (api/metrics.py)
 
 
 @dataclass(frozen=True, slots=True)

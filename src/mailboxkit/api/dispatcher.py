@@ -43,6 +43,7 @@ from typing import Any
 
 import httpx
 
+from mailboxkit import metrics
 from mailboxkit.api.payloads import PayloadLimits, capped, with_download_urls
 from mailboxkit.api.signing import signed_headers
 from mailboxkit.dns.resolver import DnsNotFound, DnsTempError, Resolver
@@ -63,6 +64,12 @@ JITTER = 0.1
 MAX_RETRY_AFTER = 24 * 3600
 RESPONSE_LOGGED = 1024  # bytes of the endpoint's answer kept in the delivery log
 USER_AGENT = "MailboxKit-Webhooks/1"
+# What an attempt counts as in mailboxkit_webhook_attempts_total.
+METRIC_OUTCOMES = {
+    store.DeliveryStatus.SUCCEEDED: "succeeded",
+    store.DeliveryStatus.PENDING: "retrying",
+    store.DeliveryStatus.FAILED: "failed",
+}
 
 
 class TargetRefused(Exception):
@@ -449,6 +456,7 @@ class Dispatcher:
             outcome.error,
             outcome.duration_ms,
         )
+        metrics.WEBHOOK_ATTEMPTS.labels(METRIC_OUTCOMES[status]).inc()
 
         async def write() -> None:
             async with self._db.write() as conn:

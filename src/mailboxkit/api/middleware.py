@@ -1,4 +1,5 @@
-"""ASGI middleware of the HTTP server: the request body limit and the access log.
+"""ASGI middleware of the HTTP server: the request body limit, and the access log with the
+request metrics.
 
 Both are plain ASGI (no ``BaseHTTPMiddleware``): they wrap ``receive``/``send`` without
 buffering, and streaming responses pass straight through.
@@ -9,10 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
+import fastapi.routing
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mailboxkit import metrics
 
 log = logging.getLogger("mailboxkit.api.access")
 
@@ -87,11 +93,39 @@ class BodyLimit:
             await _send_json(send, 413, "payload_too_large", too_large)
 
 
-class AccessLog:
-    """One log line per request: method, path, status, duration, bytes, client, key id."""
+def route_templates(app: Starlette) -> dict[int, str]:
+    """The whole path template of each route of ``app``, by the id of the route object that
+    routing puts in ``scope["route"]``.
 
-    def __init__(self, app: ASGIApp) -> None:
+    FastAPI 0.137 and later put there the route as its router declared it, without the prefix
+    given to ``include_router`` (``/inboxes/{inbox_id}``, not ``/api/v1/inboxes/{inbox_id}``);
+    their route contexts know the whole path. Earlier versions copy each included route with
+    its whole path: the map is then empty and :func:`route_label` takes the route's own.
+    """
+    contexts = getattr(fastapi.routing, "iter_route_contexts", None)
+    if contexts is None:
+        return {}
+    return {id(c.original_route): c.path_format for c in contexts(app.routes) if c.path_format}
+
+
+def route_label(scope: Scope, templates: Mapping[int, str]) -> str:
+    """The matched route's path template, never the raw path (ids would make a series each);
+    ``unmatched`` when no route matched (404, or refused before routing)."""
+    route = scope.get("route")
+    if route is None:
+        return "unmatched"
+    template = templates.get(id(route)) or getattr(route, "path_format", None)
+    return template if isinstance(template, str) else "unmatched"
+
+
+class AccessLog:
+    """One log line per request: method, path, status, duration, bytes, client, key id; and
+    the request's metrics (``mailboxkit_http_*``), its route given by ``routes``
+    (:func:`route_templates`)."""
+
+    def __init__(self, app: ASGIApp, *, routes: Mapping[int, str] | None = None) -> None:
         self.app = app
+        self.routes = routes or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -107,13 +141,16 @@ class AccessLog:
             nonlocal logged
             logged = True
             client = scope.get("client") or ("-", 0)
+            method = scope.get("method", "-")
+            elapsed = time.perf_counter() - start
+            metrics.http_request(method, route_label(scope, self.routes), status, elapsed)
             log.info(
                 "event=http_request method=%s path=%s status=%d duration_ms=%.1f bytes=%d "
                 "client=%s key_id=%s",
-                scope.get("method", "-"),
+                method,
                 scope.get("path", "-"),
                 status,
-                (time.perf_counter() - start) * 1000,
+                elapsed * 1000,
                 size,
                 client[0],
                 state.get("key_id", "-"),

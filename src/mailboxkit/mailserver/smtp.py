@@ -44,6 +44,7 @@ from typing import Any, AnyStr, Protocol
 
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, TLSSetupException
 
+from mailboxkit import metrics
 from mailboxkit.dns.authresults import AuthVerdicts, authentication_results, strip_forged
 from mailboxkit.dns.dmarc import Disposition, DmarcVerdict
 from mailboxkit.mailserver import replies
@@ -203,16 +204,20 @@ class MxHandler(replies.Ehlo):
     ) -> str:
         assert isinstance(envelope, MxEnvelope)
         if len(envelope.rcpt_tos) >= self._max_recipients:
+            metrics.SMTP_RECIPIENTS_REFUSED.labels("mx", "limit").inc()
             return replies.TOO_MANY_RECIPIENTS
         local, domain = split_address(address)
         bare_postmaster = address.strip().lower() == POSTMASTER  # RFC 5321 §4.1.1.3
         if (not local or not domain) and not bare_postmaster:
+            metrics.SMTP_RECIPIENTS_REFUSED.labels("mx", "invalid").inc()
             return replies.BAD_RECIPIENT
         inbox = await self._recipients.lookup(address)
         if inbox is Refusal.NOT_LOCAL:
             log.info("event=relay_denied peer=%s rcpt_domain=%s", session.peer, domain)
+            metrics.SMTP_RECIPIENTS_REFUSED.labels("mx", "relay").inc()
             return replies.RELAY_DENIED
         if inbox is Refusal.UNKNOWN:
+            metrics.SMTP_RECIPIENTS_REFUSED.labels("mx", "unknown").inc()
             return replies.NO_SUCH_MAILBOX
         sender = _reverse_path(envelope)
         if sender and await self._senders.decide(inbox, sender) is RuleAction.BLOCK:
@@ -222,6 +227,7 @@ class MxHandler(replies.Ehlo):
                 sender,
                 inbox.id,
             )
+            metrics.SMTP_RECIPIENTS_REFUSED.labels("mx", "blocked").inc()
             return replies.SENDER_BLOCKED
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
@@ -381,6 +387,8 @@ def parse_path(arg: str, local_part_limit: int = 0) -> tuple[str | None, str | N
 class MxServer(SMTP):
     """One SMTP session: aiosmtpd plus enhanced codes, connection limits and our envelope."""
 
+    listener = "mx"  # the label of its metrics
+
     def __init__(
         self,
         handler: MxHandler,
@@ -472,13 +480,20 @@ class MxServer(SMTP):
             self._writer.close()
             raise
         if data.refusal is not None:
+            metrics.smtp_message(self.listener, data.refusal.value)
             await self.push(data.refusal.value)
             self.envelope = self._create_envelope()
             return
         envelope.content = envelope.original_content = data.content
-        status = await self._call_handler_hook("DATA")
+        try:
+            status = await self._call_handler_hook("DATA")
+        except Exception:
+            metrics.smtp_message(self.listener, replies.TEMPORARY_FAILURE)  # as answered: 4xx
+            raise
         self.envelope = self._create_envelope()
-        await self.push("250 OK" if status is MISSING else status)
+        reply = "250 OK" if status is MISSING else status
+        metrics.smtp_message(self.listener, reply)
+        await self.push(reply)
 
     def close_for_shutdown(self) -> None:
         transport = self.transport

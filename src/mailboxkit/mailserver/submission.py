@@ -34,6 +34,7 @@ from email.utils import format_datetime, getaddresses
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
+from mailboxkit import metrics
 from mailboxkit.dns.signing import DkimSigner
 from mailboxkit.mailserver import replies
 from mailboxkit.mailserver.imap.auth import AuthThrottle, check_credentials, parse_plain
@@ -197,9 +198,11 @@ class SubmissionHandler(replies.Ehlo):
         rcpt_options: list[str],
     ) -> str:
         if len(envelope.rcpt_tos) >= self._config.max_recipients:
+            metrics.SMTP_RECIPIENTS_REFUSED.labels("submission", "limit").inc()
             return replies.TOO_MANY_RECIPIENTS
         local, _, domain = address.rpartition("@")
         if not local or not domain or any(c.isspace() for c in address):
+            metrics.SMTP_RECIPIENTS_REFUSED.labels("submission", "invalid").inc()
             return replies.BAD_RECIPIENT
         user = session.auth_data
         assert isinstance(user, User)
@@ -207,6 +210,7 @@ class SubmissionHandler(replies.Ehlo):
             listed = await suppressions.suppressed(conn, user.account_id, [address])
         if listed:
             log.info("event=submission_recipient_suppressed inbox_id=%s", user.inbox_id)
+            metrics.SMTP_RECIPIENTS_REFUSED.labels("submission", "suppressed").inc()
             return replies.RECIPIENT_SUPPRESSED
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
@@ -266,6 +270,8 @@ class SubmissionServer(MxServer):
     ``tls_context`` is offered through STARTTLS (587); for implicit TLS (465) the listening
     socket does the TLS and ``implicit_tls`` says that AUTH is allowed straight away.
     """
+
+    listener = "submission"  # the label of its metrics (DATA is counted by MxServer's)
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ import logging
 import socket
 from collections import Counter
 
+from mailboxkit import metrics
 from mailboxkit.mailserver.imap.commands import Idle
 from mailboxkit.mailserver.imap.context import Services
 from mailboxkit.mailserver.imap.session import Session
@@ -85,6 +86,8 @@ class ImapServer:
         task = asyncio.create_task(session.run(), name=f"imap-{session.session_id}")
         self._sessions[task] = session
         self._per_ip[ip] += 1
+        metrics.IMAP_CONNECTIONS.inc()
+        metrics.IMAP_CONNECTIONS_OPENED.inc()
         task.add_done_callback(lambda _: self._release(task, ip))
         try:
             await task
@@ -96,6 +99,7 @@ class ImapServer:
 
     def _release(self, task: asyncio.Task[None], ip: str) -> None:
         self._sessions.pop(task, None)
+        metrics.IMAP_CONNECTIONS.dec()
         self._per_ip[ip] -= 1
         if self._per_ip[ip] <= 0:
             del self._per_ip[ip]

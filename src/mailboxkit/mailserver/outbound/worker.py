@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from mailboxkit import metrics
 from mailboxkit.mailserver.outbound.dsn import FailedRecipient, build_report, original_header
 from mailboxkit.mailserver.outbound.retry import RetryPolicy
 from mailboxkit.mailserver.outbound.transport import (
@@ -74,6 +75,12 @@ CONTENT_GONE = "554 5.3.0 The message content is no longer stored"
 BAD_ADDRESS = frozenset({"5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10"})
 INTERNAL_ERROR = "451 4.3.0 Internal error while delivering; will retry"
 SETTLE_RETRY = (0.5, 30.0)  # seconds: first and longest wait to record outcomes again
+# What a settlement counts as in mailboxkit_outbound_attempts_total.
+METRIC_OUTCOMES = {
+    RecipientStatus.SENT: "sent",
+    RecipientStatus.QUEUED: "deferred",
+    RecipientStatus.BOUNCED: "bounced",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,6 +487,8 @@ class QueueWorker:
         if self._changes is not None:
             for inbox_id in {e.inbox_id for e in settled.events if e.inbox_id}:
                 self._changes.notify(inbox_id)
+        for settlement in settlements:
+            metrics.OUTBOUND_ATTEMPTS.labels(METRIC_OUTCOMES[settlement.status]).inc()
         async with self._progress:
             self.attempts_settled += len(settlements)
             self._progress.notify_all()
