@@ -26,7 +26,7 @@ from mailboxkit.store import models as m
 from mailboxkit.store.accounts import get_account
 from mailboxkit.store.blobs import BlobStore
 from mailboxkit.store.db import Database
-from mailboxkit.store.sweep import delete_unreferenced, unreferenced_blobs
+from mailboxkit.store.sweep import delete_unreferenced, message_blobs, unreferenced_blobs
 
 
 class DomainShared(Exception):
@@ -53,16 +53,11 @@ async def delete_account(conn: AsyncConnection, account_id: str) -> list[str] | 
     )
     if foreign is not None:
         raise DomainShared(account_id)
-    msg, att, out = m.messages.c, m.attachments.c, m.outbound_messages.c
-    in_account = msg.inbox_id.in_(
+    out = m.outbound_messages.c
+    in_account = m.messages.c.inbox_id.in_(
         select(m.inboxes.c.id).where(m.inboxes.c.account_id == account_id)
     )
-    keys: set[str] = set(await conn.scalars(select(msg.raw_key).where(in_account)))
-    keys.update(
-        await conn.scalars(
-            select(att.blob_key).join(m.messages, msg.id == att.message_id).where(in_account)
-        )
-    )
+    keys = await message_blobs(conn, in_account)
     keys.update(
         await conn.scalars(
             select(out.raw_key).where(out.account_id == account_id, out.raw_key != "")

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
 from mailboxkit.store.accounts import Scope
-from mailboxkit.store.sweep import unreferenced_blobs
+from mailboxkit.store.sweep import message_blobs, unreferenced_blobs
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,16 +121,7 @@ async def delete_inbox(conn: AsyncConnection, scope: Scope, inbox_id: str) -> li
     """Delete the inbox and everything in it; the blob keys now unreferenced (None: no inbox)."""
     if not await visible_inbox(conn, scope, inbox_id):
         return None
-    keys: set[str] = set(
-        await conn.scalars(select(m.messages.c.raw_key).where(m.messages.c.inbox_id == inbox_id))
-    )
-    keys.update(
-        await conn.scalars(
-            select(m.attachments.c.blob_key)
-            .join(m.messages, m.messages.c.id == m.attachments.c.message_id)
-            .where(m.messages.c.inbox_id == inbox_id)
-        )
-    )
+    keys = await message_blobs(conn, m.messages.c.inbox_id == inbox_id)
     # Messages first: their thread foreign key is SET NULL, which would otherwise be
     # rewritten row by row when the threads go.
     await conn.execute(delete(m.messages).where(m.messages.c.inbox_id == inbox_id))

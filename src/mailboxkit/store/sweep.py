@@ -42,7 +42,17 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
 
-from sqlalchemy import Integer, bindparam, case, delete, exists, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    bindparam,
+    case,
+    delete,
+    exists,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
@@ -90,6 +100,18 @@ class SweepReport:
             f"raw_bytes={self.raw_bytes} attachment_blobs={self.attachment_blobs} "
             f"attachment_bytes={self.attachment_bytes}"
         )
+
+
+async def message_blobs(conn: AsyncConnection, where: ColumnElement[bool]) -> set[str]:
+    """The raw and attachment blob keys of the messages ``where`` selects (about to go)."""
+    msg, att = m.messages.c, m.attachments.c
+    keys = set(await conn.scalars(select(msg.raw_key).where(where)))
+    keys.update(
+        await conn.scalars(
+            select(att.blob_key).join(m.messages, msg.id == att.message_id).where(where)
+        )
+    )
+    return keys
 
 
 async def unreferenced_blobs(conn: AsyncConnection, keys: Iterable[str]) -> list[str]:
