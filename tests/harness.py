@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -233,6 +233,9 @@ class OwnDatabase:
         return f"{base}/{self.name}"
 
     def run(self, sql: str) -> None:
+        """Run ``sql`` as the admin, on a thread and event loop of its own: callable from
+        tests and from servers' handlers (a running loop) alike."""
+
         async def run() -> None:
             conn = await asyncpg.connect(self.admin_url)
             try:
@@ -240,7 +243,8 @@ class OwnDatabase:
             finally:
                 await conn.close()
 
-        asyncio.run(run())
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, run()).result()
 
     def cut_off(self) -> None:
         self.run(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS false')

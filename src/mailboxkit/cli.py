@@ -11,7 +11,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from mailboxkit.dns.records import (
 )
 from mailboxkit.dns.resolver import DnsResolver
 from mailboxkit.store import accounts, erasure
+from mailboxkit.store.blobs import BlobStore
 from mailboxkit.store.clock import SystemClock
 from mailboxkit.store.db import Database
 from mailboxkit.store.export import export_account
@@ -148,6 +149,20 @@ async def _open_db(settings: Settings) -> Database:
     return Database.open(settings.sqlalchemy_url)
 
 
+@contextlib.asynccontextmanager
+async def _open_stores(settings: Settings) -> AsyncIterator[tuple[Database, BlobStore]]:
+    """The database and the blob store, closed at the end."""
+    from mailboxkit.components import open_blobs  # loads the server: see _serve
+
+    db = await _open_db(settings)
+    blobs = open_blobs(settings)
+    try:
+        yield db, blobs
+    finally:
+        await blobs.close()
+        await db.close()
+
+
 async def _account_create(settings: Settings, args: argparse.Namespace) -> int:
     db = await _open_db(settings)
     now = SystemClock().now()
@@ -174,21 +189,17 @@ async def _account_delete(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from mailboxkit.components import open_blobs  # loads the server: see _serve
-
-    db = await _open_db(settings)
-    blobs = open_blobs(settings)
     try:
-        erased = await erasure.erase_account(db, blobs, args.account_id, now=SystemClock().now())
+        async with _open_stores(settings) as (db, blobs):
+            erased = await erasure.erase_account(
+                db, blobs, args.account_id, now=SystemClock().now()
+            )
     except erasure.DomainShared:
         print(
             "mailboxkit: another account has inboxes on one of this account's domains",
             file=sys.stderr,
         )
         return 1
-    finally:
-        await blobs.close()
-        await db.close()
     if erased is None:
         print(f"mailboxkit: no account {args.account_id}", file=sys.stderr)
         return 1
@@ -197,22 +208,18 @@ async def _account_delete(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _account_export(settings: Settings, args: argparse.Namespace) -> int:
-    from mailboxkit.components import open_blobs  # loads the server: see _serve
-
     to_stdout = str(args.output) == "-"
     partial = args.output.with_name(args.output.name + ".partial")
-    db = await _open_db(settings)
-    blobs = open_blobs(settings)
     try:
-        with contextlib.ExitStack() as files:
-            out = sys.stdout.buffer if to_stdout else files.enter_context(partial.open("wb"))
-            summary = await export_account(db, blobs, args.account_id, out, now=SystemClock().now())
+        async with _open_stores(settings) as (db, blobs):
+            with contextlib.ExitStack() as files:
+                out = sys.stdout.buffer if to_stdout else files.enter_context(partial.open("wb"))
+                now = SystemClock().now()
+                summary = await export_account(db, blobs, args.account_id, out, now=now)
         if summary is not None and not to_stdout:
             partial.replace(args.output)  # whole, or not there at all
     finally:
         partial.unlink(missing_ok=True)
-        await blobs.close()
-        await db.close()
     if summary is None:
         print(f"mailboxkit: no account {args.account_id}", file=sys.stderr)
         return 1
@@ -355,17 +362,12 @@ async def _dkim_rotate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _store_sweep(settings: Settings, args: argparse.Namespace) -> int:
-    from mailboxkit.components import open_blobs, sweep_policy  # loads the server: see _serve
+    from mailboxkit.components import sweep_policy  # loads the server: see _serve
 
-    db = await _open_db(settings)
-    blobs = open_blobs(settings)
-    try:
+    async with _open_stores(settings) as (db, blobs):
         report = await sweep_once(
             db, blobs, SystemClock(), sweep_policy(settings), dry_run=args.dry_run
         )
-    finally:
-        await blobs.close()
-        await db.close()
     if report is None:
         print("mailboxkit: another server process is sweeping now", file=sys.stderr)
         return 1

@@ -22,7 +22,7 @@ import logging
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from mailboxkit.api.context import Ctx
 from mailboxkit.api.errors import error
@@ -75,12 +75,11 @@ async def _store_gauges(db: Database) -> CollectorRegistry:
     )
     try:
         async with db.read() as conn:
-            await conn.execute(text("SELECT 1"))
-            up.set(1)
             queued, pending = (await conn.execute(_DEPTHS)).one()
     except Exception as exc:
         log_failure(log, exc, "event=metrics_store_failed")
         return registry
+    up.set(1)
     Gauge(
         "mailboxkit_outbound_queue_recipients",
         "Outbound recipients not yet settled: queued (new or deferred) or being sent.",
