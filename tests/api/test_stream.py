@@ -169,3 +169,31 @@ def test_wait_and_stream_see_mail_received_by_another_server(
     finally:
         b.server.stop()
         a.server.stop()
+
+
+@pytest.mark.parametrize("ending", ["revoked", "account deleted"])
+def test_stream_ends_when_its_key_stops_being_valid(
+    tmp_path: Path, database_url: str, ending: str
+) -> None:
+    server, clock = start_api(tmp_path, database_url, event_stream_keepalive=0.3)
+    api = Api(server, clock)
+    try:
+        owner = api.register("Leaving")
+        with api.client(owner["api_key"]) as c:
+            made = c.post("/api-keys", json={}).json()
+            account_id = c.get("/account").json()["account_id"]
+        with stream(api, made["api_key"]) as sse:
+            api.send(owner["email"], message(owner["email"], "before"))
+            assert sse.event()["data"]["subject"] == "before"
+            with api.client(owner["api_key"]) as c:
+                if ending == "revoked":
+                    gone = c.delete(f"/api-keys/{made['api_key_id']}")
+                else:
+                    gone = c.delete("/account", params={"confirm": account_id})
+                assert gone.status_code == 204, gone.text
+            # Nothing more is streamed: the server closes the response.
+            assert list(sse.lines) == [": the API key was revoked", ""]
+        with api.client(made["api_key"]) as c:
+            assert c.get("/events").status_code == 401
+    finally:
+        server.stop()

@@ -10,7 +10,9 @@ Implementation notes:
 - The stream: ``id:`` is the event's ``seq``, the watermark of the feed, so a client that
   reconnects with ``Last-Event-ID`` gets every later event exactly once, in order: replayed
   from the table, then followed live. Without it the stream starts at the newest event.
-  Comments keep idle connections open; the stream ends when the server shuts down.
+  Comments keep idle connections open; the stream ends when the server shuts down, and
+  when its key is revoked or its account deleted: the key is looked up again with each
+  keep-alive (``event_stream_keepalive``, 15 s), so a revoked key streams nothing past that.
 - Wait: the oldest matching message received after ``after`` (default: when the request came)
   is answered at once if already stored, else the first matching one to arrive; 204 once
   ``timeout`` passes. A message is never older than ``after``.
@@ -99,6 +101,13 @@ async def _wire(ctx: ApiContext, conn: AsyncConnection, event: Event) -> bytes:
     return capped(payload, ctx.events.payload)
 
 
+async def _key_is_live(conn: AsyncConnection, key_id: str) -> bool:
+    found = await conn.scalar(
+        select(m.api_keys.c.id).where(m.api_keys.c.id == key_id, m.api_keys.c.revoked_at.is_(None))
+    )
+    return found is not None
+
+
 def _patterns(types: list[str] | None) -> list[str]:
     patterns = [t for item in types or () for t in item.split(",") if t]
     for pattern in patterns:
@@ -181,10 +190,14 @@ async def stream_events(
         keepalive = ctx.events.stream_keepalive
         try:
             yield b"retry: 2000\n\n"
-            quiet_since = loop.time()
+            quiet_since = checked_at = loop.time()
             while not ctx.closing.is_set():
                 chunks = []
                 async with ctx.db.read() as conn:
+                    if loop.time() - checked_at >= keepalive:
+                        if not await _key_is_live(conn, owner.key_id):
+                            break
+                        checked_at = loop.time()
                     events, more = await feed.read(conn, where)
                     for event in events:
                         if not patterns or matches(patterns, str(event.type)):
@@ -205,6 +218,9 @@ async def stream_events(
                     quiet_since = loop.time()
                 timeout = 0.2 if feed.held else min(ctx.events.poll_interval, keepalive)
                 await _next_wake(sub, wanted, timeout, ctx.closing)
+            else:
+                return  # the server is shutting down
+            yield b": the API key was revoked\n\n"  # the loop's only break
         finally:
             sub.close()
 
