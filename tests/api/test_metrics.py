@@ -96,6 +96,26 @@ def test_metrics_need_the_token(api: Api) -> None:
         assert "/metrics" not in c.get("/openapi.json").json()["paths"]
 
 
+def test_wrong_tokens_block_the_address_as_wrong_api_keys_do(
+    tmp_path: Path, database_url: str
+) -> None:
+    server, clock = start_api(tmp_path, database_url, metrics_token=TOKEN, api_max_auth_failures=3)
+    try:
+        url = f"{server.http_url}/metrics"
+        guesses = [httpx.get(url, headers={"Authorization": f"Bearer guess{n}"}) for n in range(5)]
+        assert [r.status_code for r in guesses] == [401, 401, 401, 429, 429]
+        assert int(guesses[-1].headers["Retry-After"]) > 0
+        # Blocked: even the right token is refused from this address, and API keys too.
+        right = httpx.get(url, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert right.status_code == 429
+        assert right.json()["error"]["code"] == "rate_limited"
+        assert httpx.get(f"{server.http_url}/api/v1/account").status_code == 429
+        clock.advance(301)  # the window (api_auth_failure_window) has passed
+        assert scrape(server.http_url)[("mailboxkit_store_up", ())] == 1
+    finally:
+        server.stop()
+
+
 def test_smtp_messages_and_refused_recipients_are_counted(api: Api) -> None:
     owner = api.register("Mx Counted")
     before = scrape(api.server.http_url)

@@ -34,7 +34,6 @@ import contextlib
 import ipaddress
 import logging
 from dataclasses import replace
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -87,20 +86,13 @@ async def authenticate(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> KeyOwner:
     now = ctx.clock.now()
-    failures = ctx.config.auth_failures_per_ip
-    client = client_network(request)
-    bucket = f"auth-fail:{client}"
-    if ctx.failed_clients.suspect(client, now.timestamp()):
-        async with ctx.db.read() as conn:
-            blocked = await ratelimit.peek(conn, bucket, failures, now=now)
-        if not blocked.allowed:
-            raise _too_many_failures(blocked.retry_after)
+    client = await refuse_blocked(request, ctx)
     owner = None
     if credentials is not None:
         digest = hash_key(credentials.credentials)
         owner = await _find_key(ctx, credentials.credentials, digest)
     if owner is None:
-        await _count_failure(ctx, client, bucket, now)
+        await count_failure(ctx, client)
         message = (
             "missing API key: send Authorization: Bearer mbk_…"
             if credentials is None
@@ -138,13 +130,33 @@ async def _find_key(ctx: ApiContext, secret: str, digest: str) -> KeyOwner | Non
     return owner
 
 
-async def _count_failure(ctx: ApiContext, client: str, bucket: str, now: datetime) -> None:
+async def refuse_blocked(request: Request, ctx: ApiContext) -> str:
+    """The client's network (see :func:`client_network`), once it is known not to be blocked
+    for failing to authenticate too often; 429 if it is."""
+    client = client_network(request)
+    now = ctx.clock.now()
+    if ctx.failed_clients.suspect(client, now.timestamp()):
+        async with ctx.db.read() as conn:
+            blocked = await ratelimit.peek(
+                conn, _failure_bucket(client), ctx.config.auth_failures_per_ip, now=now
+            )
+        if not blocked.allowed:
+            raise _too_many_failures(blocked.retry_after)
+    return client
+
+
+def _failure_bucket(client: str) -> str:
+    return f"auth-fail:{client}"
+
+
+async def count_failure(ctx: ApiContext, client: str) -> None:
     """Count a failed authentication of ``client``; 429 once it has failed too often."""
     failures = ctx.config.auth_failures_per_ip
     if not failures.hits:
         return
+    now = ctx.clock.now()
     async with ctx.db.write() as conn:
-        failed = await ratelimit.hit(conn, bucket, failures, now=now)
+        failed = await ratelimit.hit(conn, _failure_bucket(client), failures, now=now)
     ctx.failed_clients.note(client, now.timestamp(), failures.window)
     if failed.hits == failures.hits:
         log.warning("event=api_auth_blocked client=%s failures=%d", client, failed.hits)

@@ -6,6 +6,8 @@ Implementation notes:
   answers 404 like a path that does not exist. With one, the request must carry
   ``Authorization: Bearer <token>`` (compared in constant time), else 401 in the API's error
   shape. Not an API key: a scraper needs no account, and an account's key sees no metrics.
+  A wrong token counts as a failed authentication of the client's address, as a wrong API
+  key does (``api.auth``): too many and the address is refused (429) for a while.
 - The answer is the counters of ``mailboxkit.metrics`` (prometheus_client's text format, never
   written by hand) followed by gauges read from the database now: outbound recipients not yet
   settled (queued or being sent), webhook deliveries pending, and whether the database
@@ -24,6 +26,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from sqlalchemy import func, select
 
+from mailboxkit.api.auth import count_failure, refuse_blocked
 from mailboxkit.api.context import Ctx
 from mailboxkit.api.errors import error
 from mailboxkit.metrics import REGISTRY
@@ -51,10 +54,12 @@ async def scrape(request: Request, ctx: Ctx) -> Response:
     token = ctx.config.metrics_token
     if not token:
         return error(404, "not_found", "not found")
+    client = await refuse_blocked(request, ctx)
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(
         given.strip().encode("latin-1"), token.encode()
     ):
+        await count_failure(ctx, client)
         return error(
             401,
             "unauthorized",
