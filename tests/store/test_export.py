@@ -37,7 +37,13 @@ from mailboxkit.store.blobs import BlobStore
 from mailboxkit.store.db import Database
 from mailboxkit.store.domains import create_domain
 from mailboxkit.store.entries import SystemFlag
-from mailboxkit.store.export import ExportSummary, export_account, folder_path, maildir_flags
+from mailboxkit.store.export import (
+    ExportSummary,
+    KeywordLetters,
+    export_account,
+    folder_path,
+    maildir_flags,
+)
 from mailboxkit.store.ids import new_id
 from mailboxkit.store.localblobs import LocalBlobStore
 from mailboxkit.store.senderrules import RuleAction, create_rule
@@ -254,11 +260,19 @@ def test_export_holds_the_mail_imap_serves_and_no_secret(
         letters = "".join(sorted(MAILDIR_LETTER[f] for f in flags if f in MAILDIR_LETTER))
         seconds = int(datetime.fromisoformat(line["internal_date"]).timestamp())
         assert path.rpartition("/")[2].startswith(f"{seconds}.")
+        folder_dir = path.rpartition("/cur/")[0]
+        listing = files.get(f"{folder_dir}/dovecot-keywords", b"").decode().splitlines()
+        lettered = {
+            k: "abcdefghijklmnopqrstuvwxyz"[int(n)] for n, k in (x.split(" ") for x in listing)
+        }
+        letters += "".join(sorted(lettered[k] for k in line["keywords"]))
         assert path.endswith(f".mailboxkit:2,{letters}")
         assert set(line["flags"]) | set(line["keywords"]) == flags
         assert line["size"] == len(body)
     assert listed["INBOX", 1]["file"].endswith(":2,FS")
     assert listed["INBOX", 2]["keywords"] == ["$Label1"]
+    assert listed["INBOX", 2]["file"].endswith(":2,Ra")  # \Answered, then the keyword
+    assert files[f"inboxes/{ALICE}/INBOX/dovecot-keywords"] == b"0 $Label1\n"
     assert listed["INBOX", 3]["file"].endswith(":2,T")
     assert listed["../escape", 1]["file"].endswith(":2,DS")
     assert EIGHT_BIT in files[listed["../escape", 1]["file"]]
@@ -462,3 +476,14 @@ def test_maildir_flags_are_letters_in_ascii_order() -> None:
     assert maildir_flags(SystemFlag) == "DFRST"
     assert maildir_flags({SystemFlag.SEEN, SystemFlag.FLAGGED}) == "FS"
     assert maildir_flags(()) == ""
+
+
+def test_keywords_are_dovecot_letters_up_to_26_a_folder() -> None:
+    letters = KeywordLetters()
+    assert letters.of(["$Forwarded", "work"]) == "ab"
+    assert letters.of(["work"]) == "b" and letters.of([]) == ""
+    many = [f"k{n}" for n in range(30)]
+    assert letters.of(many) == "cdefghijklmnopqrstuvwxyz"  # 24 left; the rest: jsonl only
+    listing = letters.listing().decode().splitlines()
+    assert listing[:3] == ["0 $Forwarded", "1 work", "2 k0"] and listing[-1] == "25 k23"
+    assert KeywordLetters().listing() == b""

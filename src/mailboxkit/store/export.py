@@ -6,7 +6,10 @@ Layout (``FORMAT``):
   (https://cr.yp.to/proto/maildir.html), the layout mbsync, Dovecot and mutt import; a folder
   ``a/b`` is the directory ``b`` inside ``a``'s. Every message is a file in ``cur/`` named
   ``<internal date, Unix seconds>.<entry id>.mailboxkit:2,<flags>``, its flag letters in ASCII
-  order (:func:`maildir_flags`); its content is the raw message exactly as stored.
+  order (:func:`maildir_flags`); its content is the raw message exactly as stored. Keywords
+  (labels) follow as Dovecot's lowercase letters: a folder's first 26 keywords get ``a``-``z``,
+  listed in its ``dovecot-keywords`` file (a line ``<index> <keyword>`` each, ``0`` being
+  ``a``); any further ones are in ``messages.jsonl`` only.
 - ``inboxes/<address>/messages.jsonl``: one line per message in a folder (folder, UID, the
   file, flags, keywords, dates, addresses, attachments...); ``file`` is null for a message
   whose raw blob is missing.
@@ -114,6 +117,30 @@ class ExportSummary:
 def maildir_flags(flags: Iterable[SystemFlag]) -> str:
     """The Maildir info letters of ``flags``, in ASCII order: ``{\\Seen, \\Flagged}`` -> ``FS``."""
     return "".join(sorted(MAILDIR_FLAG[f] for f in flags))
+
+
+class KeywordLetters:
+    """One folder's keywords as Dovecot's Maildir letters (see the module notes)."""
+
+    LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+    def __init__(self) -> None:
+        self._letter: dict[str, str] = {}
+
+    def of(self, keywords: Iterable[str]) -> str:
+        """The letters of ``keywords``, in ASCII order, giving new keywords the next ones."""
+        out = []
+        for keyword in keywords:
+            letter = self._letter.get(keyword)
+            if letter is None and len(self._letter) < len(self.LETTERS):
+                letter = self._letter[keyword] = self.LETTERS[len(self._letter)]
+            if letter is not None:
+                out.append(letter)
+        return "".join(sorted(out))
+
+    def listing(self) -> bytes:
+        """The folder's ``dovecot-keywords`` file; empty when no message had a keyword."""
+        return "".join(f"{n} {k}\n" for n, k in enumerate(self._letter)).encode()
 
 
 def _level(text: str, reserved: frozenset[str]) -> str:
@@ -415,7 +442,7 @@ class _Export:
         self, inbox: dict[str, Any], folder: Folder, path: str, spool: IO[bytes]
     ) -> int:
         """Write the folder's messages, a page of entries at a time; how many were listed."""
-        count, after = 0, 0
+        count, after, keywords = 0, 0, KeywordLetters()
         page = {"folder_id": folder.id, "uidnext": folder.uidnext, "limit": PAGE}
         while True:
             async with self.db.read() as conn:
@@ -423,7 +450,8 @@ class _Export:
                 ids = [row.message_id for row in rows]
                 attachments = await _children(conn, m.attachments, _ATTACHMENT, ids, "position")
             for row in rows:
-                flags = maildir_flags(entry_of(row).flags)
+                entry = entry_of(row)
+                flags = maildir_flags(entry.flags) + keywords.of(entry.keywords)
                 seconds = max(0, int(row.internal_date.timestamp()))
                 name: str | None = f"{path}/cur/{seconds}.{row.entry_id}.mailboxkit:2,{flags}"
                 raw: bytes | None
@@ -444,8 +472,12 @@ class _Export:
                 await asyncio.to_thread(_write_message, self.zf, info, raw, spool, line)
             count += len(rows)
             if len(rows) < PAGE:
-                return count
+                break
             after = rows[-1].uid
+        if listing := keywords.listing():
+            info = _info(f"{path}/dovecot-keywords", self.now)
+            await asyncio.to_thread(_write, self.zf, info, listing)
+        return count
 
     async def outbound(self, account_id: str) -> int:
         """Write outbound.jsonl, a page of sent messages with their recipients at a time."""
