@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import socket
 import subprocess
@@ -206,6 +207,36 @@ def server_settings(data_dir: Path, database_url: str, **overrides: Any) -> Sett
     }
     values.update(overrides)
     return Settings(**values)
+
+
+_LISTENERS = ("smtp", "submission", "submissions", "imap", "imaps", "http")
+
+
+def serve_env(data_dir: Path, database_url: str = "", **settings: object) -> dict[str, str]:
+    """The environment of ``mailboxkit`` run by a test as an operator would: this process's
+    environment, the data dir, the database (default: SQLite in the data dir), the test host and
+    domain, loopback, every listener off (port 0) unless given, INFO logs, no DNS checks of
+    inbound mail (tests never ask the machine's resolver); ``settings`` by field name without
+    the prefix (``smtp_port=2525`` is MAILBOXKIT_SMTP_PORT)."""
+    unknown = sorted(set(settings) - set(Settings.model_fields))
+    if unknown:
+        raise TypeError(f"no such settings: {', '.join(unknown)}")
+    values: dict[str, object] = {
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "hostname": "mx.example.test",
+        "domain": "example.test",
+        "bind": "127.0.0.1",
+        **{f"{name}_port": 0 for name in _LISTENERS},
+        "log_level": "INFO",
+        "verify_inbound": False,
+        **settings,
+    }
+    env = dict(os.environ)
+    for name, value in values.items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        env[f"MAILBOXKIT_{name.upper()}"] = text
+    return env
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -21,6 +21,7 @@ from publicsuffixlist import PublicSuffixList
 
 from mailboxkit.api.app import ApiContext, create_app
 from mailboxkit.api.auth import keep_counters_flushed
+from mailboxkit.api.billing import BillingContext
 from mailboxkit.api.dispatcher import USER_AGENT, DispatchConfig, Dispatcher
 from mailboxkit.api.scheduler import DraftScheduler, SchedulerConfig
 from mailboxkit.api.send import SendContext
@@ -28,6 +29,7 @@ from mailboxkit.api.sesfeedback import FeedbackContext
 from mailboxkit.api.sns import SnsPolicy, SnsVerifier
 from mailboxkit.components import (
     api_config,
+    billing_context,
     events_config,
     listen_socket,
     mta_sts_fetcher,
@@ -121,6 +123,7 @@ class MailboxKit:
     rechecker: DomainRechecker | None = None
     retention: RetentionJob | None = None
     _sns_client: httpx.AsyncClient | None = None
+    _billing: BillingContext | None = None  # Stripe billing, when on
     _sweeper: Sweeper | None = None
     tls: ServerCertificate | None = None  # made with the first TLS listener
     drafts: DraftScheduler | None = None  # sends scheduled drafts when due
@@ -484,6 +487,7 @@ class MailboxKit:
         self._sns_client = sns_client(s)
         policy = SnsPolicy(cert_hosts=s.sns_hosts, topic_arns=s.sns_topics)
         app.state.sns = FeedbackContext(SnsVerifier(self._sns_client, policy))
+        self._billing = app.state.billing = billing_context(s)
         config = uvicorn.Config(
             app,
             log_config=None,
@@ -538,6 +542,8 @@ class MailboxKit:
             await self.retention.stop()
         if self._sns_client is not None:
             await self._sns_client.aclose()
+        if self._billing is not None:
+            await self._billing.close()
         if self.webhooks is not None:
             await self.webhooks.stop(
                 min(self.settings.shutdown_grace, self.settings.webhook_timeout)

@@ -31,7 +31,7 @@ from mailboxkit.dns.records import (
     zone_fragment,
 )
 from mailboxkit.dns.resolver import DnsResolver
-from mailboxkit.store import accounts, erasure
+from mailboxkit.store import accounts, erasure, quota
 from mailboxkit.store.blobs import BlobStore
 from mailboxkit.store.clock import SystemClock
 from mailboxkit.store.db import Database
@@ -40,6 +40,23 @@ from mailboxkit.store.migrate import upgrade_async
 from mailboxkit.store.sweep import sweep_once
 
 log = logging.getLogger("mailboxkit")
+
+
+_NO_LIMIT = -1
+"""What ``none`` parses to: remove the limit (an option not given is None: unchanged)."""
+
+
+def _limit(text: str) -> int:
+    """A limit argument: a whole number, or ``none`` for unlimited."""
+    if text.strip().lower() == "none":
+        return _NO_LIMIT
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number or none") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,6 +86,16 @@ def _parser() -> argparse.ArgumentParser:
     export_account.add_argument(
         "--output", "-o", type=Path, required=True, help="the zip to write ('-': stdout)"
     )
+    limits = account.add_parser(
+        "limits", help="set and/or show an account's quotas and what it uses of them"
+    )
+    limits.add_argument("account_id")
+    limits.add_argument("--storage", type=_limit, metavar="BYTES|none", help="bytes of stored mail")
+    limits.add_argument("--inboxes", type=_limit, metavar="N|none", help="inboxes")
+    limits.add_argument(
+        "--sends-per-day", type=_limit, metavar="N|none", help="messages sent per UTC day"
+    )
+    limits.add_argument("--json", action="store_true")
 
     inbox = sub.add_parser("inbox", help="inboxes").add_subparsers(dest="action", required=True)
     create_inbox = inbox.add_parser(
@@ -149,6 +176,14 @@ async def _open_db(settings: Settings) -> Database:
     return Database.open(settings.sqlalchemy_url)
 
 
+def _new_account_limits(settings: Settings) -> quota.Limits:
+    return quota.Limits(
+        storage=settings.default_storage_quota,
+        inboxes=settings.default_inbox_limit,
+        sends_per_day=settings.default_daily_send_limit,
+    )
+
+
 @contextlib.asynccontextmanager
 async def _open_stores(settings: Settings) -> AsyncIterator[tuple[Database, BlobStore]]:
     """The database and the blob store, closed at the end."""
@@ -169,7 +204,11 @@ async def _account_create(settings: Settings, args: argparse.Namespace) -> int:
     try:
         async with db.write() as conn:
             account_id = await accounts.create_account(
-                conn, name=args.name, owner_email=args.owner_email, now=now
+                conn,
+                name=args.name,
+                owner_email=args.owner_email,
+                now=now,
+                limits=_new_account_limits(settings),
             )
             key = await accounts.create_api_key(conn, account_id=account_id, now=now)
     finally:
@@ -191,6 +230,8 @@ async def _account_delete(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     try:
         async with _open_stores(settings) as (db, blobs):
+            if not await _cancel_billing(settings, db, args.account_id):
+                return 1
             erased = await erasure.erase_account(
                 db, blobs, args.account_id, now=SystemClock().now()
             )
@@ -205,6 +246,33 @@ async def _account_delete(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     print(f"deleted account {args.account_id}: {erased.inboxes} inboxes, {erased.blobs} blobs")
     return 0
+
+
+async def _cancel_billing(settings: Settings, db: Database, account_id: str) -> bool:
+    """Cancel the account's Stripe subscriptions when billing is on; False (said why) when
+    Stripe could not: nothing is deleted then."""
+    if not settings.stripe_secret_key:
+        return True
+    import stripe
+
+    from mailboxkit.api.billing import cancel_subscriptions  # loads the server: see _serve
+    from mailboxkit.components import billing_context  # loads the server: see _serve
+
+    billing = billing_context(settings)
+    assert billing is not None
+    try:
+        async with db.read() as conn:
+            if await erasure.domain_shared(conn, account_id):
+                raise erasure.DomainShared(account_id)
+        canceled = await cancel_subscriptions(billing, db, account_id)
+    except stripe.StripeError as error:
+        print(f"mailboxkit: Stripe did not cancel the subscriptions: {error}", file=sys.stderr)
+        return False
+    finally:
+        await billing.close()
+    if canceled:
+        print(f"canceled {canceled} Stripe subscription(s)")
+    return True
 
 
 async def _account_export(settings: Settings, args: argparse.Namespace) -> int:
@@ -232,6 +300,55 @@ async def _account_export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _account_limits(settings: Settings, args: argparse.Namespace) -> int:
+    given = {
+        "storage_limit": args.storage,
+        "inbox_limit": args.inboxes,
+        "daily_send_limit": args.sends_per_day,
+    }
+    changes = {k: (None if v == _NO_LIMIT else v) for k, v in given.items() if v is not None}
+    db = await _open_db(settings)
+    try:
+        async with db.write() as conn:
+            found = await quota.set_limits(conn, args.account_id, changes)
+            now = SystemClock().now()
+            current = await quota.get_quota(conn, args.account_id, now=now) if found else None
+    finally:
+        await db.close()
+    if current is None:
+        print(f"mailboxkit: no account {args.account_id}", file=sys.stderr)
+        return 1
+    rows = (
+        ("storage", current.storage_used, current.limits.storage, "bytes"),
+        ("inboxes", current.inboxes, current.limits.inboxes, ""),
+        ("sends today", current.sends_today, current.limits.sends_per_day, "(UTC)"),
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "account_id": args.account_id,
+                    "limits": {
+                        "storage_bytes": current.limits.storage,
+                        "inboxes": current.limits.inboxes,
+                        "sends_per_day": current.limits.sends_per_day,
+                    },
+                    "used": {
+                        "storage_bytes": current.storage_used,
+                        "inboxes": current.inboxes,
+                        "sends_today": current.sends_today,
+                    },
+                }
+            )
+        )
+        return 0
+    print(f"account {args.account_id}")
+    for name, used, limit, unit in rows:
+        shown = "unlimited" if limit is None else str(limit)
+        print(f"{name:<12} {used} of {shown} {unit}".rstrip())
+    return 0
+
+
 async def _inbox_create(settings: Settings, args: argparse.Namespace) -> int:
     if "@" not in args.address:
         args.address = f"{args.address}@{settings.domain}"
@@ -240,7 +357,11 @@ async def _inbox_create(settings: Settings, args: argparse.Namespace) -> int:
     try:
         async with db.write() as conn:
             account_id = args.account or await accounts.create_account(
-                conn, name=args.address, owner_email=None, now=now
+                conn,
+                name=args.address,
+                owner_email=None,
+                now=now,
+                limits=_new_account_limits(settings),
             )
             inbox = await accounts.create_inbox(
                 conn, account_id=account_id, address=args.address, display_name=args.name, now=now
@@ -250,6 +371,13 @@ async def _inbox_create(settings: Settings, args: argparse.Namespace) -> int:
             )
     except accounts.AddressTaken:
         print(f"mailboxkit: {args.address} exists already", file=sys.stderr)
+        return 1
+    except quota.InboxLimitReached:
+        print(
+            "mailboxkit: the account has as many inboxes as its limit allows "
+            "(see mailboxkit account limits, and MAILBOXKIT_DEFAULT_INBOX_LIMIT for new ones)",
+            file=sys.stderr,
+        )
         return 1
     finally:
         await db.close()
@@ -410,6 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("account", "create"): _account_create,
         ("account", "delete"): _account_delete,
         ("account", "export"): _account_export,
+        ("account", "limits"): _account_limits,
         ("inbox", "create"): _inbox_create,
         ("inbox", "list"): _inbox_list,
         ("dns", "records"): _dns_records,

@@ -15,11 +15,14 @@ import ssl
 from datetime import timedelta
 
 import httpx
+import stripe
 
 from mailboxkit.api.app import ApiConfig
+from mailboxkit.api.billing import BillingContext
 from mailboxkit.api.context import EventsConfig
 from mailboxkit.api.dispatcher import USER_AGENT
 from mailboxkit.api.payloads import PayloadLimits
+from mailboxkit.billing_settings import PlanLimits
 from mailboxkit.config import Settings
 from mailboxkit.dns.mtasts import MtaStsPolicies, PolicyFetcher, policy_client
 from mailboxkit.dns.resolver import Resolver
@@ -27,8 +30,10 @@ from mailboxkit.mailserver.outbound.mx import MxTransport
 from mailboxkit.mailserver.outbound.smarthost import SmarthostTransport
 from mailboxkit.mailserver.outbound.smtpclient import SmtpClientPool, TlsMode
 from mailboxkit.mailserver.outbound.transport import Transport
+from mailboxkit.store.billing import Catalog, Plan
 from mailboxkit.store.blobs import BlobStore, open_blob_store
 from mailboxkit.store.clock import Clock, SystemClock
+from mailboxkit.store.quota import Limits
 from mailboxkit.store.ratelimit import Limit
 from mailboxkit.store.sweep import SweepPolicy
 
@@ -80,6 +85,41 @@ def api_config(settings: Settings) -> ApiConfig:
         max_body_size=settings.api_max_body_size,
         download_url_ttl=settings.download_url_ttl,
         metrics_token=settings.metrics_token,
+        account_limits=account_limits(settings),
+    )
+
+
+def account_limits(settings: Settings) -> Limits:
+    """The limits new accounts get (``MAILBOXKIT_DEFAULT_*``)."""
+    return Limits(
+        storage=settings.default_storage_quota,
+        inboxes=settings.default_inbox_limit,
+        sends_per_day=settings.default_daily_send_limit,
+    )
+
+
+def billing_context(settings: Settings) -> BillingContext | None:
+    """Stripe billing with its own client (the caller closes it), or None when it is off."""
+    s = settings
+    if not s.stripe_secret_key:
+        return None
+    http = stripe.HTTPXClient(timeout=s.stripe_timeout)
+    client = stripe.StripeClient(
+        s.stripe_secret_key,
+        base_addresses={"api": s.stripe_api_base},
+        http_client=http,
+        max_network_retries=2,  # POSTs carry idempotency keys: retries are safe
+    )
+    plans = tuple(
+        Plan(name, plan.price_id, _limits(plan)) for name, plan in s.billing_plans.items()
+    )
+    free = account_limits(s) if s.billing_free_plan is None else _limits(s.billing_free_plan)
+    return BillingContext(client, http, Catalog(plans, free), s.stripe_webhook_secret)
+
+
+def _limits(plan: PlanLimits) -> Limits:
+    return Limits(
+        storage=plan.storage_quota, inboxes=plan.inbox_limit, sends_per_day=plan.daily_send_limit
     )
 
 

@@ -4,7 +4,8 @@ Precedence, highest first: keyword arguments, environment variables, the TOML fi
 (``MAILBOXKIT_CONFIG_FILE`` or ``mailboxkit --config FILE``), the defaults below.
 Every field is documented in ``docs/config.md``; keep the two in step. The sending fields (the
 outbound transport, submission, the queue, smarthost, SES and SNS) are declared in
-``sending_settings.py``, a base of :class:`Settings`.
+``sending_settings.py``, and the billing fields (Stripe, plans) in ``billing_settings.py``: bases
+of :class:`Settings`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from mailboxkit.billing_settings import BillingSettings
 from mailboxkit.sending_settings import SendingSettings
 
 Port = int  # 0 means "do not listen"
@@ -29,7 +31,7 @@ Port = int  # 0 means "do not listen"
 LOOPBACK_BINDS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
-class Settings(BaseSettings, SendingSettings):
+class Settings(BaseSettings, SendingSettings, BillingSettings):
     """Everything an operator can set. Instances are frozen; build one with :meth:`load`."""
 
     model_config = SettingsConfigDict(
@@ -38,6 +40,7 @@ class Settings(BaseSettings, SendingSettings):
         extra="forbid",
         case_sensitive=False,
         env_ignore_empty=True,
+        hide_input_in_errors=True,  # a refused value may be a secret (a key, a password)
     )
 
     # Where things live.
@@ -277,6 +280,24 @@ class Settings(BaseSettings, SendingSettings):
     )
     registration_limit_per_email: int = Field(
         3, ge=0, description="Registrations per owner email per hour (0: unlimited)."
+    )
+
+    # Quotas of new accounts (``mailboxkit account limits`` changes an account's).
+    default_storage_quota: int | None = Field(
+        None,
+        ge=0,
+        description="Bytes of stored mail a new account may keep (each copy in a folder "
+        "counts); past it, inbound mail is deferred with 452 4.2.2 and IMAP APPEND and COPY "
+        "get NO [OVERQUOTA]. Unset: unlimited.",
+    )
+    default_inbox_limit: int | None = Field(
+        None, ge=0, description="Inboxes a new account may have. Unset: unlimited."
+    )
+    default_daily_send_limit: int | None = Field(
+        None,
+        ge=0,
+        description="Messages a new account may send per UTC day (API and submission, each "
+        "message once whatever its recipients). Unset: unlimited.",
     )
     api_rate_limit: int = Field(
         600, ge=0, description="API requests per key per minute (0: unlimited)."

@@ -48,7 +48,8 @@ SMTP_RECIPIENTS_REFUSED = Counter(
     "mailboxkit_smtp_recipients_refused_total",
     "RCPT commands refused, by listener and reason: unknown (no such mailbox), relay (not our "
     "domain), blocked (a sender rule), suppressed (on the suppression list), limit (too many "
-    "recipients), invalid (bad address syntax).",
+    "recipients), invalid (bad address syntax), quota (the recipient's account is over its "
+    "storage quota).",
     ["listener", "reason"],
     registry=REGISTRY,
 )

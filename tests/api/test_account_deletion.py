@@ -5,7 +5,6 @@ anything."""
 from __future__ import annotations
 
 import json
-import os
 import smtplib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +15,7 @@ from sqlalchemy import select
 from api.apiserver import Api, message, setup_hook
 from mailboxkit.store import models as m
 
-from harness import cli, free_port
+from harness import cli, serve_env
 
 
 def rows_of(api: Api, account_id: str, inbox_ids: list[str]) -> dict[str, int]:
@@ -111,13 +110,7 @@ def test_an_account_whose_domain_has_another_accounts_inbox_is_kept(api: Api) ->
 
 
 def test_operator_deletes_an_account_with_the_cli(tmp_path: Path, database_url: str) -> None:
-    env: dict[str, Any] = {
-        **os.environ,
-        "MAILBOXKIT_DATA_DIR": str(tmp_path / "data"),
-        "MAILBOXKIT_DATABASE_URL": database_url,
-        "MAILBOXKIT_DOMAIN": "example.test",
-        "MAILBOXKIT_SMTP_PORT": str(free_port()),
-    }
+    env = serve_env(tmp_path / "data", database_url)
     for address in ("gone@example.test", "kept@example.test"):
         assert cli(env, "inbox", "create", address).returncode == 0
     listed = {i["email"]: i for i in json.loads(cli(env, "inbox", "list", "--json").stdout)}

@@ -12,8 +12,13 @@ import pytest
 from api.apiserver import Api
 from mailboxkit.store.listing import Cursor, InvalidCursor
 
-# Routes under /api/v1 that take no API key: registration, and the SNS endpoint (SNS signs).
-UNAUTHENTICATED = {"/api/v1/register", "/api/v1/ses/notifications"}
+# Routes under /api/v1 that take no API key: registration, and the SNS and Stripe endpoints
+# (SNS and Stripe sign their requests).
+UNAUTHENTICATED = {
+    "/api/v1/register",
+    "/api/v1/ses/notifications",
+    "/api/v1/billing/stripe/webhook",
+}
 
 
 def _resolve(doc: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:

@@ -120,9 +120,11 @@ async def test_messages_in_no_folder_go_with_their_attachment_rows_after_the_gra
 async def test_two_expunges_at_once_of_the_last_two_copies(
     db: Database, inbox: Inbox, blobs: LocalBlobStore
 ) -> None:
-    """On PostgreSQL each transaction still sees the other's entry and keeps the message: it is
-    left in no folder, for the sweep. SQLite has one writer: the second expunge deletes it."""
-    [message] = await add(db, inbox, [("twice", T0)])
+    """The account's row (``store.quota``: an expunge locks it first) serializes them: on
+    PostgreSQL the second waits for the first to commit, then sees its copy gone and deletes
+    the message, as on SQLite, where there is one writer. Were they not serialized, each
+    would see the other's entry and keep the message, leaving it to the sweep."""
+    await add(db, inbox, [("twice", T0)])
     async with db.write() as conn:
         folder = await find_folder(conn, inbox.id, "INBOX")
         archive = await find_folder(conn, inbox.id, "Archive")
@@ -138,14 +140,23 @@ async def test_two_expunges_at_once_of_the_last_two_copies(
                 await expunge(conn, folder_id=folder_id)
         assert await count(db, m.messages) == 0
         return
-    async with db.engine.begin() as first, db.engine.begin() as second:
+
+    async def expunge_archive() -> tuple[int, ...]:
+        async with db.engine.begin() as second:
+            return (await expunge(second, folder_id=archive.id)).uids
+
+    async with db.engine.begin() as first:
         assert (await expunge(first, folder_id=folder.id)).uids == (1,)
-        assert (await expunge(second, folder_id=archive.id)).uids == (1,)
-    assert await count(db, m.messages, m.messages.c.id == message.id) == 1
+        expunging = asyncio.create_task(expunge_archive())
+        async with asyncio.timeout(30):
+            while not await _lock_waits(db) and not expunging.done():
+                await asyncio.sleep(0.01)  # polls the server's own lock table
+        assert not expunging.done()
+    assert await expunging == (1,)
     assert await count(db, m.entries) == 0
-    later = T0 + timedelta(hours=2)
-    assert await sweep(db, blobs, now=later, policy=POLICY) == SweepReport(messages=1)
     assert await count(db, m.messages) == 0
+    later = T0 + timedelta(hours=2)
+    assert await sweep(db, blobs, now=later, policy=POLICY) == SweepReport()
 
 
 async def _lock_waits(db: Database) -> int:

@@ -6,35 +6,59 @@ import logging
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
+from mailboxkit.api import billing
 from mailboxkit.api import schemas as s
 from mailboxkit.api.auth import AccountPrincipal, Principal, flush_counters
 from mailboxkit.api.context import Ctx
 from mailboxkit.api.errors import ApiError, not_found
 from mailboxkit.api.params import utc
-from mailboxkit.store import accounts, erasure, usage
+from mailboxkit.store import accounts, erasure, quota, usage
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["account"], responses=s.AUTHENTICATED)
 
 
-def _account(a: accounts.Account) -> s.Account:
+def _account(a: accounts.Account, q: quota.Quota) -> s.Account:
     return s.Account(
         account_id=a.id,
         name=a.name,
         owner_email=a.owner_email,
         status=a.status,
         created_at=a.created_at,
+        quota=_quota(q),
     )
+
+
+def _quota(q: quota.Quota) -> s.AccountQuota:
+    return s.AccountQuota(
+        limits=s.QuotaLimits(
+            storage_bytes=q.limits.storage,
+            inboxes=q.limits.inboxes,
+            sends_per_day=q.limits.sends_per_day,
+        ),
+        used=s.QuotaUsage(
+            storage_bytes=q.storage_used, inboxes=q.inboxes, sends_today=q.sends_today
+        ),
+    )
+
+
+async def _read_quota(ctx: Ctx, account_id: str) -> quota.Quota:
+    async with ctx.db.read() as conn:
+        found = await quota.get_quota(conn, account_id, now=ctx.clock.now())
+    if found is None:
+        raise not_found("account")
+    return found
 
 
 @router.get(
     "/account",
     response_model=s.Account,
     summary="Get the account",
-    description="The account the API key belongs to.",
+    description="The account the API key belongs to, with its quota: the limits the operator "
+    "set (null: unlimited) and what it uses of them now.",
     responses=s.error_responses(404),
 )
 async def get_account(owner: Principal, ctx: Ctx) -> s.Account:
@@ -42,7 +66,7 @@ async def get_account(owner: Principal, ctx: Ctx) -> s.Account:
         found = await accounts.get_account(conn, owner.account_id)
     if found is None:
         raise not_found("account")
-    return _account(found)
+    return _account(found, await _read_quota(ctx, owner.account_id))
 
 
 @router.patch(
@@ -60,7 +84,7 @@ async def update_account(body: s.AccountUpdate, owner: AccountPrincipal, ctx: Ct
         found = await accounts.update_account(conn, owner.account_id, changes)
     if found is None:
         raise not_found("account")
-    return _account(found)
+    return _account(found, await _read_quota(ctx, owner.account_id))
 
 
 @router.delete(
@@ -72,11 +96,14 @@ async def update_account(body: s.AccountUpdate, owner: AccountPrincipal, ctx: Ct
     "threads and attachments, its domains, API keys (this one too), webhooks, queued and sent "
     "mail, drafts, sender rules, suppressions and usage. Stored messages and attachments go "
     "with it unless another account's messages share them (attachments stored in the last "
-    "hour go with the next store sweep). `confirm` must be the account's id. Needs an account "
-    "key. 409 while another account has inboxes on one of its domains.",
-    responses=s.error_responses(403, 409),
+    "hour go with the next store sweep). With billing on, its Stripe subscriptions are "
+    "canceled first (503 or 502, deleting nothing, when that fails). `confirm` must be the "
+    "account's id. Needs an account key. 409 while another account has inboxes on one of its "
+    "domains.",
+    responses={**s.error_responses(403, 409), **billing.STRIPE_ERRORS},
 )
 async def delete_account(
+    request: Request,
     owner: AccountPrincipal,
     ctx: Ctx,
     confirm: Annotated[str, Query(description="The account's id, to confirm the deletion.")],
@@ -88,14 +115,18 @@ async def delete_account(
             "confirm must be the account's id",
             fields=[{"field": "query.confirm", "message": "must be the account's id"}],
         )
+    async with ctx.db.read() as conn:
+        if await erasure.domain_shared(conn, owner.account_id):
+            raise _domain_shared()
+    if (stripe := billing.billing_of(request.app)) is not None:
+        async with billing.stripe_errors("cancel", owner.account_id):
+            await billing.cancel_subscriptions(stripe, ctx.db, owner.account_id)
     try:
         erased = await erasure.erase_account(
             ctx.db, ctx.blobs, owner.account_id, now=ctx.clock.now()
         )
-    except erasure.DomainShared:
-        raise ApiError(
-            409, "conflict", "another account has inboxes on one of this account's domains"
-        ) from None
+    except erasure.DomainShared:  # an inbox on its domain made since the look above
+        raise _domain_shared() from None
     if erased is None:
         raise not_found("account")
     ctx.routing_changed()
@@ -107,6 +138,10 @@ async def delete_account(
         erased.blobs,
     )
     return Response(status_code=204)
+
+
+def _domain_shared() -> ApiError:
+    return ApiError(409, "conflict", "another account has inboxes on one of this account's domains")
 
 
 def _month_start(now: datetime) -> datetime:
@@ -127,7 +162,7 @@ def _next_month(start: datetime) -> datetime:
     summary="Get usage counters",
     description="API requests, messages received and messages sent by the account between "
     "`since` (default: the start of this month, UTC) and `until` (default: the start of "
-    "next month).",
+    "next month); and the account's quota (limits and use now).",
 )
 async def get_usage(
     owner: Principal,
@@ -154,4 +189,5 @@ async def get_usage(
         api_requests=counted.api_requests,
         messages_received=counted.messages_received,
         messages_sent=counted.messages_sent,
+        quota=_quota(await _read_quota(ctx, owner.account_id)),
     )

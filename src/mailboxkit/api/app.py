@@ -1,5 +1,5 @@
 """The HTTP application factory: ``/api/v1`` by resource, health endpoints, Prometheus
-``/metrics``, signed downloads.
+``/metrics``, signed downloads, and the MCP server at ``/mcp`` (``mcp_server.py``).
 
 It holds no globals: everything arrives through :class:`ApiContext`, kept in the application's
 state. Middleware, outermost first: the access log (one line per request, and its count in the
@@ -19,11 +19,13 @@ from mailboxkit.api import (
     account,
     api_keys,
     attachments,
+    billing,
     deliveries,
     domains,
     drafts,
     export,
     inboxes,
+    mcp_server,
     messages,
     metrics,
     register,
@@ -58,8 +60,11 @@ account's id answers 404, like a missing one.
 
 Errors have one shape, `{"error": {"code", "message"}}`, with stable codes:
 `validation_error` (with `fields`), `unauthorized`, `forbidden`, `not_found`, `conflict`,
-`payload_too_large`, `rate_limited` (with `Retry-After`), `internal_error`; sending to an
-address on the account's suppression list is `recipient_suppressed` (422).
+`payload_too_large`, `rate_limited` (with `Retry-After`), `internal_error`, `unavailable`;
+sending to an address on the account's suppression list is `recipient_suppressed` (422); an
+account limit the operator set is `quota_exceeded` (429 for the daily send limit, 403 for the
+inbox limit); billing has `billing_error` (502), `billing_unavailable` (503) and, on Stripe's
+webhook, `invalid_signature` (400).
 
 Lists are newest first and paged by cursor: pass `next_page_token` back as `page_token`.
 """
@@ -169,8 +174,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
         deliveries,
         suppressions,
         sesfeedback,
+        billing,
     ):
         app.include_router(module.router, prefix=PREFIX)
+    # Last: its tools are the routes above, read from the OpenAPI document.
+    app.include_router(mcp_server.router(app, PREFIX, ctx.config.max_body_size))
     app.add_middleware(BodyLimit, max_size=ctx.config.max_body_size)
     app.add_middleware(AccessLog, routes=route_templates(app))
     return app

@@ -27,6 +27,7 @@ from mailboxkit.store.counters import Counters
 from mailboxkit.store.db import Database
 from mailboxkit.store.events import EventBus
 from mailboxkit.store.mailbox_changes import MailboxChanges
+from mailboxkit.store.quota import UNLIMITED, Limits
 from mailboxkit.store.ratelimit import Limit
 
 HOUR = 3600
@@ -47,6 +48,7 @@ class ApiConfig:
     max_body_size: int = 10 * 1024 * 1024
     download_url_ttl: int = HOUR
     metrics_token: str = field(default="", repr=False)  # empty: no /metrics (api/metrics.py)
+    account_limits: Limits = UNLIMITED  # of accounts made by POST /register (the DEFAULT_*)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,12 @@
 
 Codes are stable and few: ``validation_error`` (with ``fields``), ``unauthorized``,
 ``forbidden``, ``not_found``, ``method_not_allowed``, ``conflict``, ``payload_too_large``,
-``rate_limited``, ``internal_error``, ``unavailable``; and one for sending:
-``recipient_suppressed`` (422, the message names the addresses). Messages are generic; details
-go to the log, and a stack trace never reaches a client.
+``rate_limited``, ``internal_error``, ``unavailable``; one for sending:
+``recipient_suppressed`` (422, the message names the addresses); and ``quota_exceeded`` for an
+account limit the operator set: 429 with ``Retry-After`` for the daily send limit, 403 for the
+inbox limit; for billing (``api.billing``): ``billing_error`` (502), ``billing_unavailable``
+(503) and ``invalid_signature`` (400, Stripe's webhook). Messages are generic; details go to the log, and a stack trace never reaches a
+client.
 """
 
 from __future__ import annotations
@@ -60,6 +63,15 @@ class ApiError(Exception):
 
 def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", f"{what} not found")
+
+
+def inbox_limit_error() -> ApiError:
+    """403 ``quota_exceeded``: the account has as many inboxes as the operator allows."""
+    return ApiError(
+        403,
+        "quota_exceeded",
+        "this account has as many inboxes as its limit allows; delete one or ask the operator",
+    )
 
 
 def error(

@@ -11,9 +11,9 @@ from sqlalchemy.exc import IntegrityError
 from mailboxkit.api import schemas as s
 from mailboxkit.api.auth import AccountPrincipal, Principal
 from mailboxkit.api.context import Ctx
-from mailboxkit.api.errors import ApiError, not_found
+from mailboxkit.api.errors import ApiError, inbox_limit_error, not_found
 from mailboxkit.api.params import InboxId, Limit, PageToken
-from mailboxkit.store import accounts, inboxes
+from mailboxkit.store import accounts, inboxes, quota
 from mailboxkit.store.domains import find_usable_domain
 from mailboxkit.store.sweep import delete_unreferenced
 
@@ -41,7 +41,8 @@ def inbox_schema(i: inboxes.InboxRecord) -> s.Inbox:
     summary="Create an inbox",
     description="Makes `username@domain` (a random username when omitted, the server's domain "
     "when no domain is given). The domain must be the account's or a shared one. Needs an "
-    "account key.",
+    "account key. An account with as many inboxes as its limit allows gets 403 "
+    "`quota_exceeded`.",
     responses=s.error_responses(403, 404, 409),
 )
 async def create_inbox(body: s.InboxCreate, owner: AccountPrincipal, ctx: Ctx) -> s.Inbox:
@@ -62,6 +63,8 @@ async def create_inbox(body: s.InboxCreate, owner: AccountPrincipal, ctx: Ctx) -
             record = await inboxes.get_inbox(conn, owner.scope, made.id)
     except (accounts.AddressTaken, IntegrityError):
         raise ApiError(409, "conflict", "this address is taken") from None
+    except quota.InboxLimitReached:
+        raise inbox_limit_error() from None
     assert record is not None
     ctx.routing_changed()  # its address may have gone to a catch-all until now
     log.info("event=inbox_created account_id=%s inbox_id=%s", owner.account_id, made.id)

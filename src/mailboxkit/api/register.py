@@ -9,8 +9,8 @@ from sqlalchemy.exc import IntegrityError
 
 from mailboxkit.api import schemas as s
 from mailboxkit.api.context import Ctx
-from mailboxkit.api.errors import ApiError
-from mailboxkit.store import accounts, ratelimit
+from mailboxkit.api.errors import ApiError, inbox_limit_error
+from mailboxkit.store import accounts, quota, ratelimit
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,17 @@ async def register(body: s.RegisterRequest, request: Request, ctx: Ctx) -> s.Reg
     try:
         async with ctx.db.write() as conn:
             made = await accounts.register(
-                conn, name=body.name, owner_email=owner_email, domain=cfg.domain, now=now
+                conn,
+                name=body.name,
+                owner_email=owner_email,
+                domain=cfg.domain,
+                now=now,
+                limits=cfg.account_limits,
             )
     except (accounts.AddressTaken, IntegrityError):
         raise ApiError(409, "conflict", "no free address for this name; try another") from None
+    except quota.InboxLimitReached:
+        raise inbox_limit_error() from None
     ctx.routing_changed()  # its address may have gone to a catch-all until now
     log.info(
         "event=registered account_id=%s inbox_id=%s client=%s",

@@ -51,12 +51,14 @@ class Error(BaseModel):
 
 ERROR_DESCRIPTIONS = {
     401: "Missing, wrong or revoked API key (`unauthorized`).",
-    403: "The key may not do this, e.g. an inbox key managing the account (`forbidden`).",
+    403: "The key may not do this, e.g. an inbox key managing the account (`forbidden`); or "
+    "an account limit the operator set, e.g. its inbox limit (`quota_exceeded`).",
     404: "No such object in this account (`not_found`); another account's ids are 404 too.",
     409: "Conflicts with an existing object (`conflict`).",
     413: "Request body over the server's limit (`payload_too_large`).",
     422: "Invalid parameters or body (`validation_error`, with `fields`).",
-    429: "Rate limit reached (`rate_limited`); see the Retry-After header.",
+    429: "Rate limit reached (`rate_limited`), or the account's daily send limit "
+    "(`quota_exceeded`); see the Retry-After header.",
     503: "The mail store is out of reach for now (`unavailable`); see the Retry-After header.",
 }
 
@@ -100,6 +102,35 @@ class RegisterResponse(BaseModel):
     message: str
 
 
+class QuotaLimits(BaseModel):
+    """The account's limits, set by the operator; null is unlimited."""
+
+    storage_bytes: int | None = Field(
+        description="Bytes of stored mail (a message in two folders counts twice)."
+    )
+    inboxes: int | None
+    sends_per_day: int | None = Field(description="Messages sent per UTC day.")
+
+
+class QuotaUsage(BaseModel):
+    """What the account uses of its limits now."""
+
+    storage_bytes: int
+    inboxes: int
+    sends_today: int = Field(description="Messages queued for sending today (UTC).")
+
+
+class AccountQuota(BaseModel):
+    limits: QuotaLimits
+    used: QuotaUsage
+
+
+_EXAMPLE_QUOTA = {
+    "limits": {"storage_bytes": 1073741824, "inboxes": 10, "sends_per_day": 500},
+    "used": {"storage_bytes": 52428800, "inboxes": 2, "sends_today": 12},
+}
+
+
 class Account(BaseModel):
     model_config = _example(
         {
@@ -108,6 +139,7 @@ class Account(BaseModel):
             "owner_email": "ops@example.com",
             "status": "active",
             "created_at": EXAMPLE_TIME,
+            "quota": _EXAMPLE_QUOTA,
         }
     )
     account_id: str
@@ -115,6 +147,7 @@ class Account(BaseModel):
     owner_email: str | None
     status: str
     created_at: datetime
+    quota: AccountQuota
 
 
 class AccountUpdate(BaseModel):
@@ -132,6 +165,7 @@ class Usage(BaseModel):
             "api_requests": 1234,
             "messages_received": 56,
             "messages_sent": 7,
+            "quota": _EXAMPLE_QUOTA,
         }
     )
     account_id: str
@@ -140,6 +174,7 @@ class Usage(BaseModel):
     api_requests: int = Field(description="Authenticated API requests, by whole UTC days.")
     messages_received: int
     messages_sent: int
+    quota: AccountQuota = Field(description="The account's limits and its use of them now.")
 
 
 # API keys.

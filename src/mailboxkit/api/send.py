@@ -14,6 +14,9 @@ Implementation notes:
   the envelope only. Addresses are ``a@b`` or ``Name <a@b>``.
 - Recipients on the account's suppression list (``store.suppressions``) are refused with 422
   ``recipient_suppressed`` naming them; nothing is queued.
+- Past the account's daily send limit (``store.quota``, counted per message when it is queued)
+  a send is 429 ``quota_exceeded`` with ``Retry-After`` (seconds to 00:00 UTC); nothing is
+  queued.
 - Anything that cannot be composed (a header the email package refuses, a non-ASCII address)
   is a 422, never a 500.
 - A reply (or reply-all) marks its original ``\\Answered`` and a forward ``$Forwarded``, in the
@@ -27,10 +30,11 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.errors import MessageError
 from email.utils import parseaddr
 from typing import Annotated, Any, Literal
@@ -57,7 +61,7 @@ from mailboxkit.api.context import Ctx
 from mailboxkit.api.errors import ApiError, not_found
 from mailboxkit.api.params import InboxId, MessageId
 from mailboxkit.dns.signing import DkimSigner
-from mailboxkit.store import outbox, suppressions
+from mailboxkit.store import outbox, quota, suppressions
 from mailboxkit.store.accounts import Inbox, KeyOwner
 from mailboxkit.store.answered import Answer, MarkOriginal
 from mailboxkit.store.blobs import BlobNotFound
@@ -375,6 +379,8 @@ async def queue_message(
         queued = await send.outbox.submit(outgoing, now=now, idempotency=key, hook=hook)
     except outbox.IdempotencyConflict:
         raise _conflict() from None
+    except quota.SendQuotaExceeded as refused:
+        raise send_limit_error(refused, now) from None
     if not queued.replayed:
         send.queued(inbox.id)
     return queued
@@ -387,6 +393,18 @@ def suppressed_error(addresses: list[str]) -> ApiError:
         "recipient_suppressed",
         f"not sent: on this account's suppression list: {named} (it bounced, complained or was "
         "added; DELETE /api/v1/suppressions/{address} to send to it again)",
+    )
+
+
+def send_limit_error(refused: quota.SendQuotaExceeded, now: datetime) -> ApiError:
+    """429 ``quota_exceeded``: the account's daily send limit is reached until the next UTC
+    day (``Retry-After``, seconds)."""
+    wait = max(1, math.ceil((refused.retry_at - now).total_seconds()))
+    return ApiError(
+        429,
+        "quota_exceeded",
+        "not sent: this account's daily send limit is reached; it starts again at 00:00 UTC",
+        headers={"Retry-After": str(wait)},
     )
 
 

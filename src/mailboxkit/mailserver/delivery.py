@@ -17,6 +17,10 @@ Implementation notes:
 - A failing batch is retried one message at a time, so one bad message cannot fail the others;
   a message that still fails gets a temporary error (451, or 452 when the disk is full) and the
   sender retries. A batch that failed because the store is out of reach or full fails whole.
+- Storage quotas (``store.quota``): the transaction locks the recipients' accounts first, and
+  a message that would take one over its storage limit is left out of it and answered
+  ``452 4.2.2``, for all its recipients (one SMTP reply answers for all; the sender retries).
+  Being locked until commit, the counters cannot be passed by two batches at once.
 - Events are published after commit.
 - Blob keys: raw messages ``msg/YYYY/MM/DD/<uuid>.eml`` (one per SMTP transaction, shared by its
   recipients); attachments ``att/<sha256>`` (content-addressed, so fan-out and duplicates share).
@@ -32,6 +36,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from mailboxkit.store.accounts import Inbox
 from mailboxkit.store.blobs import BlobStore
 from mailboxkit.store.db import Database, log_failure, unavailable
@@ -39,6 +45,7 @@ from mailboxkit.store.events import EventBus, EventType
 from mailboxkit.store.ids import new_id
 from mailboxkit.store.messages import NewMessage, StoredMessage, insert_messages
 from mailboxkit.store.mime import ParsedMessage
+from mailboxkit.store.quota import Storage, StorageQuotaExceeded, lock_accounts
 from mailboxkit.store.sqlite_driver import run_on_thread
 from mailboxkit.store.tasks import stop_tasks
 
@@ -191,16 +198,51 @@ class DeliveryPipeline:
     async def _commit(self, batch: list[_Job]) -> None:
         news = [_new_messages(job) for job in batch]
         async with self._db.write() as conn:
-            flat = await run_on_thread(
-                conn, lambda c: insert_messages(c, [new for group in news for new in group])
-            )
+            flat, refused = await run_on_thread(conn, lambda c: _store(c, news))
         start = 0
-        for job, group in zip(batch, news, strict=True):
+        for index, (job, group) in enumerate(zip(batch, news, strict=True)):
+            if index in refused:
+                log.info(
+                    "event=delivery_over_quota queue_id=%s accounts=%s",
+                    job.message.queue_id,
+                    ",".join(sorted(refused[index])),
+                )
+                _fail(job, StorageQuotaExceeded(job.message.queue_id))
+                continue
             stored = flat[start : start + len(group)]
             start += len(group)
             self._bus.publish(event for s in stored for event in s.events)
             if not job.done.done():
                 job.done.set_result(stored)
+
+
+async def _store(
+    conn: AsyncConnection, news: Sequence[Sequence[NewMessage]]
+) -> tuple[list[StoredMessage], dict[int, set[str]]]:
+    """Store the messages of each job whose every account has room for them, in order; the
+    others are refused whole (position -> accounts over their limit), since one SMTP reply
+    answers for every recipient. The accounts stay locked until commit (``store.quota``)."""
+    storage = await lock_accounts(conn, {n.inbox.account_id for group in news for n in group})
+    used = {account_id: s.used for account_id, s in storage.items()}
+    refused: dict[int, set[str]] = {}
+    for index, group in enumerate(news):
+        need: dict[str, int] = {}
+        for new in group:
+            need[new.inbox.account_id] = need.get(new.inbox.account_id, 0) + new.size
+        over = {
+            account_id
+            for account_id, size in need.items()
+            if account_id in storage
+            and not Storage(used[account_id], storage[account_id].limit).fits(size)
+        }
+        if over:
+            refused[index] = over
+            continue
+        for account_id, size in need.items():
+            if account_id in used:
+                used[account_id] += size
+    accepted = [new for index, group in enumerate(news) if index not in refused for new in group]
+    return await insert_messages(conn, accepted), refused
 
 
 def _new_messages(job: _Job) -> list[NewMessage]:

@@ -12,6 +12,7 @@ import re
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mailboxkit.store.db import storage_full
+from mailboxkit.store.quota import SendQuotaExceeded, StorageQuotaExceeded
 
 OK = "250 2.0.0 OK"
 SENDER_OK = "250 2.1.0 Sender OK"
@@ -25,6 +26,13 @@ TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 TEMPORARY_FAILURE = "451 4.3.0 Temporary server error, try again later"
 STORAGE_FULL = "452 4.3.1 Insufficient system storage, try again later"
+# RFC 3463 X.2.2 "mailbox full": temporary (4xx), so the sender retries once mail is deleted.
+MAILBOX_FULL = "452 4.2.2 Mailbox full: over its storage quota, try again later"
+# RFC 3463 X.7.1 "delivery not authorized, message refused" (a policy), with a temporary basic
+# code (RFC 5321 §4.2.1: 4yz, "the error condition is temporary"): the limit ends at the next
+# UTC day. Not X.5.3, which is "too many recipients" in one transaction, nor X.2.2, which is
+# about the recipient's mailbox.
+SEND_LIMIT_REACHED = "451 4.7.1 Daily sending limit reached, try again after 00:00 UTC"
 DMARC_REJECTED = (
     "550 5.7.1 Message rejected: it fails the DMARC policy (p=reject) of its From domain"
 )
@@ -59,7 +67,12 @@ class Ehlo:
 
 
 def failed(error: BaseException | None) -> str:
-    """The reply to a message that could not be stored: the disk full, or another failure."""
+    """The reply to a message that could not be stored: a quota, the disk full, or another
+    failure."""
+    if isinstance(error, StorageQuotaExceeded):
+        return MAILBOX_FULL
+    if isinstance(error, SendQuotaExceeded):
+        return SEND_LIMIT_REACHED
     return STORAGE_FULL if storage_full(error) else TEMPORARY_FAILURE
 
 

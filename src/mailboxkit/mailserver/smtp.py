@@ -36,6 +36,7 @@ import logging
 import re
 import ssl
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from email._header_value_parser import get_addr_spec, get_angle_addr  # what aiosmtpd uses
@@ -58,6 +59,7 @@ from mailboxkit.mailserver.delivery import (
 from mailboxkit.mailserver.recipients import POSTMASTER, RecipientDirectory, Refusal
 from mailboxkit.mailserver.senders import SenderPolicy
 from mailboxkit.mailserver.smtpdata import read_data
+from mailboxkit.store import quota
 from mailboxkit.store.accounts import Inbox, split_address
 from mailboxkit.store.clock import Clock
 from mailboxkit.store.db import Database, log_failure
@@ -67,6 +69,9 @@ from mailboxkit.store.offload import Offload
 from mailboxkit.store.senderrules import RuleAction
 
 log = logging.getLogger(__name__)
+
+UNLIMITED_TTL = 10.0  # seconds an account seen without a storage limit is taken to have none
+UNLIMITED_REMEMBERED = 10_000  # such accounts remembered at most
 
 
 @dataclass(slots=True)
@@ -168,6 +173,7 @@ class MxHandler(replies.Ehlo):
         recipients: RecipientDirectory | None = None,
         senders: SenderPolicy | None = None,
     ) -> None:
+        self._db = db
         self._recipients = recipients or RecipientDirectory(db)
         self._senders = senders or SenderPolicy(db)
         self._pipeline = pipeline
@@ -177,6 +183,7 @@ class MxHandler(replies.Ehlo):
         self._max_recipients = max_recipients
         self._verify = verify
         self._dmarc_reject = dmarc_reject
+        self._unlimited: dict[str, float] = {}  # account id -> when seen without a limit
 
     async def handle_MAIL(
         self,
@@ -229,10 +236,32 @@ class MxHandler(replies.Ehlo):
             )
             metrics.SMTP_RECIPIENTS_REFUSED.labels("mx", "blocked").inc()
             return replies.SENDER_BLOCKED
+        if not await self._has_room(inbox, envelope):
+            log.info("event=rcpt_over_quota peer=%s inbox_id=%s", session.peer, inbox.id)
+            metrics.SMTP_RECIPIENTS_REFUSED.labels("mx", "quota").inc()
+            return replies.MAILBOX_FULL
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         envelope.inboxes.setdefault(inbox.id, (inbox, []))[1].append(address)
         return replies.RECIPIENT_OK
+
+    async def _has_room(self, inbox: Inbox, envelope: Envelope) -> bool:
+        """Whether the inbox's account has room for the message: for its declared SIZE
+        (RFC 1870), else for one byte more. Checked again, locked, when it is stored.
+
+        Most accounts have no limit: one seen without is not read again for
+        ``UNLIMITED_TTL`` seconds (a limit set meanwhile applies here within that time, and
+        when the message is stored at once)."""
+        now = time.monotonic()
+        if now - self._unlimited.get(inbox.account_id, -UNLIMITED_TTL) < UNLIMITED_TTL:
+            return True
+        async with self._db.read() as conn:
+            found = await quota.storage(conn, inbox.account_id)
+        if found is not None and found.limit is None:
+            if len(self._unlimited) >= UNLIMITED_REMEMBERED:
+                self._unlimited.clear()
+            self._unlimited[inbox.account_id] = now
+        return found is None or found.fits(max(1, _declared_size(envelope)))
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         assert isinstance(envelope, MxEnvelope)
@@ -506,3 +535,12 @@ class MxServer(SMTP):
             await super().push(replies.with_enhanced_code(status))
         else:
             await super().push(status)
+
+
+def _declared_size(envelope: Envelope) -> int:
+    """The SIZE parameter of MAIL FROM (RFC 1870 §6), 0 when none."""
+    for option in envelope.mail_options:
+        name, _, value = option.partition("=")
+        if name.upper() == "SIZE" and value.isdigit():
+            return int(value)
+    return 0

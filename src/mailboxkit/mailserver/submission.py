@@ -18,6 +18,10 @@ Implementation notes (checked in this order):
   is DKIM-signed, stored in Sent and queued (``store.outbox.submit``); 250 comes only after
   that commit. Bcc stays in the Sent copy, as the sender wrote it; the queue worker removes it
   from every copy that goes out (DKIM never signs Bcc, so the signatures still hold).
+- The account's daily send limit (``store.quota``): MAIL is refused once it is reached, and
+  the message is counted when it is queued (a race past MAIL is refused at end of data), with
+  ``451 4.7.1``: temporary (the count starts again at 00:00 UTC), a policy refusal (RFC 3463
+  X.7.1), not "too many recipients" (X.5.3) nor the recipient's mailbox (X.2.2).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from mailboxkit.mailserver import replies
 from mailboxkit.mailserver.imap.auth import AuthThrottle, check_credentials, parse_plain
 from mailboxkit.mailserver.imap.state import User
 from mailboxkit.mailserver.smtp import ConnectionLimiter, MxLimits, MxServer
-from mailboxkit.store import outbox, suppressions
+from mailboxkit.store import outbox, quota, suppressions
 from mailboxkit.store.accounts import Inbox, split_address
 from mailboxkit.store.charsets import raw_header
 from mailboxkit.store.clock import Clock
@@ -185,6 +189,11 @@ class SubmissionHandler(replies.Ehlo):
         if not address or split_address(address) != split_address(user.address):
             log.info("event=submission_sender_refused inbox_id=%s", user.inbox_id)
             return SENDER_NOT_OWNED
+        async with self._db.read() as conn:
+            may_send = await quota.may_send(conn, user.account_id, now=self._clock.now())
+        if not may_send:  # early; counted for good when the message is queued
+            log.info("event=submission_over_quota inbox_id=%s", user.inbox_id)
+            return replies.SEND_LIMIT_REACHED
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return replies.SENDER_OK
@@ -242,6 +251,9 @@ class SubmissionHandler(replies.Ehlo):
                 ),
                 now=now,
             )
+        except quota.SendQuotaExceeded as refused:
+            log.info("event=submission_over_quota inbox_id=%s", user.inbox_id)
+            return replies.failed(refused)
         except Exception as error:
             log_failure(log, error, "event=submission_queue_failed inbox_id=%s", user.inbox_id)
             return replies.failed(error)

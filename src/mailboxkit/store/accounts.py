@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
 from mailboxkit.store.ids import new_id
+from mailboxkit.store.quota import UNLIMITED, Limits, check_inbox_limit, limit_columns
 
 KEY_PREFIX = "mbk_"
 KEY_ALPHABET = string.ascii_letters + string.digits
@@ -76,12 +77,23 @@ def split_address(address: str) -> tuple[str, str]:
 
 
 async def create_account(
-    conn: AsyncConnection, *, name: str, owner_email: str | None, now: datetime
+    conn: AsyncConnection,
+    *,
+    name: str,
+    owner_email: str | None,
+    now: datetime,
+    limits: Limits = UNLIMITED,
 ) -> str:
+    """A new account with ``limits`` (the server's defaults for new accounts, ``store.quota``)."""
     account_id = new_id()
     await conn.execute(
         insert(m.accounts).values(
-            id=account_id, name=name, owner_email=owner_email, status="active", created_at=now
+            id=account_id,
+            name=name,
+            owner_email=owner_email,
+            status="active",
+            created_at=now,
+            **limit_columns(limits),
         )
     )
     return account_id
@@ -111,11 +123,13 @@ async def create_inbox(
     display_name: str = "",
     metadata: dict[str, Any] | None = None,
 ) -> Inbox:
-    """Make an inbox and its default folders. Raises :class:`AddressTaken`."""
+    """Make an inbox and its default folders. Raises :class:`AddressTaken`, and
+    :class:`~mailboxkit.store.quota.InboxLimitReached` when the account has its limit."""
     local, domain = split_address(address)
     address = f"{local}@{domain}"
     if await conn.scalar(select(m.inboxes.c.id).where(m.inboxes.c.address == address)):
         raise AddressTaken(address)
+    await check_inbox_limit(conn, account_id)
     domain_id = await ensure_domain(conn, domain, now=now)
     inbox_id = new_id()
     await conn.execute(
@@ -382,10 +396,18 @@ class Registration:
 
 
 async def register(
-    conn: AsyncConnection, *, name: str, owner_email: str, domain: str, now: datetime
+    conn: AsyncConnection,
+    *,
+    name: str,
+    owner_email: str,
+    domain: str,
+    now: datetime,
+    limits: Limits = UNLIMITED,
 ) -> Registration:
     """A new account with one inbox on ``domain`` (named after ``name``) and an account key."""
-    account_id = await create_account(conn, name=name, owner_email=owner_email, now=now)
+    account_id = await create_account(
+        conn, name=name, owner_email=owner_email, now=now, limits=limits
+    )
     address = await free_address(conn, name, domain)
     inbox = await create_inbox(conn, account_id=account_id, address=address, now=now)
     key = await create_api_key(conn, account_id=account_id, now=now, name="registration")

@@ -31,6 +31,7 @@ from mailboxkit.store import suppressions
 from mailboxkit.store.events import Event, EventType, NewEvent, record_events
 from mailboxkit.store.messages import NewMessage, insert_messages
 from mailboxkit.store.outbox import RecipientStatus
+from mailboxkit.store.quota import lock_accounts
 from mailboxkit.store.suppressions import NewSuppression, SuppressionReason
 
 log = logging.getLogger(__name__)
@@ -258,6 +259,12 @@ async def settle(
     out = Settled(settled=await _apply(conn, items, now))
     held = [i for i in items if i.claim.id in out.settled]
     deliveries = [new for rid, new in local if rid in out.settled]
+    # Every account the batch stores into, locked at once in order (``store.quota``), so
+    # settling batches on several nodes cannot deadlock on them.
+    await lock_accounts(
+        conn,
+        {n.inbox.account_id for n in deliveries} | {b.report.inbox.account_id for b in bounces},
+    )
     if deliveries:
         for stored in await insert_messages(conn, deliveries):
             out.events.extend(stored.events)

@@ -33,10 +33,22 @@ class DomainShared(Exception):
     """Another account has inboxes on a domain of the account being deleted."""
 
 
+async def domain_shared(conn: AsyncConnection, account_id: str) -> bool:
+    """Whether another account has an inbox on one of the account's domains."""
+    owned_domains = select(m.domains.c.id).where(m.domains.c.account_id == account_id)
+    foreign = await conn.scalar(
+        select(m.inboxes.c.id)
+        .where(m.inboxes.c.domain_id.in_(owned_domains), m.inboxes.c.account_id != account_id)
+        .limit(1)
+    )
+    return foreign is not None
+
+
 async def delete_account(conn: AsyncConnection, account_id: str) -> list[str] | None:
     """Delete the account and everything it owns: its inboxes with their folders, threads and
     messages, its domains and their DKIM keys, keys, webhooks and their deliveries, events,
-    queued and sent mail, drafts, sender rules, suppressions, usage (the tables' cascades).
+    queued and sent mail, drafts, sender rules, suppressions, usage, Stripe billing records (the
+    tables' cascades).
     Returns the blob keys no row names any more, for the caller to delete after commit (see
     ``sweep.delete_unreferenced``); None when there is no such account.
 
@@ -45,13 +57,7 @@ async def delete_account(conn: AsyncConnection, account_id: str) -> list[str] | 
     """
     if await get_account(conn, account_id) is None:
         return None
-    owned_domains = select(m.domains.c.id).where(m.domains.c.account_id == account_id)
-    foreign = await conn.scalar(
-        select(m.inboxes.c.id)
-        .where(m.inboxes.c.domain_id.in_(owned_domains), m.inboxes.c.account_id != account_id)
-        .limit(1)
-    )
-    if foreign is not None:
+    if await domain_shared(conn, account_id):
         raise DomainShared(account_id)
     out = m.outbound_messages.c
     in_account = m.messages.c.inbox_id.in_(

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
 from mailboxkit.store.accounts import Scope
+from mailboxkit.store.quota import charge, inbox_bytes, lock_accounts
 from mailboxkit.store.sweep import message_blobs, unreferenced_blobs
 
 
@@ -121,6 +122,8 @@ async def delete_inbox(conn: AsyncConnection, scope: Scope, inbox_id: str) -> li
     """Delete the inbox and everything in it; the blob keys now unreferenced (None: no inbox)."""
     if not await visible_inbox(conn, scope, inbox_id):
         return None
+    await lock_accounts(conn, [scope.account_id])  # before any folder: store.quota's lock order
+    await charge(conn, {scope.account_id: -await inbox_bytes(conn, inbox_id)})
     keys = await message_blobs(conn, m.messages.c.inbox_id == inbox_id)
     # Messages first: their thread foreign key is SET NULL, which would otherwise be
     # rewritten row by row when the threads go.

@@ -45,6 +45,14 @@ from mailboxkit.store.folders import (
     lock_folders,
     parents,
 )
+from mailboxkit.store.quota import (
+    Storage,
+    StorageQuotaExceeded,
+    charge,
+    entry_bytes,
+    folder_accounts,
+    lock_accounts,
+)
 
 
 class FlagMode(StrEnum):
@@ -211,22 +219,37 @@ async def expunge(
 ) -> Expunged:
     """Remove the entries flagged ``\\Deleted`` (among ``uids`` if given: UID EXPUNGE,
     RFC 4315 §2.1), remembering each UID in ``folder_expunges`` (RFC 7162 §3.2.10)."""
+    owner, _ = await _lock_owner(conn, folder_id)
     await lock_folders(conn, [folder_id])
     if uids is None:
         uids = await _all_uids(conn, folder_id)
     rows = await _locked_entries(conn, folder_id, uids, m.entries.c.deleted.is_(True))
-    return await _remove(conn, folder_id, rows)
+    return await _remove(conn, folder_id, rows, owner)
 
 
 async def remove_entries(conn: AsyncConnection, *, folder_id: int, uids: Iterable[int]) -> Expunged:
     """Remove entries whatever their flags, as an expunge does (a draft replaced or sent)."""
+    owner, _ = await _lock_owner(conn, folder_id)
     await lock_folders(conn, [folder_id])
-    return await _remove(conn, folder_id, await _locked_entries(conn, folder_id, uids))
+    return await _remove(conn, folder_id, await _locked_entries(conn, folder_id, uids), owner)
 
 
-async def _remove(conn: AsyncConnection, folder_id: int, rows: Sequence[Any]) -> Expunged:
+async def _lock_owner(conn: AsyncConnection, folder_id: int) -> tuple[str, Storage]:
+    """Lock the row of the account the folder belongs to, before any folder row (the lock
+    order of ``store.quota``): its id and storage. A folder that is gone has none (and
+    ``lock_folders`` says so next)."""
+    owners = await lock_accounts(conn, await folder_accounts(conn, [folder_id]))
+    return next(iter(owners.items()), ("", Storage(0, None)))
+
+
+async def _remove(
+    conn: AsyncConnection, folder_id: int, rows: Sequence[Any], account_id: str
+) -> Expunged:
+    """Delete the entries ``rows`` of the folder, freeing their bytes of ``account_id``
+    (whose row the caller locked first)."""
     if not rows:
         return Expunged((), None)
+    await charge(conn, {account_id: -await entry_bytes(conn, [row.message_id for row in rows])})
     modseq = (await _bump(conn, folder_id)).highestmodseq
     ids = [row.id for row in rows]
     for start in range(0, len(ids), 1000):
@@ -265,18 +288,34 @@ async def _delete_orphans(conn: AsyncConnection, message_ids: Iterable[str]) -> 
 
 
 async def copy_entries(
-    conn: AsyncConnection, *, source_folder_id: int, uids: Iterable[int], target_folder_id: int
+    conn: AsyncConnection,
+    *,
+    source_folder_id: int,
+    uids: Iterable[int],
+    target_folder_id: int,
+    enforce_quota: bool = False,
 ) -> Copied:
     """COPY (RFC 3501 §6.4.7): new entries in the target, in ascending source UID order, with
-    the same flags, keywords and internal date (RFC 4315 §3 COPYUID pairs)."""
+    the same flags, keywords and internal date (RFC 4315 §3 COPYUID pairs). Each copy counts
+    into the target's account; with ``enforce_quota``, raises
+    :class:`~mailboxkit.store.quota.StorageQuotaExceeded` (nothing copied) when the copies
+    would take it over its storage limit."""
+    owner, storage = await _lock_owner(conn, target_folder_id)
     folders = await lock_folders(conn, [source_folder_id, target_folder_id])
     rows = await _locked_entries(conn, source_folder_id, uids)
-    return await _copy_rows(conn, rows, folders[target_folder_id])
+    if enforce_quota and not storage.fits(await entry_bytes(conn, [r.message_id for r in rows])):
+        raise StorageQuotaExceeded(target_folder_id)
+    return await _copy_rows(conn, rows, folders[target_folder_id], owner)
 
 
-async def _copy_rows(conn: AsyncConnection, rows: Sequence[Any], target: Folder) -> Copied:
+async def _copy_rows(
+    conn: AsyncConnection, rows: Sequence[Any], target: Folder, account_id: str
+) -> Copied:
+    """Copy the entries ``rows`` into ``target``, counting them into ``account_id`` (the
+    target's account, whose row the caller locked first)."""
     if not rows:
         return Copied(target.uidvalidity, ())
+    await charge(conn, {account_id: await entry_bytes(conn, [row.message_id for row in rows])})
     bumped = await _bump(conn, target.id, uids=len(rows))
     first = bumped.uidnext - len(rows)
     await conn.execute(
@@ -307,11 +346,15 @@ class Moved:
 async def move_entries(
     conn: AsyncConnection, *, source_folder_id: int, uids: Iterable[int], target_folder_id: int
 ) -> Moved:
-    """MOVE (RFC 6851 §3): copy, then expunge the sources whatever their flags."""
+    """MOVE (RFC 6851 §3): copy, then expunge the sources whatever their flags. Within one
+    account the stored bytes do not change, so a move is never refused for quota."""
+    [source_owner] = await folder_accounts(conn, [source_folder_id]) or [""]
+    [target_owner] = await folder_accounts(conn, [target_folder_id]) or [""]
+    await lock_accounts(conn, [source_owner, target_owner])
     folders = await lock_folders(conn, [source_folder_id, target_folder_id])
     rows = await _locked_entries(conn, source_folder_id, uids)
-    copied = await _copy_rows(conn, rows, folders[target_folder_id])
-    expunged = await _remove(conn, source_folder_id, rows)
+    copied = await _copy_rows(conn, rows, folders[target_folder_id], target_owner)
+    expunged = await _remove(conn, source_folder_id, rows, source_owner)
     return Moved(copied, expunged)
 
 
@@ -320,6 +363,7 @@ async def move_entries(
 
 async def delete_folder(conn: AsyncConnection, *, folder_id: int) -> None:
     """Delete a folder and its entries; messages left in no folder are deleted too."""
+    owner, _ = await _lock_owner(conn, folder_id)
     message_ids = list(
         (
             await conn.execute(
@@ -327,6 +371,8 @@ async def delete_folder(conn: AsyncConnection, *, folder_id: int) -> None:
             )
         ).scalars()
     )
+    if message_ids:
+        await charge(conn, {owner: -await entry_bytes(conn, message_ids)})
     await conn.execute(delete(m.entries).where(m.entries.c.folder_id == folder_id))
     await conn.execute(delete(m.folder_expunges).where(m.folder_expunges.c.folder_id == folder_id))
     await conn.execute(delete(m.folders).where(m.folders.c.id == folder_id))

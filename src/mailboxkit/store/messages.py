@@ -22,6 +22,7 @@ from mailboxkit.store.codes import find_codes_and_links
 from mailboxkit.store.events import Event, EventType, NewEvent, record_events
 from mailboxkit.store.ids import new_id
 from mailboxkit.store.mime import Address, ParsedMessage
+from mailboxkit.store.quota import charge
 from mailboxkit.store.threads import MAX_ID_LENGTH, ThreadRequest, assign_threads
 
 
@@ -203,9 +204,17 @@ def _attachment_rows(message_id: str, new: NewMessage) -> list[dict[str, Any]]:
 
 
 async def insert_messages(conn: AsyncConnection, news: Sequence[NewMessage]) -> list[StoredMessage]:
-    """Store messages in their folders, in order, with a handful of statements per batch."""
+    """Store messages in their folders, in order, with a handful of statements per batch.
+
+    Each entry counts its message's size into its account's stored bytes (``store.quota``;
+    the account row is locked before any folder). Nothing is refused here: a caller that
+    enforces the limit checks with ``quota.lock_accounts`` first."""
     if not news:
         return []
+    deltas: dict[str, int] = {}
+    for new in news:
+        deltas[new.inbox.account_id] = deltas.get(new.inbox.account_id, 0) + new.size
+    await charge(conn, deltas)
     threaded = [n for n in news if n.threaded]
     assigned = iter(
         await assign_threads(

@@ -103,6 +103,13 @@ accounts = Table(
     Column("status", String(20), nullable=False, server_default="active"),
     Column("password_hash", String(200)),
     Column("created_at", Timestamp, nullable=False),
+    # Quotas (``store/quota.py``): NULL limits are unlimited. ``storage_used`` is the sum of
+    # ``messages.size`` over the account's entries, changed in every transaction that adds or
+    # removes entries.
+    Column("storage_used", BigInteger, nullable=False, server_default="0"),
+    Column("storage_limit", BigInteger),
+    Column("inbox_limit", Integer),
+    Column("daily_send_limit", Integer),
 )
 
 api_keys = Table(
@@ -334,13 +341,15 @@ rate_limits = Table(
 )
 
 # Per-account, per-day API request counts for GET /api/v1/usage (messages are counted from
-# ``events``, written in the transaction that stores them).
+# ``events``, written in the transaction that stores them), and the messages queued for sending
+# that day, which the daily send limit counts (``store/quota.py``).
 usage_counters = Table(
     "usage_counters",
     metadata,
     Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
     Column("day", String(10), primary_key=True),  # YYYY-MM-DD, UTC
     Column("api_requests", BigInteger, nullable=False, server_default="0"),
+    Column("sends", BigInteger, nullable=False, server_default="0"),
 )
 
 # The outbound queue (``store/outbox.py``). One ``outbound_messages`` row per message sent (its
@@ -534,4 +543,39 @@ event_cursors = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("seq", BigInteger, nullable=False),
+)
+
+# Stripe billing (``store/billing.py``): each account's Stripe customer, the subscriptions Stripe
+# told us about with the time of the event their state came from, and the Stripe events applied.
+billing_customers = Table(
+    "billing_customers",
+    metadata,
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("customer_id", String(255), nullable=False, unique=True),
+    Column("created_at", Timestamp, nullable=False),
+)
+
+billing_subscriptions = Table(
+    "billing_subscriptions",
+    metadata,
+    Column("subscription_id", String(255), primary_key=True),
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("status", String(32)),  # Stripe's; NULL: only known from a completed Checkout
+    Column("price_id", String(255)),
+    Column("current_period_end", Timestamp),
+    Column("cancel_at_period_end", Boolean, nullable=False, server_default="0"),
+    Column("state_at", Timestamp),  # ``created`` of the Stripe event the state came from
+    Column("updated_at", Timestamp, nullable=False),
+    Index("ix_billing_subscriptions_account", "account_id"),
+)
+
+billing_events = Table(
+    "billing_events",
+    metadata,
+    Column("event_id", String(255), primary_key=True),
+    Column("type", String(100), nullable=False),
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE")),
+    Column("received_at", Timestamp, nullable=False),
+    Index("ix_billing_events_account", "account_id"),
+    Index("ix_billing_events_received", "received_at"),
 )

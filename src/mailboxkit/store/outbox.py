@@ -19,6 +19,11 @@ Implementation notes (invariants the API, the submission server and the queue wo
 - Idempotency keys are per account. The key row is inserted first in the queueing
   transaction with ``ON CONFLICT DO NOTHING``: a concurrent request with the same key waits on
   it (PostgreSQL) or runs after it (SQLite), then finds the original and sends nothing.
+- The daily send limit (``store.quota``) is counted per message at the start of the queueing
+  transaction, after the batch's accounts are locked (both in account order, so batches on
+  several nodes cannot deadlock), and taken back for a message that is then not queued (a
+  replayed idempotency key, a hook's refusal); a message over the limit is answered
+  :class:`~mailboxkit.store.quota.SendQuotaExceeded` and nothing of it is queued.
 - A :class:`QueueHook` does more in the queueing transaction: its ``claim`` runs first (after
   the idempotency key's) and may refuse, then nothing is queued (:class:`NotQueued`); its
   ``queued`` runs after, with the Sent copy's ids. Sending a draft takes the draft there (a
@@ -48,6 +53,13 @@ from mailboxkit.store.ids import new_id
 from mailboxkit.store.mailboxes import set_entry_flags
 from mailboxkit.store.messages import NewMessage, insert_messages
 from mailboxkit.store.mime import ParsedMessage
+from mailboxkit.store.quota import (
+    SendQuotaExceeded,
+    count_send,
+    lock_accounts,
+    next_day,
+    uncount_send,
+)
 from mailboxkit.store.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
@@ -213,7 +225,7 @@ async def submit(
     return result
 
 
-Answer = Queued | IdempotencyConflict | NotQueued
+Answer = Queued | IdempotencyConflict | NotQueued | SendQuotaExceeded
 
 
 async def submit_many(
@@ -221,8 +233,8 @@ async def submit_many(
 ) -> list[Answer]:
     """Queue a batch with one blob write and one transaction (group commit).
 
-    Each item's answer, in order: its :class:`Queued`, the conflict of its idempotency key, or
-    its hook's refusal.
+    Each item's answer, in order: its :class:`Queued`, the conflict of its idempotency key,
+    its hook's refusal, or its account's daily send limit.
     Raises when the batch as a whole fails (the caller may retry items one by one).
     """
     answers: dict[int, Answer] = {}
@@ -247,21 +259,37 @@ async def submit_many(
         await blobs.put_many(list(items.items()))
     replays: list[str] = []
     async with db.write() as conn:
-        plain = [i for i in todo if _plain(staged[i].submission)]
+        # store.quota's lock order: the accounts (sorted), their send counts (sorted), then
+        # folders; so group commits on several nodes cannot deadlock.
+        await lock_accounts(conn, {_account_of(staged[i]) for i in todo})
+        counted: set[int] = set()
+        for i in sorted(todo, key=lambda i: (_account_of(staged[i]), i)):
+            refused = await _count_send(conn, staged[i].submission)
+            if refused is None:
+                counted.add(i)
+            else:
+                answers[i] = refused
+                replays.append(staged[i].raw_key)
+        plain = [i for i in todo if i in counted and _plain(staged[i].submission)]
         if plain:
             queued = await enqueue_many(conn, [staged[i] for i in plain], max_age)
             answers.update(zip(plain, queued, strict=True))
         for i in todo:
             item = staged[i]
-            if _plain(item.submission):
+            if i not in counted or _plain(item.submission):
                 continue
             one = await _enqueue_one(conn, item, max_age)
-            if not isinstance(one, Queued) or one.replayed:
+            if not isinstance(one, Queued) or one.replayed:  # nothing sent: not counted
+                await uncount_send(conn, _account_of(item), now=item.submission.now)
                 replays.append(item.raw_key)
             answers[i] = one
     if replays:
         await blobs.delete_many(replays)  # staged for nothing; attachments may be shared
     return [answers[i] for i in range(len(batch))]
+
+
+def _account_of(item: _Staged) -> str:
+    return item.submission.outgoing.inbox.account_id
 
 
 def _plain(submission: Submission) -> bool:
@@ -276,13 +304,7 @@ async def _enqueue_one(conn: AsyncConnection, item: _Staged, max_age: timedelta)
         if replay is not None:
             return replay
     if hook is not None and not await hook.claim(conn):
-        if key is not None:  # claimed above for this request: let it go again
-            await conn.execute(
-                delete(m.idempotency_keys).where(
-                    m.idempotency_keys.c.account_id == key.account_id,
-                    m.idempotency_keys.c.key == key.key,
-                )
-            )
+        await _release_key(conn, key)
         return NotQueued()
     [one] = await enqueue_many(conn, [item], max_age)
     if key is not None:
@@ -297,6 +319,27 @@ async def _enqueue_one(conn: AsyncConnection, item: _Staged, max_age: timedelta)
     if hook is not None:
         await hook.queued(conn, one)
     return one
+
+
+async def _release_key(conn: AsyncConnection, key: IdempotencyKey | None) -> None:
+    """Let go of the key this request claimed (nothing was queued for it)."""
+    if key is not None:
+        await conn.execute(
+            delete(m.idempotency_keys).where(
+                m.idempotency_keys.c.account_id == key.account_id,
+                m.idempotency_keys.c.key == key.key,
+            )
+        )
+
+
+async def _count_send(conn: AsyncConnection, submission: Submission) -> SendQuotaExceeded | None:
+    """Count the message against its account's daily send limit (``store.quota``); the
+    refusal when the limit is reached."""
+    account_id = submission.outgoing.inbox.account_id
+    if await count_send(conn, account_id, now=submission.now):
+        return None
+    log.info("event=send_over_quota account_id=%s", account_id)
+    return SendQuotaExceeded(next_day(submission.now))
 
 
 async def _known(conn: AsyncConnection, key: IdempotencyKey) -> Queued | IdempotencyConflict | None:

@@ -34,6 +34,7 @@ from mailboxkit.mailserver.imap.commands import (
     Rename,
     Search,
     Select,
+    SetQuota,
     StartTls,
     Status,
     Store,
@@ -412,6 +413,8 @@ CASES: list[tuple[bytes, Command]] = [
     (b'a025 ID ("os" NIL)\r\n', Id("a025", (("os", None),))),
     (b'G1 GETQUOTA ""\r\n', GetQuota("G1", "")),
     (b"G2 GETQUOTAROOT INBOX\r\n", GetQuotaRoot("G2", "INBOX")),
+    (b'S1 SETQUOTA "" (STORAGE 512)\r\n', SetQuota("S1", "", (("STORAGE", 512),))),
+    (b"S2 SETQUOTA User ()\r\n", SetQuota("S2", "User", ())),
     # RFC 5258 LIST-EXTENDED, RFC 5819 LIST-STATUS, RFC 6154 SPECIAL-USE
     (
         b'A02 LIST (SUBSCRIBED) "" "*"\r\n',

@@ -51,6 +51,8 @@ from mailboxkit.mailserver.imap.responses import (
     NumberCode,
     NumberCodeName,
     PermanentFlags,
+    QuotaData,
+    QuotaRootData,
     Recent,
     Response,
     SearchData,
@@ -134,6 +136,9 @@ CASES: list[tuple[Response, bytes]] = [
         b"a NO [BADCHARSET (US-ASCII UTF-8)] Charset",
     ),
     (StatusResponse(NO, "x", tag="a", code=Code.OVERQUOTA), b"a NO [OVERQUOTA] x"),
+    (QuotaData("", (("STORAGE", 10, 512),)), b'* QUOTA "" (STORAGE 10 512)'),  # RFC 9208 §5.1
+    (QuotaRootData("INBOX", ("",)), b'* QUOTAROOT "INBOX" ""'),  # RFC 9208 §5.2
+    (QuotaRootData("INBOX", ()), b'* QUOTAROOT "INBOX"'),
     (StatusResponse(BAD, "bad\r\nname \x00\xe9", tag="a"), b"a BAD bad  name ??"),
     (Continuation("Ready for additional command text"), b"+ Ready for additional command text"),
     (Continuation(), b"+ "),

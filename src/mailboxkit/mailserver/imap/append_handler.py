@@ -20,6 +20,9 @@ publish"):
   it); a client that left Bcc out of what it submitted but kept it in its own copy has that
   copy filed too, as the only record of whom it went to.
 - The literal size limit (APPENDLIMIT) is enforced by the framer before any octet is read.
+- The account's storage quota (``store.quota``) is checked before the blobs are staged and
+  again with the account row locked in the storing transaction: over it, ``NO [OVERQUOTA]``
+  (RFC 9208 §4.4) and nothing is stored (blobs staged meanwhile go with the store sweep).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from mailboxkit.mailserver.imap.mailbox_commands import AppendMessage
 from mailboxkit.mailserver.imap.message_handlers import split_flags
 from mailboxkit.mailserver.imap.responses import AppendUid, Code
 from mailboxkit.mailserver.imap.state import Authenticated, Selected
+from mailboxkit.store import quota
 from mailboxkit.store.accounts import Inbox
 from mailboxkit.store.drafts import record_appended
 from mailboxkit.store.entries import SystemFlag
@@ -127,10 +131,18 @@ async def handle_append(
     # Position in the command -> UID: a copy we filed in Sent when we sent it keeps its own.
     uids = await _sent_copies(ctx, folder, staged) if folder.special_use == "\\Sent" else {}
     new = [(i, s) for i, s in enumerate(staged) if i not in uids]
+    size = sum(s.new.size for _, s in new)
+    async with services.db.read() as conn:  # before staging: refused early, nothing written
+        storage = await quota.storage(conn, user.account_id)
+    if new and storage is not None and not storage.fits(size):
+        raise _over_quota(ctx, user.inbox_id)
     await services.blobs.put_many([item for _, s in new for item in s.blobs.items()])
     stored = []
     if new:
         async with services.db.write() as conn:
+            locked = await quota.lock_accounts(conn, [user.account_id])
+            if not all(s.fits(size) for s in locked.values()):  # raced: rolled back
+                raise _over_quota(ctx, user.inbox_id)
             stored = await insert_messages(conn, [s.new for _, s in new])
             for row, (position, s) in zip(stored, new, strict=True):
                 uids[position] = row.uid
@@ -159,3 +171,9 @@ async def handle_append(
         "APPEND completed",
         AppendUid(folder.uidvalidity, tuple(uids[i] for i in range(len(staged)))),
     )
+
+
+def _over_quota(ctx: Context, inbox_id: str) -> CommandFailed:
+    """APPEND over the account's storage limit: NO [OVERQUOTA] (RFC 9208 §4.4, RFC 5530)."""
+    log.info("event=imap_append_over_quota session=%s inbox=%s", ctx.conn.session_id, inbox_id)
+    return CommandFailed("Over quota: delete some mail first", Code.OVERQUOTA)

@@ -229,6 +229,15 @@ class GetQuota:
 
 
 @dataclass(frozen=True, slots=True)
+class SetQuota:
+    """SETQUOTA (RFC 9208 §4.1): resource names and limits for a quota root."""
+
+    tag: str
+    root: str
+    resources: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class GetQuotaRoot:
     """GETQUOTAROOT (RFC 9208 §4.3)."""
 
@@ -269,6 +278,7 @@ Command: TypeAlias = (
     | Move
     | GetQuota
     | GetQuotaRoot
+    | SetQuota
 )
 
 
@@ -360,6 +370,18 @@ def _parse_id(tokens: Tokens, tag: str) -> Id:
         text = None if value is None else value.decode("utf-8", "replace")
         pairs.append((name.decode("utf-8", "replace"), text))
     return Id(tag, tuple(pairs))
+
+
+def _parse_setquota(tokens: Tokens, tag: str) -> SetQuota:
+    root = _after_space(tokens).utf8_astring()
+    tokens.space()
+
+    def resource() -> tuple[str, int]:
+        name = tokens.keyword()
+        tokens.space()
+        return name, tokens.number()
+
+    return SetQuota(tag, root, tokens.parenthesized(resource, allow_empty=True))
 
 
 def _parse_expunge(tokens: Tokens, tag: str) -> Expunge:
@@ -475,6 +497,7 @@ _COMMANDS: dict[str, Callable[[Tokens, str], Command]] = {
     "UID": _parse_uid,
     "GETQUOTA": lambda tokens, tag: GetQuota(tag, _after_space(tokens).utf8_astring()),
     "GETQUOTAROOT": lambda tokens, tag: GetQuotaRoot(tag, _after_space(tokens).mailbox()),
+    "SETQUOTA": _parse_setquota,
 }
 """Command name -> parser of the arguments after it (RFC 3501 §9 ``command``)."""
 
@@ -506,6 +529,7 @@ __all__ = [
     "Rename",
     "Search",
     "Select",
+    "SetQuota",
     "StartTls",
     "Status",
     "Store",

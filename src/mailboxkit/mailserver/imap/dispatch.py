@@ -16,6 +16,7 @@ from mailboxkit.mailserver.imap import (
     list_handlers,
     mailbox_handlers,
     message_handlers,
+    quota_handlers,
     search_handler,
     select_handlers,
     session_handlers,
@@ -56,4 +57,7 @@ HANDLERS: dict[type[c.Command], Handler] = {
     c.Copy: message_handlers.handle_copy,
     c.Move: message_handlers.handle_move,
     c.Expunge: message_handlers.handle_expunge,
+    c.GetQuota: quota_handlers.handle_getquota,
+    c.GetQuotaRoot: quota_handlers.handle_getquotaroot,
+    c.SetQuota: quota_handlers.handle_setquota,
 }

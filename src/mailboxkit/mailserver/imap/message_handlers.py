@@ -37,6 +37,7 @@ from mailboxkit.store.mailboxes import (
     move_entries,
     update_flags,
 )
+from mailboxkit.store.quota import StorageQuotaExceeded
 
 _MODES = {
     c.StoreMode.ADD: FlagMode.ADD,
@@ -125,22 +126,32 @@ def _copy_uid(copied: Copied) -> CopyUid | None:
 
 
 async def handle_copy(ctx: Context, state: Selected, command: c.Copy) -> Outcome:
-    """Copy messages to another mailbox. State: Selected. RFC 3501 §6.4.7, RFC 4315 §3."""
+    """Copy messages to another mailbox; NO [OVERQUOTA] when the copies would take the
+    account over its storage limit. State: Selected. RFC 3501 §6.4.7, RFC 4315 §3,
+    RFC 9208 §4.4."""
     view = state.view
     uids = view.resolve(command.sequence_set, uid=command.uid)
     target = await _target(ctx, state, command.mailbox)
-    async with ctx.services.db.write() as conn:
-        copied = await copy_entries(
-            conn, source_folder_id=view.folder_id, uids=uids, target_folder_id=target
-        )
+    try:
+        async with ctx.services.db.write() as conn:
+            copied = await copy_entries(
+                conn,
+                source_folder_id=view.folder_id,
+                uids=uids,
+                target_folder_id=target,
+                enforce_quota=True,
+            )
+    except StorageQuotaExceeded:  # RFC 9208 §4.4: nothing is copied
+        raise CommandFailed("Over quota: delete some mail first", Code.OVERQUOTA) from None
     if copied.pairs:
         ctx.services.changes.notify(state.user.inbox_id)
     return Outcome("COPY completed", _copy_uid(copied))
 
 
 async def handle_move(ctx: Context, state: Selected, command: c.Move) -> Outcome:
-    """Move messages to another mailbox: COPYUID untagged, then the EXPUNGEs. State:
-    Selected. RFC 6851 §3, §4.3."""
+    """Move messages to another mailbox: COPYUID untagged, then the EXPUNGEs. Never over
+    quota: a move within the account stores nothing more. State: Selected. RFC 6851 §3,
+    §4.3."""
     _writable(state)
     view = state.view
     uids = view.resolve(command.sequence_set, uid=command.uid)

@@ -2,8 +2,8 @@
 
 RFC 3501 §7 (server responses) and §9 (``response``), plus the response data and codes of
 UIDPLUS (RFC 4315), CONDSTORE/QRESYNC (RFC 7162), ESEARCH (RFC 4731), ENABLE (RFC 5161),
-NAMESPACE (RFC 2342), ID (RFC 2971), LIST-EXTENDED (RFC 5258), SPECIAL-USE (RFC 6154),
-response codes (RFC 5530) and APPENDLIMIT (RFC 7889).
+NAMESPACE (RFC 2342), ID (RFC 2971), QUOTA (RFC 9208), LIST-EXTENDED (RFC 5258),
+SPECIAL-USE (RFC 6154), response codes (RFC 5530) and APPENDLIMIT (RFC 7889).
 
 Implementation notes:
 
@@ -307,6 +307,22 @@ class NamespaceData:
 
 
 @dataclass(frozen=True, slots=True)
+class QuotaData:
+    """``* QUOTA root (resource usage limit ...)`` (RFC 9208 §5.1); at least one resource."""
+
+    root: str
+    resources: tuple[tuple[str, int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaRootData:
+    """``* QUOTAROOT mailbox root ...`` (RFC 9208 §5.2): the quota roots of a mailbox."""
+
+    mailbox: str
+    roots: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class IdData:
     """``* ID (field value ...)`` or ``* ID NIL`` (RFC 2971 §3.2)."""
 
@@ -368,6 +384,8 @@ Response: TypeAlias = (
     | SearchData
     | ESearchData
     | NamespaceData
+    | QuotaData
+    | QuotaRootData
     | IdData
     | FetchData
 )
@@ -558,6 +576,15 @@ def _body(response: Response) -> bytes:
     if isinstance(response, NamespaceData):
         spaces = (response.personal, response.other, response.shared)
         return b"* NAMESPACE " + b" ".join(_namespaces(ns) for ns in spaces)
+    if isinstance(response, QuotaData):
+        items = b" ".join(
+            b"%s %d %d" % (name.encode("ascii"), usage, limit)
+            for name, usage, limit in response.resources
+        )
+        return b"* QUOTA " + encode_value(response.root) + b" (" + items + b")"
+    if isinstance(response, QuotaRootData):
+        roots = b"".join(b" " + encode_value(root) for root in response.roots)
+        return b"* QUOTAROOT " + _mailbox(response.mailbox) + roots
     if isinstance(response, IdData):
         if response.parameters is None:
             return b"* ID NIL"

@@ -57,6 +57,8 @@ EXTENSIONS = (
     "CONDSTORE",
     "QRESYNC",
     "ESEARCH",
+    "QUOTA",  # RFC 9208 §3.1; STORAGE is the one resource (§5.1), SETQUOTA is not offered
+    "QUOTA=RES-STORAGE",
 )
 
 

@@ -73,6 +73,9 @@ _AUTHENTICATED: frozenset[type[c.Command]] = _ANY | {
     c.Status,
     c.Append,
     c.Idle,
+    c.GetQuota,  # RFC 9208 §4: QUOTA commands in the authenticated and selected states
+    c.GetQuotaRoot,
+    c.SetQuota,
 }
 
 ALLOWED: dict[type[State], frozenset[type[c.Command]]] = {
@@ -95,7 +98,7 @@ ALLOWED: dict[type[State], frozenset[type[c.Command]]] = {
 """The commands each state accepts; anything else is answered BAD."""
 
 SUPPORTED: frozenset[type[c.Command]] = frozenset().union(*ALLOWED.values())
-"""Commands implemented in some state (GETQUOTA and friends are parsed but not offered)."""
+"""Commands implemented in some state; one parsed but not here is answered "not supported"."""
 
 
 def allowed(state: State, command: c.Command) -> bool:

@@ -15,6 +15,11 @@ Implementation notes:
   the message's expiry, or permanent → ``bounced`` with a DSN (RFC 3464) to the sender. A
   permanent failure that says the recipient's address is bad (:data:`BAD_ADDRESS`, from the
   transport, never for our own domains) also puts it on the account's suppression list.
+- A local recipient whose account is over its storage quota (``store.quota``) is a temporary
+  failure (452 4.2.2), retried like a remote one and bounced at expiry. The check is a read
+  before the settling transaction, so deliveries settling at once may each pass it: an
+  account can go over by what the worker delivers to it concurrently (at most ``concurrency``
+  messages).
 - Settling is group-committed: every finished group waiting at that moment is recorded in one
   transaction (``store.deliveries.settle``), then its events are published and IMAP is told. If the
   batch fails, each group is retried alone; a group that still fails keeps its claim and is
@@ -33,11 +38,12 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from mailboxkit import metrics
+from mailboxkit.mailserver import replies
 from mailboxkit.mailserver.outbound.dsn import FailedRecipient, build_report, original_header
 from mailboxkit.mailserver.outbound.retry import RetryPolicy
 from mailboxkit.mailserver.outbound.transport import (
@@ -51,7 +57,7 @@ from mailboxkit.mailserver.outbound.transport import (
     status_code,
 )
 from mailboxkit.mailserver.recipients import RecipientDirectory, Refusal
-from mailboxkit.store import deliveries, outbox
+from mailboxkit.store import deliveries, outbox, quota
 from mailboxkit.store.accounts import Inbox
 from mailboxkit.store.blobs import BlobNotFound, BlobStore
 from mailboxkit.store.clock import Clock
@@ -282,7 +288,8 @@ class QueueWorker:
                     key = key.removesuffix(".eml") + "-delivered.eml"
                     blobs.append((key, raw))
                 await self._blobs.put_many(blobs)
-                results = self._deliver_locally(group, targets, raw, key, parsed, outcome)
+                full = await self._full_accounts(targets.values(), len(raw))
+                results = self._deliver_locally(group, targets, raw, key, parsed, outcome, full)
             else:
                 parcel = Parcel(group[0].envelope_from, tuple(recipients), raw, route)
                 results = await self.transport.deliver(parcel)
@@ -293,6 +300,17 @@ class QueueWorker:
         await self._judge(group, results, raw, outcome, remote=route != LOCAL)
         return outcome
 
+    async def _full_accounts(self, targets: Iterable[Inbox | Refusal], size: int) -> set[str]:
+        """The accounts among the targets' without room for ``size`` more bytes."""
+        accounts = {t.account_id for t in targets if isinstance(t, Inbox)}
+        full: set[str] = set()
+        async with self._db.read() as conn:
+            for account_id in sorted(accounts):
+                found = await quota.storage(conn, account_id)
+                if found is not None and not found.fits(size):
+                    full.add(account_id)
+        return full
+
     def _deliver_locally(
         self,
         group: list[Claimed],
@@ -301,6 +319,7 @@ class QueueWorker:
         raw_key: str,
         parsed: ParsedMessage,
         outcome: _Outcome,
+        full: set[str],
     ) -> dict[str, Result]:
         keys = [outbox.attachment_key(a.sha256) for a in parsed.attachments]
         now = self._clock.now()
@@ -313,6 +332,9 @@ class QueueWorker:
                 results[c.recipient] = PermanentFailure(
                     "550 5.1.1 Recipient address rejected: no such mailbox here", host
                 )
+                continue
+            if target.account_id in full:  # tried again later, as another MX would say
+                results[c.recipient] = TemporaryFailure(replies.MAILBOX_FULL, host)
                 continue
             results[c.recipient] = Accepted("250 2.0.0 Delivered to a local inbox", host)
             if target.id in stored:  # two addresses of one inbox: one copy

@@ -1,0 +1,499 @@
+"""``/billing``: an account's Stripe subscription, and Stripe's webhook that sets its limits.
+
+The account side (account keys only): ``GET /billing`` (the plan in effect, the subscription,
+the plans on sale), ``POST /billing/checkout`` (a Stripe Checkout Session for a plan: the
+client sends its user to the answered ``url``), ``POST /billing/portal`` (a Customer Portal
+session, where the user changes plan, card, or cancels).
+
+Stripe's side: ``POST /billing/stripe/webhook``, not bearer-authenticated. The
+``Stripe-Signature`` header is checked by the stripe library (HMAC-SHA256 of ``t.body`` with the
+endpoint's secret, the timestamp within Stripe's recommended 5 minutes of this machine's clock)
+before anything in the body is read. ``checkout.session.completed`` links the account named by
+``client_reference_id`` to its customer and subscription; ``customer.subscription.*`` record
+the subscription's state and set the account's limits from its plan (``store/billing.py``).
+The event id is claimed in the same transaction, and 2xx is answered only after the commit, so
+a failure is retried by Stripe and a redelivery changes nothing. Other event types: 200,
+ignored.
+
+Implementation notes:
+
+- Billing is on when the composition root puts a :class:`BillingContext` in
+  ``app.state.billing`` (``MAILBOXKIT_STRIPE_SECRET_KEY`` set); otherwise every route is 404.
+- An account's Stripe customer is created (and stored) before its first Checkout Session, and
+  every session names it, so subscription events always find their account by customer, and
+  a completed Checkout can only link the customer the account already has.
+- Nothing is awaited from Stripe inside a database transaction. Stripe out of reach: 503
+  ``billing_unavailable``; Stripe refusing a request: 502 ``billing_error`` (details logged).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import stripe
+from fastapi import APIRouter, Depends, Header, Request
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from stripe.params import CustomerCreateParams
+from stripe.params.checkout import SessionCreateParams
+
+from mailboxkit.api import schemas as s
+from mailboxkit.api.auth import AccountPrincipal
+from mailboxkit.api.context import Ctx
+from mailboxkit.api.errors import ApiError
+from mailboxkit.api.stripe_events import (
+    SUBSCRIPTION_EVENTS,
+    Event,
+    EventType,
+    StripeEventInvalid,
+    checkout_completed,
+    parse_event,
+    subscription,
+)
+from mailboxkit.store import accounts
+from mailboxkit.store import billing as store
+from mailboxkit.store.billing import Catalog
+from mailboxkit.store.db import Database
+from mailboxkit.store.quota import Limits
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_TOLERANCE = stripe.Webhook.DEFAULT_TOLERANCE  # seconds: Stripe's recommended 5 min
+CUSTOMER_METADATA = "mailboxkit_account_id"
+
+
+@dataclass(frozen=True, slots=True)
+class BillingContext:
+    """Put in ``app.state.billing`` by the composition root when billing is on."""
+
+    client: stripe.StripeClient
+    http: stripe.HTTPXClient  # the client's connections
+    catalog: Catalog
+    webhook_secret: str = field(repr=False)
+
+    async def close(self) -> None:
+        await self.http.close_async()  # type: ignore[no-untyped-call]
+
+
+async def billing_context(request: Request) -> BillingContext:
+    found = billing_of(request.app)
+    if found is None:
+        raise ApiError(404, "not_found", "billing is not enabled on this server")
+    return found
+
+
+Billing = Annotated[BillingContext, Depends(billing_context)]
+
+
+# Bodies.
+
+
+class PlanOffer(BaseModel):
+    name: str
+    limits: s.QuotaLimits
+
+
+class BillingState(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "plan": "pro",
+                    "status": "active",
+                    "current_period_end": s.EXAMPLE_TIME,
+                    "cancel_at_period_end": False,
+                    "has_customer": True,
+                    "plans": [
+                        {
+                            "name": "pro",
+                            "limits": {
+                                "storage_bytes": 10737418240,
+                                "inboxes": 10,
+                                "sends_per_day": 1000,
+                            },
+                        }
+                    ],
+                    "free_limits": {"storage_bytes": 104857600, "inboxes": 1, "sends_per_day": 50},
+                }
+            ]
+        }
+    )
+    plan: str = Field(
+        description="The plan whose limits the account has: `free` without a live "
+        "subscription (active, trialing or past due) to one of the plans."
+    )
+    status: str | None = Field(
+        description="Stripe's status of the subscription in effect, else of the latest one "
+        "(e.g. `canceled`); null: never subscribed."
+    )
+    current_period_end: datetime | None = Field(
+        description="When the subscription's current period ends (it renews, or ends if "
+        "`cancel_at_period_end`)."
+    )
+    cancel_at_period_end: bool
+    has_customer: bool = Field(description="Whether POST /billing/portal is available.")
+    plans: list[PlanOffer] = Field(description="The plans on sale, for POST /billing/checkout.")
+    free_limits: s.QuotaLimits = Field(description="The limits without a subscription.")
+
+
+class CheckoutRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "plan": "pro",
+                    "success_url": "https://app.example.com/billing/done",
+                    "cancel_url": "https://app.example.com/billing",
+                }
+            ]
+        },
+    )
+    plan: str = Field(min_length=1, max_length=32, description="One of GET /billing's plans.")
+    success_url: HttpUrl = Field(description="Where Stripe sends the user after paying.")
+    cancel_url: HttpUrl = Field(description="Where Stripe sends the user who goes back.")
+
+
+class PortalRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"return_url": "https://app.example.com/billing"}]},
+    )
+    return_url: HttpUrl = Field(description="Where the portal's back link leads.")
+
+
+class SessionUrl(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"url": "https://checkout.stripe.com/c/pay/cs_…"}]}
+    )
+    url: str = Field(description="Stripe's page to send the user to; it expires.")
+
+
+class WebhookAnswer(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "applied"}]})
+    status: Literal["applied", "duplicate", "stale", "ignored"]
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": s.Error, "description": description}
+
+
+Responses = dict[int | str, dict[str, Any]]
+OFF: Responses = {404: _error("Billing is not enabled on this server (`not_found`).")}
+STRIPE_ERRORS: Responses = {
+    502: _error("Stripe refused the request (`billing_error`); the details are logged."),
+    503: _error(
+        "Stripe or the mail store is out of reach (`billing_unavailable`, `unavailable`); "
+        "see the Retry-After header."
+    ),
+}
+
+router = APIRouter(tags=["billing"])
+
+
+def _limits(limits: Limits) -> s.QuotaLimits:
+    return s.QuotaLimits(
+        storage_bytes=limits.storage, inboxes=limits.inboxes, sends_per_day=limits.sends_per_day
+    )
+
+
+@router.get(
+    "/billing",
+    response_model=BillingState,
+    summary="Get the account's plan and subscription",
+    description="The plan whose limits the account has, its Stripe subscription's status and "
+    "period, and the plans on sale with their limits (null: unlimited). Needs an account key.",
+    responses={**s.AUTHENTICATED, **s.error_responses(403), **OFF},
+)
+async def get_billing(owner: AccountPrincipal, ctx: Ctx, billing: Billing) -> BillingState:
+    catalog = billing.catalog
+    async with ctx.db.read() as conn:
+        found = await store.get_billing(conn, owner.account_id, catalog)
+    sub = found.subscription
+    return BillingState(
+        plan=found.plan,
+        status=sub.status if sub else None,
+        current_period_end=sub.current_period_end if sub else None,
+        cancel_at_period_end=sub.cancel_at_period_end if sub else False,
+        has_customer=found.customer_id is not None,
+        plans=[PlanOffer(name=p.name, limits=_limits(p.limits)) for p in catalog.plans],
+        free_limits=_limits(catalog.free),
+    )
+
+
+@router.post(
+    "/billing/checkout",
+    response_model=SessionUrl,
+    summary="Start buying a plan (Stripe Checkout)",
+    description="Creates a Stripe Checkout Session for a subscription to the plan and answers "
+    "its `url`: send the user there. Once paid, Stripe tells this server (webhook) and the "
+    "account gets the plan's limits. 409 when the account already has a live subscription: "
+    "change plans in the billing portal (POST /billing/portal). Needs an account key.",
+    responses={**s.AUTHENTICATED, **s.error_responses(403, 409), **OFF, **STRIPE_ERRORS},
+)
+async def checkout(
+    body: CheckoutRequest, owner: AccountPrincipal, ctx: Ctx, billing: Billing
+) -> SessionUrl:
+    plan = billing.catalog.by_name(body.plan)
+    if plan is None:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"no plan named {body.plan!r}; GET /billing lists them",
+            fields=[{"field": "body.plan", "message": "not one of the plans"}],
+        )
+    async with ctx.db.read() as conn:
+        if await store.has_live_subscription(conn, owner.account_id):
+            raise ApiError(
+                409,
+                "conflict",
+                "this account already has a subscription; change plans in the billing portal",
+            )
+        customer = await store.customer_of(conn, owner.account_id)
+    if customer is None:
+        customer = await _create_customer(ctx, billing, owner.account_id)
+    params: SessionCreateParams = {
+        "mode": "subscription",
+        "customer": customer,
+        "client_reference_id": owner.account_id,
+        "line_items": [{"price": plan.price_id, "quantity": 1}],
+        "success_url": str(body.success_url),
+        "cancel_url": str(body.cancel_url),
+        "subscription_data": {"metadata": {CUSTOMER_METADATA: owner.account_id}},
+    }
+    async with stripe_errors("checkout", owner.account_id):
+        session = await billing.client.v1.checkout.sessions.create_async(params)
+    log.info(
+        "event=billing_checkout account_id=%s plan=%s session=%s",
+        owner.account_id,
+        plan.name,
+        session.id,
+    )
+    return SessionUrl(url=_url(session.url))
+
+
+async def _create_customer(ctx: Ctx, billing: BillingContext, account_id: str) -> str:
+    """The account's Stripe customer, created now (a concurrent request's if it won)."""
+    async with ctx.db.read() as conn:
+        account = await accounts.get_account(conn, account_id)
+    if account is None:
+        raise ApiError(404, "not_found", "account not found")
+    params: CustomerCreateParams = {
+        "name": account.name,
+        "metadata": {CUSTOMER_METADATA: account_id},
+    }
+    if account.owner_email:
+        params["email"] = account.owner_email
+    async with stripe_errors("create_customer", account_id):
+        created = await billing.client.v1.customers.create_async(params)
+    async with ctx.db.write() as conn:
+        customer = await store.link_customer(conn, account_id, created.id, now=ctx.clock.now())
+    log.info("event=billing_customer account_id=%s customer=%s", account_id, customer)
+    return customer
+
+
+@router.post(
+    "/billing/portal",
+    response_model=SessionUrl,
+    summary="Open the billing portal (Stripe Customer Portal)",
+    description="Creates a Stripe Customer Portal session for the account's customer and "
+    "answers its `url`, where the user changes plan or card, sees invoices, or cancels. 409 "
+    "when the account has never started a Checkout (it has no Stripe customer). Needs an "
+    "account key.",
+    responses={**s.AUTHENTICATED, **s.error_responses(403, 409), **OFF, **STRIPE_ERRORS},
+)
+async def portal(
+    body: PortalRequest, owner: AccountPrincipal, ctx: Ctx, billing: Billing
+) -> SessionUrl:
+    async with ctx.db.read() as conn:
+        customer = await store.customer_of(conn, owner.account_id)
+    if customer is None:
+        raise ApiError(
+            409, "conflict", "this account has no billing yet; start with POST /billing/checkout"
+        )
+    async with stripe_errors("portal", owner.account_id):
+        session = await billing.client.v1.billing_portal.sessions.create_async(
+            {"customer": customer, "return_url": str(body.return_url)}
+        )
+    return SessionUrl(url=_url(session.url))
+
+
+def billing_of(app: Any) -> BillingContext | None:
+    """The application's billing, None when it is off."""
+    found = getattr(app.state, "billing", None)
+    return found if isinstance(found, BillingContext) else None
+
+
+async def cancel_subscriptions(billing: BillingContext, db: Database, account_id: str) -> int:
+    """Cancel the account's live subscriptions at once, before the account is deleted: a
+    deleted account is never charged again. How many. A subscription Stripe no longer has
+    counts as canceled; Stripe out of reach or refusing raises ``stripe.StripeError`` (the
+    caller deletes nothing then)."""
+    async with db.read() as conn:
+        live = await store.live_subscriptions(conn, account_id)
+    for subscription_id in live:
+        try:
+            await billing.client.v1.subscriptions.cancel_async(subscription_id)
+        except stripe.InvalidRequestError as error:
+            if error.http_status != 404:  # 404: no such subscription, nothing to bill
+                raise
+        log.info(
+            "event=billing_canceled account_id=%s subscription=%s", account_id, subscription_id
+        )
+    return len(live)
+
+
+def _url(url: str | None) -> str:
+    if not url:
+        log.warning("event=billing_stripe_failed reason=no_url")
+        raise ApiError(502, "billing_error", "the payment provider answered without a URL")
+    return url
+
+
+@asynccontextmanager
+async def stripe_errors(action: str, account_id: str) -> AsyncIterator[None]:
+    """Turns the stripe library's errors into the API's 503 and 502, logged once."""
+    try:
+        yield
+    except stripe.APIConnectionError:
+        log.warning("event=billing_stripe_unreachable action=%s account_id=%s", action, account_id)
+        raise ApiError(
+            503,
+            "billing_unavailable",
+            "the payment provider is out of reach; try again shortly",
+            headers={"Retry-After": "30"},
+        ) from None
+    except stripe.StripeError as error:
+        log.warning(
+            "event=billing_stripe_failed action=%s account_id=%s status=%s code=%s "
+            "request_id=%s error=%s",
+            action,
+            account_id,
+            error.http_status,
+            error.code,
+            error.request_id,
+            type(error).__name__,
+        )
+        raise ApiError(502, "billing_error", "the payment provider refused the request") from None
+
+
+# Stripe's webhook.
+
+WEBHOOK_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "A Stripe event, exactly as Stripe posts it (the signature covers the "
+        "bytes).",
+        "content": {
+            "application/json": {
+                "schema": {"type": "object"},
+                "example": {
+                    "id": "evt_1QxYz…",
+                    "object": "event",
+                    "type": "customer.subscription.updated",
+                    "created": 1795858200,
+                    "data": {"object": {"id": "sub_…", "object": "subscription"}},
+                },
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/billing/stripe/webhook",
+    response_model=WebhookAnswer,
+    summary="Receive Stripe events (webhook endpoint)",
+    description="The endpoint to register in Stripe for the events "
+    "`checkout.session.completed`, `customer.subscription.created`, "
+    "`customer.subscription.updated` and `customer.subscription.deleted`. Not "
+    "bearer-authenticated: the `Stripe-Signature` header must be valid for "
+    "`MAILBOXKIT_STRIPE_WEBHOOK_SECRET` and at most 5 minutes old, else 400 and nothing is "
+    "done. Each event is applied once (a redelivery answers `duplicate`), an event older "
+    "than what is recorded of its subscription answers `stale`, other types `ignored`.",
+    responses={
+        400: _error(
+            "Bad or stale signature (`invalid_signature`), or not an event (`bad_request`)."
+        ),
+        **OFF,
+        503: _error("The mail store is out of reach (`unavailable`); Stripe retries."),
+    },
+    openapi_extra=WEBHOOK_BODY,
+)
+async def stripe_webhook(
+    request: Request,
+    ctx: Ctx,
+    billing: Billing,
+    stripe_signature: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> WebhookAnswer:
+    body = await request.body()
+    try:
+        stripe.WebhookSignature.verify_header(
+            body, stripe_signature, billing.webhook_secret, SIGNATURE_TOLERANCE
+        )
+    except (stripe.SignatureVerificationError, UnicodeDecodeError) as error:
+        log.warning("event=billing_webhook_refused reason=%s", str(error)[:100])
+        raise ApiError(
+            400, "invalid_signature", "the Stripe signature is missing, bad or stale"
+        ) from None
+    try:
+        event = parse_event(body)
+        status = await _apply(ctx, billing.catalog, event)
+    except StripeEventInvalid as error:
+        log.warning("event=billing_webhook_invalid reason=%s", error)
+        raise ApiError(400, "bad_request", str(error)) from None
+    log.info(
+        "event=billing_webhook stripe_event=%s type=%s outcome=%s", event.id, event.type, status
+    )
+    return WebhookAnswer(status=status)
+
+
+Outcome = Literal["applied", "duplicate", "stale", "ignored"]
+
+
+async def _apply(ctx: Ctx, catalog: Catalog, event: Event) -> Outcome:
+    """Apply the event in one transaction that also claims its id (see the module notes)."""
+    now = ctx.clock.now()
+    if event.type == EventType.CHECKOUT_COMPLETED:
+        completed = checkout_completed(event)
+        if completed is None:
+            return "ignored"
+        async with ctx.db.write() as conn:
+            known = await accounts.get_account(conn, completed.account_id) is not None
+            account_id = completed.account_id if known else None
+            if not await store.claim_event(conn, event.id, event.type, account_id, now=now):
+                return "duplicate"
+            linked = known and await store.link_checkout(
+                conn,
+                completed.account_id,
+                completed.customer_id,
+                completed.subscription_id,
+                now=now,
+            )
+        if not linked:
+            log.warning(
+                "event=billing_checkout_ignored account_id=%s customer=%s known_account=%s",
+                completed.account_id,
+                completed.customer_id,
+                known,
+            )
+        return "applied" if linked else "ignored"
+    if event.type not in SUBSCRIPTION_EVENTS:
+        return "ignored"
+    sub = subscription(event)
+    async with ctx.db.write() as conn:
+        account_id = await store.account_of(conn, sub.customer_id)
+        if not await store.claim_event(conn, event.id, event.type, account_id, now=now):
+            return "duplicate"
+        applied = await store.apply_subscription(conn, sub, catalog, now=now)
+    if applied is store.Applied.UNKNOWN_CUSTOMER:
+        log.info("event=billing_unknown_customer customer=%s", sub.customer_id)
+    if sub.status in store.LIVE and catalog.by_price(sub.price_id) is None:
+        log.warning("event=billing_unknown_price account_id=%s price=%s", account_id, sub.price_id)
+    if applied is store.Applied.APPLIED:
+        return "applied"
+    return "stale" if applied is store.Applied.STALE else "ignored"
