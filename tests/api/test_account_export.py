@@ -9,11 +9,10 @@ import json
 import os
 import zipfile
 from pathlib import Path
-from typing import Any
 
 from api.apiserver import Api, message
 
-from harness import cli
+from harness import cli, serve_env
 
 
 def maildir_files(archive: zipfile.ZipFile, email: str) -> dict[str, bytes]:
@@ -72,11 +71,7 @@ def test_the_operator_exports_with_the_cli(api: Api, tmp_path: Path) -> None:
         [listed] = c.get(f"/inboxes/{owner['inbox_id']}/messages").json()["messages"]
         raw = c.get(f"/inboxes/{owner['inbox_id']}/messages/{listed['message_id']}/raw").content
     settings = api.server.settings
-    env: dict[str, Any] = {
-        **os.environ,
-        "MAILBOXKIT_DATA_DIR": str(settings.data_dir),
-        "MAILBOXKIT_DATABASE_URL": settings.database_url,
-    }
+    env = serve_env(settings.data_dir, settings.database_url)
     target = tmp_path / "export.zip"
 
     done = cli(env, "account", "export", account_id, "--output", str(target))

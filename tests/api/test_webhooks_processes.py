@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import smtplib
 import sys
@@ -23,7 +22,7 @@ from api.webhook_receiver import Received, Receiver
 from mailboxkit.store import models as m
 from mailboxkit.store.db import Database
 
-from harness import free_port
+from harness import free_port, serve_env
 
 
 class Serve:
@@ -74,24 +73,15 @@ class Serve:
             self.proc.kill()
 
 
-def _env(data: Path, database_url: str, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "MAILBOXKIT_DATA_DIR": str(data),
-        "MAILBOXKIT_DATABASE_URL": database_url,
-        "MAILBOXKIT_HOSTNAME": "mx.example.test",
-        "MAILBOXKIT_DOMAIN": "example.test",
-        "MAILBOXKIT_BIND": "127.0.0.1",
-        "MAILBOXKIT_SMTP_PORT": str(free_port()),
-        "MAILBOXKIT_HTTP_PORT": str(free_port()),
-        "MAILBOXKIT_SUBMISSION_PORT": "0",
-        "MAILBOXKIT_SUBMISSIONS_PORT": "0",
-        "MAILBOXKIT_IMAP_PORT": "0",
-        "MAILBOXKIT_IMAPS_PORT": "0",
-        "MAILBOXKIT_VERIFY_INBOUND": "false",
-        "MAILBOXKIT_WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",
-        **extra,
-    }
+def _env(data: Path, database_url: str, **settings: object) -> dict[str, str]:
+    return serve_env(
+        data,
+        database_url,
+        smtp_port=free_port(),
+        http_port=free_port(),
+        webhook_allow_private_targets=True,
+        **settings,
+    )
 
 
 async def _inbox(env: dict[str, str], address: str) -> dict[str, Any]:
@@ -146,7 +136,7 @@ async def _deliveries(database_url: str) -> list[Any]:
 async def test_sigkill_mid_delivery_duplicates_only_what_was_in_flight(
     tmp_path: Path, database_url: str
 ) -> None:
-    env = _env(tmp_path / "data", database_url, MAILBOXKIT_WEBHOOK_TIMEOUT="1")
+    env = _env(tmp_path / "data", database_url, webhook_timeout=1)
     made = await _inbox(env, "hooked@example.test")
     receiver = Receiver().start()
     server = Serve(env)
@@ -192,8 +182,8 @@ async def test_sigkill_mid_delivery_duplicates_only_what_was_in_flight(
 async def test_two_servers_deliver_each_event_to_each_endpoint_once(
     tmp_path: Path, database_url: str
 ) -> None:
-    one = _env(tmp_path / "one", database_url, MAILBOXKIT_WEBHOOK_CONCURRENCY="4")
-    two = _env(tmp_path / "two", database_url, MAILBOXKIT_WEBHOOK_CONCURRENCY="4")
+    one = _env(tmp_path / "one", database_url, webhook_concurrency=4)
+    two = _env(tmp_path / "two", database_url, webhook_concurrency=4)
     made = await _inbox(one, "shared@example.test")
     receiver = Receiver().start()
     servers = [Serve(one), Serve(two)]

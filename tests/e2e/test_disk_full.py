@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import imaplib
 import json
-import os
 import shutil
 import signal
 import smtplib
@@ -24,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness import free_port
+from harness import free_port, serve_env
 
 ADDRESS = "bot@example.test"
 SERVE = (sys.executable, "-m", "mailboxkit.cli", "serve")
@@ -96,22 +95,14 @@ def server(
 ) -> Iterator[tuple[FullDiskServer, dict[str, str], dict[str, str]]]:
     blobs = tmp_path / "blobs"
     blobs.mkdir()
-    env = {
-        **os.environ,
-        "MAILBOXKIT_DATA_DIR": str(tmp_path / "data"),
-        "MAILBOXKIT_DATABASE_URL": database_url,
-        "MAILBOXKIT_BLOB_URL": str(blobs),
-        "MAILBOXKIT_HOSTNAME": "mx.example.test",
-        "MAILBOXKIT_DOMAIN": "example.test",
-        "MAILBOXKIT_BIND": "127.0.0.1",
-        "MAILBOXKIT_SMTP_PORT": str(free_port()),
-        "MAILBOXKIT_IMAP_PORT": str(free_port()),
-        "MAILBOXKIT_HTTP_PORT": str(free_port()),
-        "MAILBOXKIT_SUBMISSION_PORT": "0",
-        "MAILBOXKIT_SUBMISSIONS_PORT": "0",
-        "MAILBOXKIT_IMAPS_PORT": "0",
-        "MAILBOXKIT_VERIFY_INBOUND": "false",
-    }
+    env = serve_env(
+        tmp_path / "data",
+        database_url,
+        blob_url=blobs,
+        smtp_port=free_port(),
+        imap_port=free_port(),
+        http_port=free_port(),
+    )
     created = subprocess.run(
         [sys.executable, "-m", "mailboxkit.cli", "inbox", "create", ADDRESS, "--json"],
         env=env,

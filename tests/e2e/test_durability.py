@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
 import random
 import re
 import signal
@@ -25,7 +24,7 @@ from mailboxkit.store import models as m
 from mailboxkit.store.db import Database
 from mailboxkit.store.localblobs import LocalBlobStore
 
-from harness import free_port
+from harness import free_port, serve_env
 
 TARGET_ACKED = 2000
 SESSIONS = 10
@@ -101,23 +100,7 @@ async def test_no_acknowledged_message_lost_under_sigkill(
     tmp_path: Path, database_url: str
 ) -> None:
     port = free_port()
-    env = {
-        **os.environ,
-        "MAILBOXKIT_DATA_DIR": str(tmp_path / "data"),
-        "MAILBOXKIT_DATABASE_URL": database_url,
-        "MAILBOXKIT_HOSTNAME": "mx.example.test",
-        "MAILBOXKIT_DOMAIN": "example.test",
-        "MAILBOXKIT_BIND": "127.0.0.1",
-        "MAILBOXKIT_SMTP_PORT": str(port),
-        "MAILBOXKIT_HTTP_PORT": "0",
-        "MAILBOXKIT_SUBMISSION_PORT": "0",
-        "MAILBOXKIT_SUBMISSIONS_PORT": "0",
-        "MAILBOXKIT_IMAP_PORT": "0",
-        "MAILBOXKIT_IMAPS_PORT": "0",
-        "MAILBOXKIT_LOG_LEVEL": "INFO",
-        # This test is about durability; authentication checks would ask the machine's DNS.
-        "MAILBOXKIT_VERIFY_INBOUND": "false",
-    }
+    env = serve_env(tmp_path / "data", database_url, smtp_port=port)
     create = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

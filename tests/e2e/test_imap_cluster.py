@@ -7,7 +7,6 @@ none sleeps."""
 from __future__ import annotations
 
 import asyncio
-import os
 import queue
 import smtplib
 import subprocess
@@ -28,7 +27,7 @@ from mailboxkit.store.accounts import create_account, create_api_key, create_inb
 from mailboxkit.store.db import Database
 from mailboxkit.store.notify import APPLICATION_NAME
 
-from harness import ImapLine, free_port
+from harness import ImapLine, free_port, serve_env
 
 MESSAGE = b"From: a@example.test\r\nSubject: appended\r\n\r\nbody\r\n"
 PUSH_DEADLINE = 1.0
@@ -67,25 +66,17 @@ class Node:
 
 
 def node_env(tmp_path: Path, url: str, name: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "MAILBOXKIT_DATA_DIR": str(tmp_path / name),
-        "MAILBOXKIT_DATABASE_URL": url,
-        "MAILBOXKIT_BLOB_URL": str(tmp_path / "blobs"),  # shared, as S3 would be
-        "MAILBOXKIT_SECRET_KEY": "cluster-test-" + "0" * 64,
-        "MAILBOXKIT_HOSTNAME": "mx.example.test",
-        "MAILBOXKIT_DOMAIN": "example.test",
-        "MAILBOXKIT_SMTP_PORT": str(free_port()),
-        "MAILBOXKIT_HTTP_PORT": str(free_port()),
-        "MAILBOXKIT_IMAP_PORT": str(free_port()),
-        "MAILBOXKIT_IMAPS_PORT": "0",
-        "MAILBOXKIT_SUBMISSION_PORT": "0",
-        "MAILBOXKIT_SUBMISSIONS_PORT": "0",
-        "MAILBOXKIT_IMAP_AUTH_FAILURE_DELAY": "0",
-        "MAILBOXKIT_MIGRATE_ON_START": "false",
-        "MAILBOXKIT_LOG_LEVEL": "INFO",
-        "MAILBOXKIT_VERIFY_INBOUND": "false",  # tests never ask the machine's resolver
-    }
+    return serve_env(
+        tmp_path / name,
+        url,
+        blob_url=tmp_path / "blobs",  # shared, as S3 would be
+        secret_key="cluster-test-" + "0" * 64,
+        smtp_port=free_port(),
+        http_port=free_port(),
+        imap_port=free_port(),
+        imap_auth_failure_delay=0,
+        migrate_on_start=False,
+    )
 
 
 def start_node(env: dict[str, str]) -> Node:

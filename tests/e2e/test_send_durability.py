@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import threading
 from pathlib import Path
@@ -19,7 +18,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from e2e.test_durability import ServerProcess
 from mailserver.outbound.sink import Sink, SinkHandler
 
-from harness import free_port
+from harness import free_port, serve_env
 
 FIRST, SECOND = 8, 8
 
@@ -53,28 +52,18 @@ async def test_no_acknowledged_send_is_lost_when_killed_mid_delivery(
     sink = Sink(handler)
     relay_port = sink.start()
     http = free_port()
-    env = {
-        **os.environ,
-        "MAILBOXKIT_DATA_DIR": str(tmp_path / "data"),
-        "MAILBOXKIT_DATABASE_URL": database_url,
-        "MAILBOXKIT_HOSTNAME": "mx.example.test",
-        "MAILBOXKIT_DOMAIN": "example.test",
-        "MAILBOXKIT_BIND": "127.0.0.1",
-        "MAILBOXKIT_SMTP_PORT": "0",
-        "MAILBOXKIT_HTTP_PORT": str(http),
-        "MAILBOXKIT_SUBMISSION_PORT": "0",
-        "MAILBOXKIT_SUBMISSIONS_PORT": "0",
-        "MAILBOXKIT_IMAP_PORT": "0",
-        "MAILBOXKIT_IMAPS_PORT": "0",
-        "MAILBOXKIT_API_RATE_LIMIT": "0",
-        "MAILBOXKIT_OUTBOUND_TRANSPORT": "smarthost",
-        "MAILBOXKIT_SMARTHOST_HOST": "127.0.0.1",
-        "MAILBOXKIT_SMARTHOST_PORT": str(relay_port),
-        "MAILBOXKIT_SMARTHOST_TLS": "none",
-        "MAILBOXKIT_OUTBOUND_LEASE": "2",  # PostgreSQL: a dead node's claims are free after 2 s
-        "MAILBOXKIT_OUTBOUND_POLL_INTERVAL": "0.5",
-        "MAILBOXKIT_LOG_LEVEL": "INFO",
-    }
+    env = serve_env(
+        tmp_path / "data",
+        database_url,
+        http_port=http,
+        api_rate_limit=0,
+        outbound_transport="smarthost",
+        smarthost_host="127.0.0.1",
+        smarthost_port=relay_port,
+        smarthost_tls="none",
+        outbound_lease=2,  # PostgreSQL: a dead node's claims are free after 2 s
+        outbound_poll_interval=0.5,
+    )
     create = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

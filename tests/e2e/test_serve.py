@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import smtplib
 import socket
@@ -20,26 +19,12 @@ from sqlalchemy import select
 from mailboxkit.store import models as m
 from mailboxkit.store.db import Database
 
-from harness import ServerThread, cli, free_port, server_settings
+from harness import ServerThread, cli, free_port, serve_env, server_settings
 
 
 @pytest.fixture
 def env(tmp_path: Path, database_url: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "MAILBOXKIT_DATA_DIR": str(tmp_path / "data"),
-        "MAILBOXKIT_DATABASE_URL": database_url,
-        "MAILBOXKIT_HOSTNAME": "mx.example.test",
-        "MAILBOXKIT_DOMAIN": "example.test",
-        "MAILBOXKIT_SMTP_PORT": str(free_port()),
-        "MAILBOXKIT_HTTP_PORT": str(free_port()),
-        "MAILBOXKIT_SUBMISSION_PORT": "0",
-        "MAILBOXKIT_SUBMISSIONS_PORT": "0",
-        "MAILBOXKIT_IMAP_PORT": "0",
-        "MAILBOXKIT_IMAPS_PORT": "0",
-        "MAILBOXKIT_LOG_LEVEL": "INFO",
-        "MAILBOXKIT_VERIFY_INBOUND": "false",  # tests never ask the machine's resolver
-    }
+    return serve_env(tmp_path / "data", database_url, smtp_port=free_port(), http_port=free_port())
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from mailboxkit.store import models as m
 from mailboxkit.store.blobs import BlobNotFound, BlobStore
 from mailboxkit.store.sweep import SweepPolicy, SweepReport, sweep
 
-from harness import ServerThread, cli, free_port, server_settings
+from harness import ServerThread, cli, free_port, serve_env, server_settings
 
 REGION = "us-east-1"
 ALICE = "alice@example.test"
@@ -260,13 +260,7 @@ def test_blobs_no_row_names_go_once_older_than_the_grace(server: ServerThread) -
 @pytest.mark.parametrize("blob_settings", ["local"], indirect=True)
 def test_cli_sweep_dry_run_reports_and_deletes_nothing(server: ServerThread) -> None:
     s = server.settings
-    env = {
-        **os.environ,
-        "MAILBOXKIT_DATA_DIR": str(s.data_dir),
-        "MAILBOXKIT_DATABASE_URL": s.database_url,
-        "MAILBOXKIT_STORE_SWEEP_MESSAGE_GRACE": "0",
-        "MAILBOXKIT_LOG_LEVEL": "WARNING",
-    }
+    env = serve_env(s.data_dir, s.database_url, store_sweep_message_grace=0, log_level="WARNING")
     inbox = server.create_inbox(ALICE)
     deliver(server, mail("unfiled", ALICE, {"own.bin": OWN}), ALICE)
     unfiled = row_of(server, inbox.id, "unfiled")

@@ -27,6 +27,7 @@ import trustme
 
 from mailboxkit.mailserver.tls import ServerCertificate
 
+import harness
 from harness import ServerThread, free_port, server_settings
 
 LISTENERS = ("imaps", "imap", "smtp", "submission", "submissions")
@@ -245,23 +246,13 @@ class Serving:
 @pytest.fixture
 def serve_env(tmp_path: Path) -> dict[str, str]:
     pair = Pair(tmp_path / "tls")
-    return {
-        **os.environ,
-        "MAILBOXKIT_DATA_DIR": str(tmp_path / "data"),
-        "MAILBOXKIT_HOSTNAME": "mx.example.test",
-        "MAILBOXKIT_DOMAIN": "example.test",
-        "MAILBOXKIT_SMTP_PORT": str(free_port()),
-        "MAILBOXKIT_SUBMISSION_PORT": str(free_port()),
-        "MAILBOXKIT_SUBMISSIONS_PORT": str(free_port()),
-        "MAILBOXKIT_IMAP_PORT": str(free_port()),
-        "MAILBOXKIT_IMAPS_PORT": str(free_port()),
-        "MAILBOXKIT_HTTP_PORT": "0",
-        "MAILBOXKIT_TLS_CERT_FILE": str(pair.cert_file),
-        "MAILBOXKIT_TLS_KEY_FILE": str(pair.key_file),
-        "MAILBOXKIT_TLS_RELOAD_INTERVAL": "0",  # only the signal reloads
-        "MAILBOXKIT_LOG_LEVEL": "INFO",
-        "MAILBOXKIT_VERIFY_INBOUND": "false",  # tests never ask the machine's resolver
-    }
+    return harness.serve_env(
+        tmp_path / "data",
+        **{f"{name}_port": free_port() for name in LISTENERS},
+        tls_cert_file=pair.cert_file,
+        tls_key_file=pair.key_file,
+        tls_reload_interval=0,  # only the signal reloads
+    )
 
 
 def test_sighup_reloads_the_certificate_of_every_listener(
