@@ -6,8 +6,8 @@ Codes are stable and few: ``validation_error`` (with ``fields``), ``unauthorized
 ``recipient_suppressed`` (422, the message names the addresses); and ``quota_exceeded`` for an
 account limit the operator set: 429 with ``Retry-After`` for the daily send limit, 403 for the
 inbox limit; for billing (``api.billing``): ``billing_error`` (502), ``billing_unavailable``
-(503) and ``invalid_signature`` (400, Stripe's webhook). Messages are generic; details go to the log, and a stack trace never reaches a
-client.
+(503) and ``invalid_signature`` (400, Stripe's webhook). Messages are generic; details go to
+the log, and a stack trace never reaches a client.
 """
 
 from __future__ import annotations
