@@ -46,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit.store import models as m
 from mailboxkit.store.db import upsert
+from mailboxkit.store.usage import day_of  # the day column's format, as the API counts it
 
 
 class QuotaExceeded(Exception):
@@ -201,10 +202,6 @@ async def storage(conn: AsyncConnection, account_id: str) -> Storage | None:
         await conn.execute(select(a.storage_used, a.storage_limit).where(a.id == account_id))
     ).first()
     return None if row is None else Storage(int(row.storage_used), row.storage_limit)
-
-
-def day_of(when: datetime) -> str:
-    return when.strftime("%Y-%m-%d")
 
 
 async def count_send(conn: AsyncConnection, account_id: str, *, now: datetime) -> bool:
