@@ -228,12 +228,20 @@ async def _account_delete(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    # Loads the server's modules (see _serve); the stripe library only with billing on.
+    from mailboxkit.api.billing import close_account
+    from mailboxkit.components import billing_context
+
+    billing = billing_context(settings)
+    stripe_failed: tuple[type[Exception], ...] = ()  # catches nothing with billing off
+    if billing is not None:
+        import stripe
+
+        stripe_failed = (stripe.StripeError,)
     try:
         async with _open_stores(settings) as (db, blobs):
-            if not await _cancel_billing(settings, db, args.account_id):
-                return 1
-            erased = await erasure.erase_account(
-                db, blobs, args.account_id, now=SystemClock().now()
+            erased, canceled = await close_account(
+                billing, db, blobs, args.account_id, now=SystemClock().now()
             )
     except erasure.DomainShared:
         print(
@@ -241,38 +249,19 @@ async def _account_delete(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    except stripe_failed as error:
+        print(f"mailboxkit: Stripe did not cancel the subscriptions: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if billing is not None:
+            await billing.close()
+    if canceled:
+        print(f"canceled {canceled} Stripe subscription(s)")
     if erased is None:
         print(f"mailboxkit: no account {args.account_id}", file=sys.stderr)
         return 1
     print(f"deleted account {args.account_id}: {erased.inboxes} inboxes, {erased.blobs} blobs")
     return 0
-
-
-async def _cancel_billing(settings: Settings, db: Database, account_id: str) -> bool:
-    """Cancel the account's Stripe subscriptions when billing is on; False (said why) when
-    Stripe could not: nothing is deleted then."""
-    if not settings.stripe_secret_key:
-        return True
-    import stripe
-
-    from mailboxkit.api.billing import cancel_subscriptions  # loads the server: see _serve
-    from mailboxkit.components import billing_context  # loads the server: see _serve
-
-    billing = billing_context(settings)
-    assert billing is not None
-    try:
-        async with db.read() as conn:
-            if await erasure.domain_shared(conn, account_id):
-                raise erasure.DomainShared(account_id)
-        canceled = await cancel_subscriptions(billing, db, account_id)
-    except stripe.StripeError as error:
-        print(f"mailboxkit: Stripe did not cancel the subscriptions: {error}", file=sys.stderr)
-        return False
-    finally:
-        await billing.close()
-    if canceled:
-        print(f"canceled {canceled} Stripe subscription(s)")
-    return True
 
 
 async def _account_export(settings: Settings, args: argparse.Namespace) -> int:

@@ -15,7 +15,6 @@ import ssl
 from datetime import timedelta
 
 import httpx
-import stripe
 
 from mailboxkit.api.app import ApiConfig
 from mailboxkit.api.billing import BillingContext
@@ -103,6 +102,8 @@ def billing_context(settings: Settings) -> BillingContext | None:
     s = settings
     if not s.stripe_secret_key:
         return None
+    import stripe  # with billing on only: see api/billing.py
+
     http = stripe.HTTPXClient(timeout=s.stripe_timeout)
     client = stripe.StripeClient(
         s.stripe_secret_key,

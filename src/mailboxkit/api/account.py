@@ -115,18 +115,19 @@ async def delete_account(
             "confirm must be the account's id",
             fields=[{"field": "query.confirm", "message": "must be the account's id"}],
         )
-    async with ctx.db.read() as conn:
-        if await erasure.domain_shared(conn, owner.account_id):
-            raise _domain_shared()
-    if (stripe := billing.billing_of(request.app)) is not None:
-        async with billing.stripe_errors("cancel", owner.account_id):
-            await billing.cancel_subscriptions(stripe, ctx.db, owner.account_id)
     try:
-        erased = await erasure.erase_account(
-            ctx.db, ctx.blobs, owner.account_id, now=ctx.clock.now()
-        )
-    except erasure.DomainShared:  # an inbox on its domain made since the look above
-        raise _domain_shared() from None
+        async with billing.stripe_errors("cancel", owner.account_id):
+            erased, _ = await billing.close_account(
+                billing.billing_of(request.app),
+                ctx.db,
+                ctx.blobs,
+                owner.account_id,
+                now=ctx.clock.now(),
+            )
+    except erasure.DomainShared:
+        raise ApiError(
+            409, "conflict", "another account has inboxes on one of this account's domains"
+        ) from None
     if erased is None:
         raise not_found("account")
     ctx.routing_changed()
@@ -138,10 +139,6 @@ async def delete_account(
         erased.blobs,
     )
     return Response(status_code=204)
-
-
-def _domain_shared() -> ApiError:
-    return ApiError(409, "conflict", "another account has inboxes on one of this account's domains")
 
 
 def _month_start(now: datetime) -> datetime:

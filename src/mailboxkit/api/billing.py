@@ -24,6 +24,10 @@ Implementation notes:
   a completed Checkout can only link the customer the account already has.
 - Nothing is awaited from Stripe inside a database transaction. Stripe out of reach: 503
   ``billing_unavailable``; Stripe refusing a request: 502 ``billing_error`` (details logged).
+- The stripe library is imported where it is first used, with billing on: most servers never
+  bill, and importing it is a tenth of a second of every server start and CLI command.
+- Deleting an account (the API's ``DELETE /account`` and the CLI's ``account delete``) is
+  :func:`close_account`: the shared-domain refusal, Stripe's cancellations, then the erasure.
 """
 
 from __future__ import annotations
@@ -33,13 +37,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import stripe
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
-from stripe.params import CustomerCreateParams
-from stripe.params.checkout import SessionCreateParams
 
 from mailboxkit.api import schemas as s
 from mailboxkit.api.auth import AccountPrincipal
@@ -54,15 +55,21 @@ from mailboxkit.api.stripe_events import (
     parse_event,
     subscription,
 )
-from mailboxkit.store import accounts
+from mailboxkit.store import accounts, erasure
 from mailboxkit.store import billing as store
 from mailboxkit.store.billing import Catalog
+from mailboxkit.store.blobs import BlobStore
 from mailboxkit.store.db import Database
 from mailboxkit.store.quota import Limits
 
+if TYPE_CHECKING:
+    import stripe
+    from stripe.params import CustomerCreateParams
+    from stripe.params.checkout import SessionCreateParams
+
 log = logging.getLogger(__name__)
 
-SIGNATURE_TOLERANCE = stripe.Webhook.DEFAULT_TOLERANCE  # seconds: Stripe's recommended 5 min
+SIGNATURE_TOLERANCE = 300  # seconds: Stripe's recommended 5 min (its library's default)
 CUSTOMER_METADATA = "mailboxkit_account_id"
 
 
@@ -333,6 +340,8 @@ async def cancel_subscriptions(billing: BillingContext, db: Database, account_id
     deleted account is never charged again. How many. A subscription Stripe no longer has
     counts as canceled; Stripe out of reach or refusing raises ``stripe.StripeError`` (the
     caller deletes nothing then)."""
+    import stripe
+
     async with db.read() as conn:
         live = await store.live_subscriptions(conn, account_id)
     for subscription_id in live:
@@ -347,6 +356,25 @@ async def cancel_subscriptions(billing: BillingContext, db: Database, account_id
     return len(live)
 
 
+async def close_account(
+    billing: BillingContext | None,
+    db: Database,
+    blobs: BlobStore,
+    account_id: str,
+    *,
+    now: datetime,
+) -> tuple[erasure.Erased | None, int]:
+    """Delete an account for good: refused (``erasure.DomainShared``) while another account
+    has inboxes on one of its domains, then its Stripe subscriptions canceled (billing on;
+    ``stripe.StripeError`` deletes nothing), then its data erased. What was erased (None: no
+    such account) and how many subscriptions were canceled."""
+    async with db.read() as conn:
+        if await erasure.domain_shared(conn, account_id):
+            raise erasure.DomainShared(account_id)
+    canceled = 0 if billing is None else await cancel_subscriptions(billing, db, account_id)
+    return await erasure.erase_account(db, blobs, account_id, now=now), canceled
+
+
 def _url(url: str | None) -> str:
     if not url:
         log.warning("event=billing_stripe_failed reason=no_url")
@@ -357,6 +385,8 @@ def _url(url: str | None) -> str:
 @asynccontextmanager
 async def stripe_errors(action: str, account_id: str) -> AsyncIterator[None]:
     """Turns the stripe library's errors into the API's 503 and 502, logged once."""
+    import stripe
+
     try:
         yield
     except stripe.APIConnectionError:
@@ -430,6 +460,8 @@ async def stripe_webhook(
     billing: Billing,
     stripe_signature: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> WebhookAnswer:
+    import stripe
+
     body = await request.body()
     try:
         stripe.WebhookSignature.verify_header(
