@@ -82,8 +82,8 @@ class BillingSettings(BaseModel):
         None,
         description="Limits of an account without a subscription in effect (never subscribed, "
         'canceled, unpaid): a JSON object such as {"inbox_limit": 1, "daily_send_limit": 50} '
-        "(TOML: a [billing_free_plan] table); {} is unlimited. Unset: the DEFAULT_* limits "
-        "new accounts get.",
+        "(TOML: a [billing_free_plan] table); {} is unlimited. New accounts start with these "
+        "limits (billing on). Unset: the DEFAULT_* limits.",
     )
 
     @field_validator("stripe_secret_key", "stripe_webhook_secret")

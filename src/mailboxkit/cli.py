@@ -176,14 +176,6 @@ async def _open_db(settings: Settings) -> Database:
     return Database.open(settings.sqlalchemy_url)
 
 
-def _new_account_limits(settings: Settings) -> quota.Limits:
-    return quota.Limits(
-        storage=settings.default_storage_quota,
-        inboxes=settings.default_inbox_limit,
-        sends_per_day=settings.default_daily_send_limit,
-    )
-
-
 @contextlib.asynccontextmanager
 async def _open_stores(settings: Settings) -> AsyncIterator[tuple[Database, BlobStore]]:
     """The database and the blob store, closed at the end."""
@@ -208,7 +200,7 @@ async def _account_create(settings: Settings, args: argparse.Namespace) -> int:
                 name=args.name,
                 owner_email=args.owner_email,
                 now=now,
-                limits=_new_account_limits(settings),
+                limits=quota.Limits.of(settings.new_account_limits()),
             )
             key = await accounts.create_api_key(conn, account_id=account_id, now=now)
     finally:
@@ -350,7 +342,7 @@ async def _inbox_create(settings: Settings, args: argparse.Namespace) -> int:
                 name=args.address,
                 owner_email=None,
                 now=now,
-                limits=_new_account_limits(settings),
+                limits=quota.Limits.of(settings.new_account_limits()),
             )
             inbox = await accounts.create_inbox(
                 conn, account_id=account_id, address=args.address, display_name=args.name, now=now

@@ -21,7 +21,6 @@ from mailboxkit.api.billing import BillingContext
 from mailboxkit.api.context import EventsConfig
 from mailboxkit.api.dispatcher import USER_AGENT
 from mailboxkit.api.payloads import PayloadLimits
-from mailboxkit.billing_settings import PlanLimits
 from mailboxkit.config import Settings
 from mailboxkit.dns.mtasts import MtaStsPolicies, PolicyFetcher, policy_client
 from mailboxkit.dns.resolver import Resolver
@@ -84,16 +83,7 @@ def api_config(settings: Settings) -> ApiConfig:
         max_body_size=settings.api_max_body_size,
         download_url_ttl=settings.download_url_ttl,
         metrics_token=settings.metrics_token,
-        account_limits=account_limits(settings),
-    )
-
-
-def account_limits(settings: Settings) -> Limits:
-    """The limits new accounts get (``MAILBOXKIT_DEFAULT_*``)."""
-    return Limits(
-        storage=settings.default_storage_quota,
-        inboxes=settings.default_inbox_limit,
-        sends_per_day=settings.default_daily_send_limit,
+        account_limits=Limits.of(settings.new_account_limits()),
     )
 
 
@@ -112,16 +102,10 @@ def billing_context(settings: Settings) -> BillingContext | None:
         max_network_retries=2,  # POSTs carry idempotency keys: retries are safe
     )
     plans = tuple(
-        Plan(name, plan.price_id, _limits(plan)) for name, plan in s.billing_plans.items()
+        Plan(name, plan.price_id, Limits.of(plan)) for name, plan in s.billing_plans.items()
     )
-    free = account_limits(s) if s.billing_free_plan is None else _limits(s.billing_free_plan)
+    free = Limits.of(s.new_account_limits())  # the free plan's, else DEFAULT_*
     return BillingContext(client, http, Catalog(plans, free), s.stripe_webhook_secret)
-
-
-def _limits(plan: PlanLimits) -> Limits:
-    return Limits(
-        storage=plan.storage_quota, inboxes=plan.inbox_limit, sends_per_day=plan.daily_send_limit
-    )
 
 
 def outbound_tls_context(settings: Settings) -> ssl.SSLContext:

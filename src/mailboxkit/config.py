@@ -23,7 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from mailboxkit.billing_settings import BillingSettings
+from mailboxkit.billing_settings import BillingSettings, PlanLimits
 from mailboxkit.sending_settings import SendingSettings
 
 Port = int  # 0 means "do not listen"
@@ -491,6 +491,17 @@ class Settings(BaseSettings, SendingSettings, BillingSettings):
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.hostname}:{self.http_port}").rstrip("/")
+
+    def new_account_limits(self) -> PlanLimits:
+        """The limits a new account starts with: with billing on, the free plan's when one is
+        set (a new account has no subscription yet); else ``DEFAULT_*``."""
+        if self.stripe_secret_key and self.billing_free_plan is not None:
+            return self.billing_free_plan
+        return PlanLimits(
+            storage_quota=self.default_storage_quota,
+            inbox_limit=self.default_inbox_limit,
+            daily_send_limit=self.default_daily_send_limit,
+        )
 
     @property
     def plaintext_allowed(self) -> bool:

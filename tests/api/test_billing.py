@@ -189,7 +189,7 @@ def test_the_plan_of_the_subscription_sets_the_limits_and_they_are_enforced(
 ) -> None:
     agent = register(billing, "Subscriber")
     key = agent["api_key"]
-    assert limits(billing, key) == UNLIMITED  # new accounts: the DEFAULT_* (unset here)
+    assert limits(billing, key) == FREE_LIMITS  # new accounts: the free plan's
     customer = checkout(billing, stripe_api, key)
     completed = event(
         "checkout.session.completed",
@@ -336,7 +336,7 @@ def test_a_bad_or_stale_signature_is_400_and_changes_nothing(
     not_json = b"not an event"
     r = deliver(billing, not_json)
     assert (r.status_code, r.json()["error"]["code"]) == (400, "bad_request")
-    assert limits(billing, agent["api_key"]) == UNLIMITED
+    assert limits(billing, agent["api_key"]) == FREE_LIMITS
     for table in (m.billing_events, m.billing_subscriptions):
         assert billing.server.query(select(table)) == []
     # An event type we do not handle is acknowledged and ignored.
@@ -360,7 +360,7 @@ def test_another_accounts_customer_cannot_be_touched(
     assert applied(billing, stolen) == "ignored"
     assert applied(billing, sub_event("created", bob_customer, "price_large", "active", T0))
     assert limits(billing, bob["api_key"]) == LARGE
-    assert limits(billing, alice["api_key"]) == UNLIMITED
+    assert limits(billing, alice["api_key"]) == FREE_LIMITS
     with billing.client(alice["api_key"]) as c:
         assert c.get("/billing").json()["plan"] == "free"
         portal = c.post("/billing/portal", json={"return_url": "https://a.example/"})
@@ -504,3 +504,27 @@ def test_plans_come_from_the_environment_as_json_or_from_the_toml_file(
     ):
         with pytest.raises(ValueError):
             Settings(**bad)
+
+
+def test_a_new_account_starts_with_the_free_plans_limits(billing: Api) -> None:
+    """Registered through the API or made by the operator, an account has no subscription
+    yet: it gets the free plan's limits, not the unlimited defaults."""
+    agent = register(billing, "Newcomer")
+    assert limits(billing, agent["api_key"]) == FREE_LIMITS
+    with billing.client(agent["api_key"]) as c:
+        assert c.get("/billing").json()["plan"] == "free"
+        second = c.post("/inboxes", json={"username": "second"})
+    assert second.status_code == 403 and second.json()["error"]["code"] == "quota_exceeded"
+    settings = billing.server.settings
+    env = serve_env(
+        settings.data_dir,
+        settings.database_url,
+        stripe_secret_key=SECRET_KEY,
+        stripe_webhook_secret=WEBHOOK_SECRET,
+        billing_plans=json.dumps(PLANS),
+        billing_free_plan=json.dumps(FREE),
+    )
+    made = cli(env, "account", "create", "Operated", "--json")
+    assert made.returncode == 0, made.stderr
+    with billing.client(json.loads(made.stdout)["api_key"]) as c:
+        assert c.get("/account").json()["quota"]["limits"] == FREE_LIMITS

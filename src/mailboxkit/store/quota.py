@@ -4,7 +4,8 @@ Implementation notes (invariants the MX, IMAP, submission and the API rely on):
 
 - Limits are columns of ``accounts`` (``storage_limit``, ``inbox_limit``,
   ``daily_send_limit``); NULL is unlimited. New accounts take the server's defaults
-  (``MAILBOXKIT_DEFAULT_*``), the operator changes them with ``mailboxkit account limits``.
+  (``MAILBOXKIT_DEFAULT_*``, or with billing on the free plan's), the operator changes them
+  with ``mailboxkit account limits``.
 - Storage is the sum of ``messages.size`` over the account's *entries*: a message shown in two
   folders counts twice, as Dovecot and most IMAP servers count each copy (RFC 9208 §5.1:
   STORAGE is "the physical space estimate" of the mailboxes under the root; a COPY is a new
@@ -44,6 +45,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from mailboxkit.billing_settings import PlanLimits
 from mailboxkit.store import models as m
 from mailboxkit.store.db import upsert
 from mailboxkit.store.usage import day_of  # the day column's format, as the API counts it
@@ -78,6 +80,11 @@ class Limits:
     storage: int | None = None  # bytes
     inboxes: int | None = None
     sends_per_day: int | None = None
+
+    @classmethod
+    def of(cls, plan: PlanLimits) -> Limits:
+        """The limits a plan of the settings gives."""
+        return cls(plan.storage_quota, plan.inbox_limit, plan.daily_send_limit)
 
 
 UNLIMITED = Limits()
