@@ -84,6 +84,8 @@ def api_config(settings: Settings) -> ApiConfig:
         download_url_ttl=settings.download_url_ttl,
         metrics_token=settings.metrics_token,
         account_limits=Limits.of(settings.new_account_limits()),
+        console=settings.console,
+        secret_key=secret_key(settings),
     )
 
 

@@ -339,6 +339,11 @@ class Settings(BaseSettings, SendingSettings, BillingSettings):
         description="Token a Prometheus scraper sends to GET /metrics on the HTTP port, as "
         "Authorization: Bearer TOKEN. Empty: /metrics answers 404 (metrics off).",
     )
+    console: bool = Field(
+        True,
+        description="Serve the web console at /console on the HTTP port (sign-in with an "
+        "account API key). false: /console answers 404.",
+    )
 
     # Events: webhooks, the live stream and waits.
     webhook_allow_private_targets: bool = Field(

@@ -1,5 +1,6 @@
 """The HTTP application factory: ``/api/v1`` by resource, health endpoints, Prometheus
-``/metrics``, signed downloads, and the MCP server at ``/mcp`` (``mcp_server.py``).
+``/metrics``, signed downloads, the MCP server at ``/mcp`` (``mcp_server.py``) and the web
+console at ``/console`` (``console/``).
 
 It holds no globals: everything arrives through :class:`ApiContext`, kept in the application's
 state. Middleware, outermost first: the access log (one line per request, and its count in the
@@ -20,6 +21,7 @@ from mailboxkit.api import (
     api_keys,
     attachments,
     billing,
+    console,
     deliveries,
     domains,
     drafts,
@@ -177,6 +179,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
         billing,
     ):
         app.include_router(module.router, prefix=PREFIX)
+    if ctx.config.console:  # HTML pages over the routes above, outside the OpenAPI document
+        app.include_router(console.router(app, ctx, PREFIX))
     # Last: its tools are the routes above, read from the OpenAPI document.
     app.include_router(mcp_server.router(app, PREFIX, ctx.config.max_body_size))
     app.add_middleware(BodyLimit, max_size=ctx.config.max_body_size)

@@ -49,6 +49,10 @@ class ApiConfig:
     download_url_ttl: int = HOUR
     metrics_token: str = field(default="", repr=False)  # empty: no /metrics (api/metrics.py)
     account_limits: Limits = UNLIMITED  # of accounts made by POST /register (the DEFAULT_*)
+    console: bool = True  # the web console at /console (api/console/)
+    # The server's secret, the console's session keys are derived from; empty: a random one
+    # (sessions then end with the process).
+    secret_key: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True, slots=True)

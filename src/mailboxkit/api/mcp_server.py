@@ -8,7 +8,7 @@ Implementation notes:
 - One implementation of each semantics: a tool *is* an ``/api/v1`` route (:data:`ROUTES`). Its
   input schema is the route's path, query and header parameters and the fields of its JSON
   body, taken from the OpenAPI document; its description is the route's. A call is a request
-  to this same application in-process (httpx over ASGI), with the caller's own
+  to this same application in-process (``inprocess.py``), with the caller's own
   ``Authorization`` header and client address: validation, account scoping (another account's
   id is ``not_found``), idempotency keys, rate limits and usage are the route's. An error
   answer ``{"error": {"code", "message"}}`` becomes a tool error whose text starts with
@@ -64,6 +64,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from mailboxkit.api.auth import authenticate
+from mailboxkit.api.inprocess import Caller
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +322,8 @@ class McpTools:
             url, headers, body = binding.request(params.arguments or {})
         except ValueError as exc:
             return _text(f"validation_error: {exc}", error=True)
-        call = Caller.of(self.app, request)
+        authorization = request.headers.get("Authorization", "").encode("latin-1")
+        call = Caller.of(self.app, request, authorization)
         response = await call(binding.route.method.upper(), url, headers, body)
         log.debug("event=mcp_tool tool=%s status=%d", params.name, response.status_code)
         if binding.route.signs_attachments and response.status_code == 200:
@@ -338,45 +340,6 @@ class McpTools:
                 return _answer(signed)
             attachment.update(signed.json())
         return _text(json.dumps(message, ensure_ascii=False), message)
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Requests to this application in-process, as the MCP client made them: with its key and
-    from its address. Straight through the ASGI transport: an httpx client would log each
-    request at INFO (query included) beside the access log's line for it."""
-
-    transport: httpx.ASGITransport
-    base_url: str
-    authorization: bytes  # as the client sent it
-
-    @classmethod
-    def of(cls, app: FastAPI, request: Request) -> Caller:
-        peer = request.client
-        transport = httpx.ASGITransport(
-            app=app,
-            raise_app_exceptions=False,
-            client=(peer.host, peer.port) if peer else ("127.0.0.1", 0),
-        )
-        base_url = str(request.base_url).rstrip("/")
-        authorization = request.headers.get("Authorization", "").encode("latin-1")
-        return cls(transport, base_url, authorization)
-
-    async def __call__(
-        self, method: str, url: str, headers: Mapping[str, bytes] | None = None, body: Any = None
-    ) -> httpx.Response:
-        request = httpx.Request(
-            method,
-            self.base_url + url,
-            headers={
-                **{k.encode(): v for k, v in (headers or {}).items()},
-                b"Authorization": self.authorization,
-            },
-            json=body,
-        )
-        response = await self.transport.handle_async_request(request)
-        await response.aread()
-        return response
 
 
 class _Exchange(Response):
