@@ -56,12 +56,24 @@ def api(tmp_path: Path, database_url: str) -> Iterator[Api]:
 
 
 @asynccontextmanager
-async def connect(api: Api | str, key: str, mode: str = "auto") -> AsyncIterator[Client]:
-    """An MCP client of the server (or of the one at an HTTP base URL), with ``key``."""
+async def connect(
+    api: Api | str, key: str, mode: str = "auto", sent: list[str] | None = None
+) -> AsyncIterator[Client]:
+    """An MCP client of the server (or of the one at an HTTP base URL), with ``key``; the
+    method of each request it sends is appended to ``sent``."""
     url = api if isinstance(api, str) else api.server.http_url
     headers = {"Authorization": f"Bearer {key}"}
+
+    async def note(request: httpx2.Request) -> None:
+        if sent is not None:
+            sent.append(request.method)
+
     async with (
-        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=120)) as http,
+        httpx2.AsyncClient(
+            headers=headers,
+            timeout=httpx2.Timeout(30, read=120),
+            event_hooks={"request": [note]},
+        ) as http,
         Client(streamable_http_client(f"{url}/mcp", http_client=http), mode=mode) as client,
     ):
         yield client
@@ -251,6 +263,27 @@ async def test_missing_or_wrong_key_is_401_before_mcp(api: Api) -> None:
     with pytest.RaisesGroup(MCPError, flatten_subgroups=True):
         async with connect(api, "mbk_wrong") as client:
             await client.list_tools()
+
+
+async def test_each_mcp_request_counts_once_for_the_keys_usage(api: Api) -> None:
+    """A tool call is the /mcp request's work: the route it calls in-process is not counted
+    a second time against the key's rate limit and the account's usage."""
+    owner = api.register("Counted")
+    key, inbox = owner["api_key"], owner["inbox_id"]
+
+    def api_requests() -> int:  # this request counted too
+        with api.client(key) as c:
+            counted: int = c.get("/usage").json()["api_requests"]
+        return counted
+
+    before = api_requests()
+    sent: list[str] = []
+    async with connect(api, key, sent=sent) as client:
+        for _ in range(3):
+            ok(await client.call_tool("list_inboxes", {}))
+        ok(await client.call_tool("list_messages", {"inbox_id": inbox}))
+    assert api_requests() - before == len(sent) + 1
+    assert sent.count("POST") >= 4
 
 
 async def test_errors_are_the_apis(api: Api) -> None:

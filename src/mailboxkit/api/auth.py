@@ -25,6 +25,9 @@ Implementation notes:
   kept in memory and flushed about once a second (``store/counters.py``; :func:`flush_counters`
   runs in the background and before usage is read). Failures are rare and written at once.
 - The key's id goes into the request state for the access log; the key itself is never logged.
+- A request the server makes to itself on behalf of a request it already counted (an MCP tool
+  call is the ``/mcp`` request's work) carries :data:`ALREADY_COUNTED` in its ASGI scope, which
+  no client can set: its key is checked again, but it is not counted a second time.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ bearer = HTTPBearer(
 )
 
 UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+ALREADY_COUNTED = "mailboxkit.already_counted"
 IPV6_PREFIX = 64
 
 
@@ -106,6 +110,8 @@ async def authenticate(
             ctx.keys.put(digest, replace(owner, last_used_at=now))
     request.state.key_id = owner.key_id
     request.state.account_id = owner.account_id
+    if request.scope.get(ALREADY_COUNTED):
+        return owner
     verdict = ctx.counters.hit(f"key:{owner.key_id}", ctx.config.requests_per_key, now=now)
     if not verdict.allowed:
         raise ApiError(

@@ -15,9 +15,9 @@ Implementation notes:
   ``code: message``; an argument the route does not know goes into its body (which refuses
   it) or its query (which ignores it), as over HTTP.
 - ``/mcp`` itself is an API route depending on :func:`auth.authenticate`: a missing or wrong
-  key is the API's 401 (a blocked address its 429) before the SDK reads a byte. A tool call
-  is therefore two requests for the key's rate limit and usage: the MCP request and the
-  route it calls.
+  key is the API's 401 (a blocked address its 429) before the SDK reads a byte, and the
+  request counts once for the key's rate limit and usage: the route a tool call makes is
+  not counted again (``Caller.of(..., counted=True)``).
 - Stateless: no ``Mcp-Session-Id`` and nothing kept between requests, so any node behind a
   load balancer answers any request. Each request gets its own SDK session manager, entered
   and left within the request (the HTTP server runs without an ASGI lifespan): nothing starts
@@ -323,7 +323,7 @@ class McpTools:
         except ValueError as exc:
             return _text(f"validation_error: {exc}", error=True)
         authorization = request.headers.get("Authorization", "").encode("latin-1")
-        call = Caller.of(self.app, request, authorization)
+        call = Caller.of(self.app, request, authorization, counted=True)
         response = await call(binding.route.method.upper(), url, headers, body)
         log.debug("event=mcp_tool tool=%s status=%d", params.name, response.status_code)
         if binding.route.signs_attachments and response.status_code == 200:
