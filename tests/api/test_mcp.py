@@ -356,3 +356,20 @@ async def test_sigterm_stops_the_server_cleanly_after_mcp_use(
     assert not waited.is_error
     assert "event=stopped" in log
     assert "Traceback" not in log and "Task was destroyed" not in log
+
+
+def test_the_server_loads_the_mcp_sdk_and_stripe_only_when_used() -> None:
+    """Importing them is about half a second of every server start and CLI command: the MCP
+    SDK comes with the first /mcp request (the tests above), stripe with billing on."""
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, mailboxkit.app, mailboxkit.cli; "
+            "print(sorted({'mcp', 'mcp_types', 'stripe'} & set(sys.modules)))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "[]"

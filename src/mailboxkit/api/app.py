@@ -1,5 +1,5 @@
 """The HTTP application factory: ``/api/v1`` by resource, health endpoints, Prometheus
-``/metrics``, signed downloads, the MCP server at ``/mcp`` (``mcp_server.py``) and the web
+``/metrics``, signed downloads, the MCP server at ``/mcp`` (``mcp_route.py``) and the web
 console at ``/console`` (``console/``).
 
 It holds no globals: everything arrives through :class:`ApiContext`, kept in the application's
@@ -27,7 +27,7 @@ from mailboxkit.api import (
     drafts,
     export,
     inboxes,
-    mcp_server,
+    mcp_route,
     messages,
     metrics,
     register,
@@ -182,7 +182,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     if ctx.config.console:  # HTML pages over the routes above, outside the OpenAPI document
         app.include_router(console.router(app, ctx, PREFIX))
     # Last: its tools are the routes above, read from the OpenAPI document.
-    app.include_router(mcp_server.router(app, PREFIX, ctx.config.max_body_size))
+    app.include_router(mcp_route.router(app, PREFIX, ctx.config.max_body_size))
     app.add_middleware(BodyLimit, max_size=ctx.config.max_body_size)
     app.add_middleware(AccessLog, routes=route_templates(app))
     return app

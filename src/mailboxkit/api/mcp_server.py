@@ -14,7 +14,8 @@ Implementation notes:
   answer ``{"error": {"code", "message"}}`` becomes a tool error whose text starts with
   ``code: message``; an argument the route does not know goes into its body (which refuses
   it) or its query (which ignores it), as over HTTP.
-- ``/mcp`` itself is an API route depending on :func:`auth.authenticate`: a missing or wrong
+- ``/mcp`` itself is an API route (``mcp_route.py``, which imports this module and the SDK
+  at the first request) depending on :func:`auth.authenticate`: a missing or wrong
   key is the API's 401 (a blocked address its 429) before the SDK reads a byte, and the
   request counts once for the key's rate limit and usage: the route a tool call makes is
   not counted again (``Caller.of(..., counted=True)``).
@@ -36,13 +37,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import FastAPI
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
@@ -63,12 +64,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from mailboxkit.api.auth import authenticate
 from mailboxkit.api.inprocess import Caller
 
 log = logging.getLogger(__name__)
 
-PATH = "/mcp"
 REF = "#/components/schemas/"
 
 INSTRUCTIONS = """\
@@ -361,8 +360,9 @@ class _Exchange(Response):
             await manager.handle_request(scope, receive, send)
 
 
-def router(app: FastAPI, prefix: str, max_body_size: int) -> APIRouter:
-    """The ``/mcp`` route of ``app``, whose API routes are under ``prefix``."""
+def exchanges(app: FastAPI, prefix: str, max_body_size: int) -> Callable[[], Response]:
+    """The answers to ``/mcp`` requests of ``app``, whose API routes are under ``prefix``: each
+    call, the response that hands one request to the SDK."""
     tools = McpTools(app, prefix)
     server: Server[Any] = Server(
         "mailboxkit",
@@ -376,10 +376,4 @@ def router(app: FastAPI, prefix: str, max_body_size: int) -> APIRouter:
     # The SDK logs the start and end of every session manager at INFO: one per request here.
     for name in ("mcp.server.streamable_http_manager", "mcp.server.streamable_http"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    api = APIRouter()
-
-    @api.post(PATH, include_in_schema=False, dependencies=[Depends(authenticate)])
-    async def mcp() -> Response:
-        return _Exchange(server, max_body_size)
-
-    return api
+    return lambda: _Exchange(server, max_body_size)
