@@ -21,6 +21,7 @@ from mailboxkit.api import (
     api_keys,
     attachments,
     billing,
+    billing_webhook,
     console,
     deliveries,
     domains,
@@ -177,6 +178,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         suppressions,
         sesfeedback,
         billing,
+        billing_webhook,
     ):
         app.include_router(module.router, prefix=PREFIX)
     if ctx.config.console:  # HTML pages over the routes above, outside the OpenAPI document

@@ -1,19 +1,10 @@
-"""``/billing``: an account's Stripe subscription, and Stripe's webhook that sets its limits.
+"""``/billing``: an account's Stripe subscription (account keys only).
 
-The account side (account keys only): ``GET /billing`` (the plan in effect, the subscription,
-the plans on sale), ``POST /billing/checkout`` (a Stripe Checkout Session for a plan: the
-client sends its user to the answered ``url``), ``POST /billing/portal`` (a Customer Portal
-session, where the user changes plan, card, or cancels).
-
-Stripe's side: ``POST /billing/stripe/webhook``, not bearer-authenticated. The
-``Stripe-Signature`` header is checked by the stripe library (HMAC-SHA256 of ``t.body`` with the
-endpoint's secret, the timestamp within Stripe's recommended 5 minutes of this machine's clock)
-before anything in the body is read. ``checkout.session.completed`` links the account named by
-``client_reference_id`` to its customer and subscription; ``customer.subscription.*`` record
-the subscription's state and set the account's limits from its plan (``store/billing.py``).
-The event id is claimed in the same transaction, and 2xx is answered only after the commit, so
-a failure is retried by Stripe and a redelivery changes nothing. Other event types: 200,
-ignored.
+``GET /billing`` (the plan in effect, the subscription, the plans on sale), ``POST
+/billing/checkout`` (a Stripe Checkout Session for a plan: the client sends its user to the
+answered ``url``), ``POST /billing/portal`` (a Customer Portal session, where the user changes
+plan, card, or cancels). Stripe's webhook, which sets the account's limits from its plan, is
+``billing_webhook.py``.
 
 Implementation notes:
 
@@ -37,24 +28,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 from mailboxkit.api import schemas as s
 from mailboxkit.api.auth import AccountPrincipal
 from mailboxkit.api.context import Ctx
 from mailboxkit.api.errors import ApiError
-from mailboxkit.api.stripe_events import (
-    SUBSCRIPTION_EVENTS,
-    Event,
-    EventType,
-    StripeEventInvalid,
-    checkout_completed,
-    parse_event,
-    subscription,
-)
 from mailboxkit.store import accounts, erasure
 from mailboxkit.store import billing as store
 from mailboxkit.store.billing import Catalog
@@ -69,7 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_TOLERANCE = 300  # seconds: Stripe's recommended 5 min (its library's default)
 CUSTOMER_METADATA = "mailboxkit_account_id"
 
 
@@ -180,20 +161,15 @@ class SessionUrl(BaseModel):
     url: str = Field(description="Stripe's page to send the user to; it expires.")
 
 
-class WebhookAnswer(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "applied"}]})
-    status: Literal["applied", "duplicate", "stale", "ignored"]
-
-
-def _error(description: str) -> dict[str, Any]:
+def error_doc(description: str) -> dict[str, Any]:
     return {"model": s.Error, "description": description}
 
 
 Responses = dict[int | str, dict[str, Any]]
-OFF: Responses = {404: _error("Billing is not enabled on this server (`not_found`).")}
+OFF: Responses = {404: error_doc("Billing is not enabled on this server (`not_found`).")}
 STRIPE_ERRORS: Responses = {
-    502: _error("Stripe refused the request (`billing_error`); the details are logged."),
-    503: _error(
+    502: error_doc("Stripe refused the request (`billing_error`); the details are logged."),
+    503: error_doc(
         "Stripe or the mail store is out of reach (`billing_unavailable`, `unavailable`); "
         "see the Retry-After header."
     ),
@@ -409,123 +385,3 @@ async def stripe_errors(action: str, account_id: str) -> AsyncIterator[None]:
             type(error).__name__,
         )
         raise ApiError(502, "billing_error", "the payment provider refused the request") from None
-
-
-# Stripe's webhook.
-
-WEBHOOK_BODY = {
-    "requestBody": {
-        "required": True,
-        "description": "A Stripe event, exactly as Stripe posts it (the signature covers the "
-        "bytes).",
-        "content": {
-            "application/json": {
-                "schema": {"type": "object"},
-                "example": {
-                    "id": "evt_1QxYz…",
-                    "object": "event",
-                    "type": "customer.subscription.updated",
-                    "created": 1795858200,
-                    "data": {"object": {"id": "sub_…", "object": "subscription"}},
-                },
-            }
-        },
-    }
-}
-
-
-@router.post(
-    "/billing/stripe/webhook",
-    response_model=WebhookAnswer,
-    summary="Receive Stripe events (webhook endpoint)",
-    description="The endpoint to register in Stripe for the events "
-    "`checkout.session.completed`, `customer.subscription.created`, "
-    "`customer.subscription.updated` and `customer.subscription.deleted`. Not "
-    "bearer-authenticated: the `Stripe-Signature` header must be valid for "
-    "`MAILBOXKIT_STRIPE_WEBHOOK_SECRET` and at most 5 minutes old, else 400 and nothing is "
-    "done. Each event is applied once (a redelivery answers `duplicate`), an event older "
-    "than what is recorded of its subscription answers `stale`, other types `ignored`.",
-    responses={
-        400: _error(
-            "Bad or stale signature (`invalid_signature`), or not an event (`bad_request`)."
-        ),
-        **OFF,
-        503: _error("The mail store is out of reach (`unavailable`); Stripe retries."),
-    },
-    openapi_extra=WEBHOOK_BODY,
-)
-async def stripe_webhook(
-    request: Request,
-    ctx: Ctx,
-    billing: Billing,
-    stripe_signature: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> WebhookAnswer:
-    import stripe
-
-    body = await request.body()
-    try:
-        stripe.WebhookSignature.verify_header(
-            body, stripe_signature, billing.webhook_secret, SIGNATURE_TOLERANCE
-        )
-    except (stripe.SignatureVerificationError, UnicodeDecodeError) as error:
-        log.warning("event=billing_webhook_refused reason=%s", str(error)[:100])
-        raise ApiError(
-            400, "invalid_signature", "the Stripe signature is missing, bad or stale"
-        ) from None
-    try:
-        event = parse_event(body)
-        status = await _apply(ctx, billing.catalog, event)
-    except StripeEventInvalid as error:
-        log.warning("event=billing_webhook_invalid reason=%s", error)
-        raise ApiError(400, "bad_request", str(error)) from None
-    log.info(
-        "event=billing_webhook stripe_event=%s type=%s outcome=%s", event.id, event.type, status
-    )
-    return WebhookAnswer(status=status)
-
-
-Outcome = Literal["applied", "duplicate", "stale", "ignored"]
-
-
-async def _apply(ctx: Ctx, catalog: Catalog, event: Event) -> Outcome:
-    """Apply the event in one transaction that also claims its id (see the module notes)."""
-    now = ctx.clock.now()
-    if event.type == EventType.CHECKOUT_COMPLETED:
-        completed = checkout_completed(event)
-        if completed is None:
-            return "ignored"
-        async with ctx.db.write() as conn:
-            known = await accounts.get_account(conn, completed.account_id) is not None
-            account_id = completed.account_id if known else None
-            if not await store.claim_event(conn, event.id, event.type, account_id, now=now):
-                return "duplicate"
-            linked = known and await store.link_checkout(
-                conn,
-                completed.account_id,
-                completed.customer_id,
-                completed.subscription_id,
-                now=now,
-            )
-        if not linked:
-            log.warning(
-                "event=billing_checkout_ignored account_id=%s customer=%s known_account=%s",
-                completed.account_id,
-                completed.customer_id,
-                known,
-            )
-        return "applied" if linked else "ignored"
-    if event.type not in SUBSCRIPTION_EVENTS:
-        return "ignored"
-    sub = subscription(event)
-    async with ctx.db.write() as conn:
-        account_id = await store.account_of(conn, sub.customer_id)
-        if not await store.claim_event(conn, event.id, event.type, account_id, now=now):
-            return "duplicate"
-        applied = await store.apply_subscription(conn, sub, catalog, now=now)
-    if applied is store.Applied.UNKNOWN_CUSTOMER:
-        log.info("event=billing_unknown_customer customer=%s", sub.customer_id)
-    if sub.status in store.LIVE and catalog.by_price(sub.price_id) is None:
-        log.warning("event=billing_unknown_price account_id=%s price=%s", account_id, sub.price_id)
-    if applied is store.Applied.APPLIED:
-        return "applied"
-    return "stale" if applied is store.Applied.STALE else "ignored"
