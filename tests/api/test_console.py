@@ -265,7 +265,9 @@ def test_a_new_webhooks_secret_is_shown_once_and_actions_are_the_apis(
     assert browser.post(f"/webhooks/{hook['webhook_id']}/disable").status_code == 303
     assert not api_get(api, owner["api_key"], f"/webhooks/{hook['webhook_id']}").json()["enabled"]
     tested = browser.post(f"/webhooks/{hook['webhook_id']}/test")
-    assert tested.headers["location"] == "/console/webhooks?notice=webhook-tested"
+    assert tested.headers["location"] == (
+        f"/console/webhooks/{hook['webhook_id']}?notice=webhook-tested"
+    )
     deliveries = api_get(api, owner["api_key"], f"/webhooks/{hook['webhook_id']}/deliveries")
     assert [d["event_type"] for d in deliveries.json()["deliveries"]] == ["webhook.test"]
     rotated = browser.post(f"/webhooks/{hook['webhook_id']}/rotate")

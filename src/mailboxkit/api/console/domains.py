@@ -1,6 +1,7 @@
 """The domains pages: the account's domains (and the operator's shared ones), adding one, each
 domain's DNS records to publish (a table to copy from, and the zone-file fragment), a live
-check of them, and deletion with a confirm step.
+check of them, its catch-all inbox (set or cleared with the API's ``PATCH``; not on a shared
+domain, which the API refuses to change), and deletion with a confirm step.
 
 The check's result is shown on the answer to its POST: it is a report of the DNS at that
 moment, which a later GET could only show by asking the DNS again. What it recorded (the
@@ -15,6 +16,8 @@ from fastapi import APIRouter, Request, Response
 
 from mailboxkit.api.console.views import ConsoleRoute
 from mailboxkit.api.console.visit import Answer, Console, Form, Visit, notice_of, segment
+
+INBOXES = "/inboxes?limit=100"  # the choices of a catch-all: the API's largest page
 
 
 async def domains_page(
@@ -31,21 +34,36 @@ async def domains_page(
     )
 
 
-async def domain_page(visit: Visit, domain_id: str, check: Answer | None = None) -> Response:
-    """One domain, its records, and the result of a check just made (``check``)."""
+async def domain_page(visit: Visit, domain_id: str, done: Answer | None = None) -> Response:
+    """One domain, its records, and the answer of a form just sent (``done``): a check's
+    result, or the error of a check or a catch-all change."""
     path = f"/domains/{segment(domain_id)}"
     domain = await visit.need("GET", path)
     records = await visit.need("GET", f"{path}/dns-records")
     zone: Any = await visit.need("GET", f"{path}/zone-file")
+    inboxes = [] if domain["shared"] else (await visit.need("GET", INBOXES))["inboxes"]
+    checked = done.data if done is not None and done.ok else None
     return visit.page(
         "domain.html",
-        check.status if check is not None and not check.ok else 200,
+        done.status if done is not None and not done.ok else 200,
         domain=domain,
         records=records,
         zone=zone,
-        checked=check.data if check is not None and check.ok else None,
-        problem=check.problem if check is not None else None,
+        inboxes=inboxes,
+        catch_all=_catch_all(domain, inboxes),
+        checked=checked,
+        problem=done.problem if done is not None else None,
+        notice=notice_of(visit.request),
     )
+
+
+def _catch_all(domain: dict[str, Any], inboxes: list[dict[str, Any]]) -> str | None:
+    """The catch-all inbox as the page names it: its address, else (not among the inboxes
+    listed) its id."""
+    inbox_id = domain.get("catch_all_inbox_id")
+    if not inbox_id:
+        return None
+    return next((str(i["email"]) for i in inboxes if i["inbox_id"] == inbox_id), str(inbox_id))
 
 
 def routes(console: Console) -> APIRouter:
@@ -75,6 +93,16 @@ def routes(console: Console) -> APIRouter:
             assert check.problem is not None
             return visit.error(check.problem)
         return await domain_page(visit, domain_id, check)
+
+    @router.post("/domains/{domain_id}/catch-all")
+    async def catch_all(request: Request, domain_id: str) -> Response:
+        visit, form = await console.submit(request)
+        inbox_id = form.get("inbox_id") or None
+        path = f"/domains/{segment(domain_id)}"
+        answer = await visit.call("PATCH", path, {"catch_all_inbox_id": inbox_id})
+        if not answer.ok:  # the domain's page with the error (a domain gone is its 404)
+            return await domain_page(visit, domain_id, answer)
+        return visit.redirect(path, "catch-all-set" if inbox_id else "catch-all-cleared")
 
     @router.get("/domains/{domain_id}/delete")
     async def confirm_delete(request: Request, domain_id: str) -> Response:

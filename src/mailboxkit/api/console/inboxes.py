@@ -1,5 +1,6 @@
-"""The inboxes page: the account's inboxes, a form to make one, and deletion with a confirm
-step (the API deletes an inbox with all its mail, at once)."""
+"""The inboxes pages: the account's inboxes, a form to make one, each inbox's page with a form
+to change its display name (the API's ``PATCH``), and deletion with a confirm step (the API
+deletes an inbox with all its mail, at once)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,7 @@ async def inboxes_page(
 ) -> Response:
     """The list (one page of it, ``page_token`` from the URL) and the create form, with the
     error of a failed create and what was typed."""
-    query = f"?limit={PAGE_SIZE}"
-    if token := visit.request.query_params.get("page_token"):
-        query += f"&page_token={segment(token)}"
-    listed = await visit.need("GET", f"/inboxes{query}")
+    listed = await visit.need("GET", f"/inboxes{visit.page_query(PAGE_SIZE)}")
     domains = await visit.need("GET", "/domains")
     problem = failed.problem if failed is not None else None
     return visit.page(
@@ -32,6 +30,21 @@ async def inboxes_page(
         domains=[d["domain"] for d in domains["domains"]],
         problem=problem,
         typed=dict(form.fields) if form is not None else {},
+        notice=notice_of(visit.request),
+    )
+
+
+async def inbox_page(
+    visit: Visit, inbox_id: str, failed: Answer | None = None, form: Form | None = None
+) -> Response:
+    """One inbox and the form to edit it, with the error of a failed edit and what was typed."""
+    inbox = await visit.need("GET", f"/inboxes/{segment(inbox_id)}")
+    return visit.page(
+        "inbox.html",
+        failed.status if failed is not None else 200,
+        inbox=inbox,
+        problem=failed.problem if failed is not None else None,
+        typed=dict(form.fields) if form is not None else {"display_name": inbox["display_name"]},
         notice=notice_of(visit.request),
     )
 
@@ -58,6 +71,19 @@ def routes(console: Console) -> APIRouter:
         if not answer.ok:
             return await inboxes_page(visit, answer, form)
         return visit.redirect("/inboxes", "inbox-created")
+
+    @router.get("/inboxes/{inbox_id}")
+    async def inbox(request: Request, inbox_id: str) -> Response:
+        return await inbox_page(console.visit(request), inbox_id)
+
+    @router.post("/inboxes/{inbox_id}")
+    async def update(request: Request, inbox_id: str) -> Response:
+        visit, form = await console.submit(request)
+        body = {"display_name": form.get("display_name").strip()}
+        answer = await visit.call("PATCH", f"/inboxes/{segment(inbox_id)}", body)
+        if not answer.ok:  # the inbox's page with the error (an inbox gone is its 404)
+            return await inbox_page(visit, inbox_id, answer, form)
+        return visit.redirect(f"/inboxes/{segment(inbox_id)}", "inbox-updated")
 
     @router.get("/inboxes/{inbox_id}/delete")
     async def confirm_delete(request: Request, inbox_id: str) -> Response:

@@ -221,6 +221,14 @@ class Visit:
             raise PageExit(self.error(answer.problem))
         return answer.data
 
+    def page_query(self, limit: int) -> str:
+        """``?limit=`` and the ``page_token`` of this page's URL (a "More" link), for a list
+        of the API."""
+        query = f"?limit={limit}"
+        if token := self.request.query_params.get("page_token"):
+            query += f"&page_token={segment(token)}"
+        return query
+
     def error(self, problem: Problem) -> Response:
         return self.page("error.html", problem.status, title="Error", problem=problem)
 
@@ -242,7 +250,12 @@ NOTICES: Mapping[str, str] = {
     "webhook-deleted": "The webhook was deleted.",
     "webhook-enabled": "The webhook was enabled.",
     "webhook-disabled": "The webhook was disabled.",
-    "webhook-tested": "A test event was queued.",
+    "webhook-tested": "A test event was queued: its delivery is in the log below.",
+    "delivery-replayed": "The delivery was queued to be sent again.",
+    "inbox-updated": "The inbox was updated.",
+    "catch-all-set": "The catch-all inbox was set.",
+    "catch-all-cleared": "The domain has no catch-all inbox now: mail for unknown addresses "
+    "is refused.",
 }
 
 

@@ -1,6 +1,11 @@
-"""The webhooks page: the account's endpoints, a form to make one (its signing secret shown on
+"""The webhooks pages: the account's endpoints, a form to make one (its signing secret shown on
 the answer, once), and per endpoint: enable, disable, send a test event, rotate the secret
-(the new one shown once), delete with a confirm step."""
+(the new one shown once), delete with a confirm step; and each endpoint's page, its delivery
+log (newest first) with a replay button per delivery and each delivery's attempts.
+
+A replay is the API's: the event sent again at once with the same ``webhook-id``. The page it
+returns to shows the delivery as the API has it then; the attempt itself is the dispatcher's,
+seen on the delivery's page once made."""
 
 from __future__ import annotations
 
@@ -15,19 +20,35 @@ from mailboxkit.store.events import EventType
 ALL_EVENTS = "*"
 EVENT_CHOICES = (ALL_EVENTS, *(str(t) for t in EventType), "webhook.test")
 ACTIONS = {"enable": "webhook-enabled", "disable": "webhook-disabled", "test": "webhook-tested"}
+PAGE_SIZE = 100  # the API's largest page
 
 
 async def webhooks_page(
     visit: Visit, failed: Answer | None = None, form: Form | None = None
 ) -> Response:
-    listed = await visit.need("GET", "/webhooks?limit=100")
+    listed = await visit.need("GET", f"/webhooks{visit.page_query(PAGE_SIZE)}")
     return visit.page(
         "webhooks.html",
         failed.status if failed is not None else 200,
         webhooks=listed["webhooks"],
+        next_page_token=listed.get("next_page_token"),
         event_choices=EVENT_CHOICES,
         problem=failed.problem if failed is not None else None,
         typed=dict(form.fields) if form is not None else {},
+        notice=notice_of(visit.request),
+    )
+
+
+async def webhook_page(visit: Visit, webhook_id: str) -> Response:
+    """One endpoint and a page of its delivery log (``page_token`` from the URL)."""
+    path = f"/webhooks/{segment(webhook_id)}"
+    hook = await visit.need("GET", path)
+    log = await visit.need("GET", f"{path}/deliveries{visit.page_query(PAGE_SIZE)}")
+    return visit.page(
+        "webhook.html",
+        hook=hook,
+        deliveries=log["deliveries"],
+        next_page_token=log.get("next_page_token"),
         notice=notice_of(visit.request),
     )
 
@@ -62,6 +83,25 @@ def routes(console: Console) -> APIRouter:
             back="/webhooks",
         )
 
+    @router.get("/webhooks/{webhook_id}")
+    async def webhook(request: Request, webhook_id: str) -> Response:
+        return await webhook_page(console.visit(request), webhook_id)
+
+    @router.get("/webhooks/{webhook_id}/deliveries/{delivery_id}")
+    async def delivery(request: Request, webhook_id: str, delivery_id: str) -> Response:
+        visit = console.visit(request)
+        path = f"/webhooks/{segment(webhook_id)}"
+        hook = await visit.need("GET", path)
+        found = await visit.need("GET", f"{path}/deliveries/{segment(delivery_id)}")
+        return visit.page("delivery.html", hook=hook, delivery=found)
+
+    @router.post("/webhooks/{webhook_id}/deliveries/{delivery_id}/replay")
+    async def replay(request: Request, webhook_id: str, delivery_id: str) -> Response:
+        visit, _ = await console.submit(request)
+        path = f"/webhooks/{segment(webhook_id)}"
+        await visit.need("POST", f"{path}/deliveries/{segment(delivery_id)}/replay")
+        return visit.redirect(f"/webhooks/{segment(webhook_id)}", "delivery-replayed")
+
     @router.post("/webhooks/{webhook_id}/{action}")
     async def act(request: Request, webhook_id: str, action: str) -> Response:
         visit, _ = await console.submit(request)
@@ -82,7 +122,8 @@ def routes(console: Console) -> APIRouter:
         if action not in ACTIONS:
             return visit.page("error.html", 404, title="Not found", message="No such action")
         await visit.need("POST", f"{path}/{action}")
-        return visit.redirect("/webhooks", ACTIONS[action])
+        # To the endpoint's page: its state, and a test event's delivery in its log.
+        return visit.redirect(f"/webhooks/{segment(webhook_id)}", ACTIONS[action])
 
     @router.get("/webhooks/{webhook_id}/delete")
     async def confirm_delete(request: Request, webhook_id: str) -> Response:
