@@ -99,4 +99,5 @@ class Receiver:
                 "headers": [(k.encode(), v.encode()) for k, v in extra.items()],
             }
         )
-        await send({"type": "http.response.body", "body": b"ok"})
+        no_body = status in (204, 304) or status < 200  # HTTP forbids one (RFC 9110 §6.4.1)
+        await send({"type": "http.response.body", "body": b"" if no_body else b"ok"})
