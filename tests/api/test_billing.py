@@ -4,8 +4,10 @@ set an account's limits from its plan, once per event, never undone by an older 
 
 from __future__ import annotations
 
+import io
 import json
 import time
+import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -528,3 +530,25 @@ def test_a_new_account_starts_with_the_free_plans_limits(billing: Api) -> None:
     assert made.returncode == 0, made.stderr
     with billing.client(json.loads(made.stdout)["api_key"]) as c:
         assert c.get("/account").json()["quota"]["limits"] == FREE_LIMITS
+
+
+def test_the_export_holds_the_accounts_billing(billing: Api, stripe_api: StripeStandIn) -> None:
+    """Its Stripe customer, subscriptions and the events received about it are the
+    account's data too; another account's are not in it."""
+    agent, other = register(billing, "Exported"), register(billing, "Other Payer")
+    customer = checkout(billing, stripe_api, agent["api_key"])
+    checkout(billing, stripe_api, other["api_key"])
+    created = sub_event("created", customer, "price_small", "active", T0)
+    assert applied(billing, created) == "applied"
+    with billing.client(agent["api_key"]) as c:
+        archive = zipfile.ZipFile(io.BytesIO(c.get("/account/export").content))
+    exported = json.loads(archive.read("account.json"))["billing"]
+    assert exported["customer"]["customer_id"] == customer
+    [sub] = exported["subscriptions"]
+    assert (sub["subscription_id"], sub["status"], sub["price_id"]) == (
+        "sub_1",
+        "active",
+        "price_small",
+    )
+    assert [e["type"] for e in exported["events"]] == ["customer.subscription.created"]
+    assert json.loads(created)["id"] == exported["events"][0]["event_id"]

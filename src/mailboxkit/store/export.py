@@ -16,7 +16,8 @@ Layout (``FORMAT``):
 - ``outbound.jsonl``: the delivery log of the mail the account sent, metadata only.
 - ``account.json``, last: the account, its own domains (DKIM public records), inboxes and
   folders (with the number of messages exported of each), API keys, webhooks, sender rules,
-  suppressions, drafts, usage, and ``missing_blobs``. Datetimes are ISO 8601 in UTC.
+  suppressions, drafts, usage, billing (its Stripe customer, subscriptions and the Stripe
+  events received about it), and ``missing_blobs``. Datetimes are ISO 8601 in UTC.
 
 Implementation notes (invariants):
 
@@ -277,6 +278,11 @@ _DKIM = "domain_id selector algorithm public_txt active created_at"
 _WEBHOOK = "id url description events inbox_ids enabled disabled_reason created_at updated_at"
 _SUPPRESSION = "address reason detail message_id created_at"
 _USAGE = "day api_requests"
+_CUSTOMER = "customer_id created_at"
+_SUBSCRIPTION = (
+    "subscription_id status price_id current_period_end cancel_at_period_end state_at updated_at"
+)
+_STRIPE_EVENT = "event_id type received_at"
 _DRAFT = (
     "id inbox_id status version message_id reply_to_message_id content send_at error"
     " sent_message_id thread_id created_at updated_at sent_at"
@@ -321,6 +327,11 @@ async def _snapshot(conn: AsyncConnection, account_id: str, now: datetime) -> _S
             "api_requests_by_day": {
                 row["day"]: row["api_requests"] for row in await mine(m.usage_counters, _USAGE)
             },
+        },
+        "billing": {
+            "customer": next(iter(await mine(m.billing_customers, _CUSTOMER)), None),
+            "subscriptions": await mine(m.billing_subscriptions, _SUBSCRIPTION),
+            "events": await mine(m.billing_events, _STRIPE_EVENT),
         },
     }
     folders = [(inbox, await list_folders(conn, inbox["id"])) for inbox in inboxes]
