@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from api.apiserver import Api, start_api
+from api.stripe_standin import StripeStandIn
 
 
 @pytest.fixture
@@ -15,3 +16,11 @@ def api(tmp_path: Path, database_url: str) -> Iterator[Api]:
     server, clock = start_api(tmp_path, database_url)
     yield Api(server, clock)
     server.stop()
+
+
+@pytest.fixture
+def stripe_api() -> Iterator[StripeStandIn]:
+    """A Stripe stand-in on loopback (``stripe_standin.py``)."""
+    standin = StripeStandIn().start()
+    yield standin
+    standin.stop()

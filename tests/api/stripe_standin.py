@@ -18,8 +18,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
+
+from api.apiserver import Api, start_api
 
 SECRET_KEY = "sk_test_standin"
 WEBHOOK_SECRET = "whsec_standin_secret"
@@ -217,3 +220,23 @@ def signature(body: bytes, *, secret: str = WEBHOOK_SECRET, at: int | None = Non
     signed = f"{timestamp}.".encode() + body
     digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={digest}"
+
+
+def start_billing(
+    tmp_path: Path,
+    database_url: str,
+    standin: StripeStandIn,
+    plans: dict[str, dict[str, Any]],
+    free_plan: dict[str, Any],
+) -> Api:
+    """The whole server with billing on, its Stripe ``standin``; the caller stops it."""
+    server, clock = start_api(
+        tmp_path,
+        database_url,
+        stripe_secret_key=SECRET_KEY,
+        stripe_webhook_secret=WEBHOOK_SECRET,
+        stripe_api_base=standin.url,
+        billing_plans=plans,
+        billing_free_plan=free_plan,
+    )
+    return Api(server, clock)

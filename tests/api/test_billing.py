@@ -17,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select, update
 
-from api.apiserver import Api, start_api
+from api.apiserver import Api
 from api.stripe_standin import (
     SECRET_KEY,
     WEBHOOK_SECRET,
@@ -25,6 +25,7 @@ from api.stripe_standin import (
     checkout_session,
     event,
     signature,
+    start_billing,
     subscription,
 )
 from mailboxkit.config import Settings
@@ -52,25 +53,10 @@ BILLING_TABLES = (m.billing_customers, m.billing_subscriptions, m.billing_events
 
 
 @pytest.fixture
-def stripe_api() -> Iterator[StripeStandIn]:
-    standin = StripeStandIn().start()
-    yield standin
-    standin.stop()
-
-
-@pytest.fixture
 def billing(tmp_path: Path, database_url: str, stripe_api: StripeStandIn) -> Iterator[Api]:
-    server, clock = start_api(
-        tmp_path,
-        database_url,
-        stripe_secret_key=SECRET_KEY,
-        stripe_webhook_secret=WEBHOOK_SECRET,
-        stripe_api_base=stripe_api.url,
-        billing_plans=PLANS,
-        billing_free_plan=FREE,
-    )
-    yield Api(server, clock)
-    server.stop()
+    api = start_billing(tmp_path, database_url, stripe_api, PLANS, FREE)
+    yield api
+    api.server.stop()
 
 
 def register(api: Api, name: str) -> dict[str, Any]:

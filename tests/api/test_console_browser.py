@@ -24,8 +24,8 @@ import pytest
 import trustme
 from playwright.sync_api import Browser, ConsoleMessage, Page, Response, sync_playwright
 
-from api.apiserver import Api, start_api
-from api.stripe_standin import SECRET_KEY, WEBHOOK_SECRET, StripeStandIn
+from api.apiserver import Api
+from api.stripe_standin import StripeStandIn, start_billing
 
 CHROMIUM = next(
     (found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None
@@ -89,33 +89,12 @@ def stripe_pages() -> Iterator[StripePages]:
 
 
 @pytest.fixture
-def api(tmp_path: Path, database_url: str) -> Iterator[Api]:
-    server, clock = start_api(tmp_path, database_url)
-    yield Api(server, clock)
-    server.stop()
-
-
-@pytest.fixture
-def stripe_api() -> Iterator[StripeStandIn]:
-    standin = StripeStandIn().start()
-    yield standin
-    standin.stop()
-
-
-@pytest.fixture
 def billing(tmp_path: Path, database_url: str, stripe_api: StripeStandIn) -> Iterator[Api]:
     """The server with billing on, its Stripe the stand-in (as ``test_billing.py`` has it)."""
-    server, clock = start_api(
-        tmp_path,
-        database_url,
-        stripe_secret_key=SECRET_KEY,
-        stripe_webhook_secret=WEBHOOK_SECRET,
-        stripe_api_base=stripe_api.url,
-        billing_plans={"team": {"price_id": "price_team", "inbox_limit": 5}},
-        billing_free_plan={"inbox_limit": 1},
-    )
-    yield Api(server, clock)
-    server.stop()
+    plans = {"team": {"price_id": "price_team", "inbox_limit": 5}}
+    api = start_billing(tmp_path, database_url, stripe_api, plans, {"inbox_limit": 1})
+    yield api
+    api.server.stop()
 
 
 @pytest.fixture

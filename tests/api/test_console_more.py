@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from api.apiserver import Api, idle, start_api
-from api.stripe_standin import SECRET_KEY, WEBHOOK_SECRET, StripeStandIn
+from api.apiserver import Api, idle
+from api.stripe_standin import StripeStandIn, start_billing
 from api.test_console import Browse, Browser, api_get, signed_in
 from api.webhook_receiver import Receiver
 
@@ -43,25 +43,11 @@ def browse(api: Api) -> Iterator[Browse]:
 
 
 @pytest.fixture
-def stripe_api() -> Iterator[StripeStandIn]:
-    standin = StripeStandIn().start()
-    yield standin
-    standin.stop()
-
-
-@pytest.fixture
 def billing(tmp_path: Path, database_url: str, stripe_api: StripeStandIn) -> Iterator[Api]:
-    server, clock = start_api(
-        tmp_path,
-        database_url,
-        stripe_secret_key=SECRET_KEY,
-        stripe_webhook_secret=WEBHOOK_SECRET,
-        stripe_api_base=stripe_api.url,
-        billing_plans=PLANS,
-        billing_free_plan={"storage_quota": 1_000_000, "inbox_limit": 1, "daily_send_limit": 10},
-    )
-    yield Api(server, clock)
-    server.stop()
+    free = {"storage_quota": 1_000_000, "inbox_limit": 1, "daily_send_limit": 10}
+    api = start_billing(tmp_path, database_url, stripe_api, PLANS, free)
+    yield api
+    api.server.stop()
 
 
 @pytest.fixture
