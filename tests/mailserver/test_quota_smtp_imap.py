@@ -290,3 +290,34 @@ def test_a_local_recipient_over_quota_is_retried_by_the_queue_until_it_has_room(
     assert (
         storage(sending.server, peer.account_id)[0] == storage(sending.server, peer.account_id)[1]
     )
+
+
+def test_local_deliveries_never_take_an_account_over_its_limit(sending: Sending) -> None:
+    """One message to six inboxes of an account with room for one more copy: each copy is
+    checked against what the ones before it took, with the account locked in the transaction
+    that stores them (so deliveries settled together, or on two nodes, cannot overshoot)."""
+    bot, key = sending.inbox("bot@example.test")
+    first, _ = sending.inbox("peer0@example.test")  # another account
+    peers = [first] + [
+        sending.server.create_inbox(f"peer{n}@example.test", first.account_id) for n in range(1, 6)
+    ]
+    mail = {"subject": "Ping", "text": "ping " * 200}
+    with sending.api(key) as api:
+        r = api.post(f"/inboxes/{bot.id}/messages/send", json={**mail, "to": first.address})
+        assert r.status_code == 200, r.text
+        sending.settled(1)
+        size, _ = storage(sending.server, first.account_id)
+        limit = size * 2 + size // 2  # room for one more copy
+        set_limits(sending.server, first.account_id, storage_limit=limit)
+        to = [p.address for p in peers]
+        r = api.post(f"/inboxes/{bot.id}/messages/send", json={**mail, "to": to})
+        assert r.status_code == 200, r.text
+    sending.settled(7)
+    used, stored = storage(sending.server, first.account_id)
+    assert used == stored <= limit
+    assert sum(stored_count(sending.server, p) for p in peers) == 2
+    replies = sending.server.query(
+        select(m.outbound_recipients.c.status, m.outbound_recipients.c.last_reply)
+    )
+    deferred = [reply for status, reply in replies if status == "queued"]
+    assert len(deferred) == 5 and all(reply.startswith("452 4.2.2") for reply in deferred)

@@ -26,8 +26,8 @@ Implementation notes (invariants the MX, IMAP, submission and the API rely on):
   :func:`lock_accounts` reads the locked usage and the caller refuses what would take it over
   the limit before writing, so two deliveries cannot both pass on the same free space: there
   is no overshoot. The queue worker's local deliveries (mail one of our inboxes sent to
-  another) check before settling, unlocked: concurrent ones may overshoot by what is in
-  flight (``mailserver.outbound.worker``). Copies the server makes of the account's own doing
+  another) are checked the same way in the settling transaction
+  (``mailserver.outbound.worker``). Copies the server makes of the account's own doing
   (Sent copies, drafts, bounce reports to it) are counted but never refused: they can take an
   account over its limit by what it sends itself, which the daily send limit bounds. MOVE
   within an account changes nothing and is always allowed, so a full account can tidy up.
@@ -100,6 +100,10 @@ class Storage:
     def fits(self, size: int) -> bool:
         """Whether ``size`` more bytes stay within the limit."""
         return self.limit is None or self.used + size <= self.limit
+
+    def plus(self, size: int) -> Storage:
+        """The storage once ``size`` more bytes are stored."""
+        return Storage(self.used + size, self.limit)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,10 +16,13 @@ Implementation notes:
   permanent failure that says the recipient's address is bad (:data:`BAD_ADDRESS`, from the
   transport, never for our own domains) also puts it on the account's suppression list.
 - A local recipient whose account is over its storage quota (``store.quota``) is a temporary
-  failure (452 4.2.2), retried like a remote one and bounced at expiry. The check is a read
-  before the settling transaction, so deliveries settling at once may each pass it: an
-  account can go over by what the worker delivers to it concurrently (at most ``concurrency``
-  messages).
+  failure (452 4.2.2), retried like a remote one and bounced at expiry. A read before
+  delivering turns most of them away; what counts is the check in the settling transaction,
+  with the accounts locked: each copy against what the copies before it in the batch took
+  (a message to several inboxes of one account, deliveries settling together or on two
+  nodes). A copy found there without room is settled as that temporary failure instead,
+  except at its last attempt, when it is stored over the limit rather than bounced (the read
+  before delivering had found room for it).
 - Settling is group-committed: every finished group waiting at that moment is recorded in one
   transaction (``store.deliveries.settle``), then its events are published and IMAP is told. If the
   batch fails, each group is retried alone; a group that still fails keeps its claim and is
@@ -41,6 +44,8 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailboxkit import metrics
 from mailboxkit.mailserver import replies
@@ -494,11 +499,47 @@ class QueueWorker:
             except Exception as error:
                 log_failure(log, error, "event=outbound_settle_failed size=1")
 
+    async def _within_quota(
+        self,
+        conn: AsyncConnection,
+        settlements: list[Settlement],
+        local: list[tuple[int, NewMessage]],
+        bounces: list[Bounce],
+    ) -> tuple[list[Settlement], list[tuple[int, NewMessage]]]:
+        """Lock the accounts the batch stores into (all at once, in order: ``store.quota``) and
+        keep the local copies they have room for; the others' recipients are settled as a
+        full mailbox, tried again later (see the module notes)."""
+        accounts = {n.inbox.account_id for _, n in local} | {
+            b.report.inbox.account_id for b in bounces
+        }
+        storage = await quota.lock_accounts(conn, accounts)
+        claims = {s.claim.id: s.claim for s in settlements}
+        now = self._clock.now()
+        kept: list[tuple[int, NewMessage]] = []
+        full: dict[int, Settlement] = {}
+        for recipient_id, new in local:
+            account = storage.get(new.inbox.account_id)
+            if account is not None and not account.fits(new.size):
+                c = claims[recipient_id]
+                retry = self._config.policy.next_attempt(now, c.attempts, c.expires_at, self._rng)
+                if retry is not None:
+                    full[recipient_id] = Settlement(
+                        c, RecipientStatus.QUEUED, replies.MAILBOX_FULL, retry
+                    )
+                    continue
+            if account is not None:
+                storage[new.inbox.account_id] = account.plus(new.size)
+            kept.append((recipient_id, new))
+        if full:
+            log.info("event=outbound_local_over_quota recipient_ids=%s", sorted(full))
+        return [full.get(s.claim.id, s) for s in settlements], kept
+
     async def _commit(self, batch: list[_Pending]) -> None:
         settlements = [s for p in batch for s in p.outcome.settlements]
         local = [item for p in batch for item in p.outcome.local]
         bounces = [b for p in batch for b in p.outcome.bounces]
         async with self._db.write() as conn:
+            settlements, local = await self._within_quota(conn, settlements, local, bounces)
             settled = await deliveries.settle(
                 conn, settlements, now=self._clock.now(), local=local, bounces=bounces
             )
