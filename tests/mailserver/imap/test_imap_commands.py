@@ -565,7 +565,6 @@ ERRORS: list[tuple[bytes, str | None]] = [
     (b"a SEARCH BOGUS\r\n", "a"),
     (b"a SEARCH SINCE 1-Foo-2000\r\n", "a"),
     (b"a SEARCH ON 30-Feb-2000\r\n", "a"),
-    (b"a SEARCH RETURN (SAVE) ALL\r\n", "a"),
     (b"a SEARCH OR SEEN\r\n", "a"),
     (b"a SEARCH (SEEN\r\n", "a"),
     (b"a SEARCH ()\r\n", "a"),

@@ -154,9 +154,10 @@ def test_sequence_set_parse_and_render() -> None:
     )
     assert str(parsed) == "2,4:7,9,12:*,*:3"
     assert parsed.uses_star and parsed.largest_explicit() == 12
-    for bad in (b"", b"0", b"1:", b":1", b"1,,2", b"1:2:3", b"01", b"4294967296", b"$"):
+    for bad in (b"", b"0", b"1:", b":1", b"1,,2", b"1:2:3", b"01", b"4294967296", b"$,1", b"$:2"):
         with pytest.raises(ValueError):
             parse_sequence_set(bad)
+    assert parse_sequence_set(b"$").saved  # RFC 5182 SEARCHRES
 
 
 def test_sequence_set_resolve() -> None:

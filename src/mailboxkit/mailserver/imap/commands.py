@@ -282,9 +282,13 @@ Command: TypeAlias = (
 )
 
 
-def parse_command(frame: Frame) -> Command:
-    """Parse one framed command; raise :class:`CommandSyntaxError` if it is malformed."""
-    tokens = Tokens(frame)
+def parse_command(frame: Frame, *, utf8_names: bool = False) -> Command:
+    """Parse one framed command; raise :class:`CommandSyntaxError` if it is malformed.
+
+    ``utf8_names``: the session enabled IMAP4rev2, whose mailbox names are UTF-8 (RFC 9051
+    §5.1), not modified UTF-7.
+    """
+    tokens = Tokens(frame, utf8_names=utf8_names)
     try:
         tag = tokens.tag()
     except ParseError as error:

@@ -95,7 +95,8 @@ class Context:
     services: Services
     conn: Connection
     enabled: set[str] = field(default_factory=set)
-    """Extensions turned on by ENABLE or use (RFC 5161; CONDSTORE, QRESYNC)."""
+    """Extensions turned on by ENABLE or use (RFC 5161; CONDSTORE, QRESYNC, IMAP4REV2),
+    upper-cased."""
     watch: ChangeWatch | None = None
     """Rings when the logged-in inbox changes (set on login)."""
     after_reply: list[str] = field(default_factory=list)
@@ -110,6 +111,12 @@ class Context:
     @property
     def qresync(self) -> bool:
         return "QRESYNC" in self.enabled
+
+    @property
+    def imap4rev2(self) -> bool:
+        """Whether the client enabled IMAP4rev2 (RFC 9051 §6.3.1): no ``\\Recent``, ESEARCH
+        for SEARCH, UTF-8 mailbox names."""
+        return "IMAP4REV2" in self.enabled
 
 
 @dataclass(frozen=True, slots=True)

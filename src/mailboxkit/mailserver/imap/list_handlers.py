@@ -9,7 +9,9 @@ Implementation notes:
 - ``\\HasChildren``/``\\HasNoChildren`` and special-use attributes are always returned
   (Thunderbird and Apple Mail read special-use from a plain LIST); ``\\Subscribed`` only when
   asked for (RFC 5258 §3.2). A parent that does not exist (its child outlived it) is listed
-  ``\\NonExistent \\Noselect`` (RFC 5258 §3).
+  ``\\NonExistent \\Noselect`` (RFC 5258 §3, RFC 9051 §7.3.1), for rev1 and rev2 alike.
+- IMAP4rev2's SELECT sends the ``* LIST`` of the mailbox it opens (:func:`list_entry`,
+  RFC 9051 §6.3.2) with the same attributes a LIST gives.
 - ``\\Recent`` is not kept (RFC 9051 dropped it): RECENT counts are always 0.
 """
 
@@ -97,21 +99,36 @@ async def handle_list(ctx: Context, state: Authenticated | Selected, command: c.
             continue
         if ListSelectOption.SPECIAL_USE in select and (folder is None or not folder.special_use):
             continue
-        attributes = [
-            "\\HasChildren" if _has_children(entry.name, all_names) else "\\HasNoChildren"
-        ]
-        if folder is None:
-            attributes[:0] = ["\\NonExistent", "\\Noselect"]
-        else:
-            if folder.special_use:
-                attributes.append(folder.special_use)
-            if folder.subscribed and (subscribed_only or ListReturnOption.SUBSCRIBED in returns):
-                attributes.append("\\Subscribed")
+        subscribed = subscribed_only or ListReturnOption.SUBSCRIBED in returns
+        attributes = _attributes(entry.name, folder, all_names, subscribed=subscribed)
+        if folder is not None:
             listed.append(folder)
-        await ctx.conn.send(ListData(tuple(attributes), DELIMITER, entry.name))
+        await ctx.conn.send(ListData(attributes, DELIMITER, entry.name))
         if command.status_items and folder is not None:
             await ctx.conn.send(await _status(ctx, folder, command.status_items))
     return Outcome("LIST completed")
+
+
+def _attributes(
+    name: str, folder: Folder | None, all_names: Iterable[str], *, subscribed: bool
+) -> tuple[str, ...]:
+    attributes = ["\\HasChildren" if _has_children(name, all_names) else "\\HasNoChildren"]
+    if folder is None:
+        return ("\\NonExistent", "\\Noselect", *attributes)
+    if folder.special_use:
+        attributes.append(folder.special_use)
+    if folder.subscribed and subscribed:
+        attributes.append("\\Subscribed")
+    return tuple(attributes)
+
+
+async def list_entry(ctx: Context, inbox_id: str, folder: Folder) -> ListData:
+    """The ``* LIST`` of one mailbox, as IMAP4rev2's SELECT sends it (RFC 9051 §6.3.2)."""
+    async with ctx.services.db.read() as conn:
+        names = [f.name for f in await list_folders(conn, inbox_id)]
+    return ListData(
+        _attributes(folder.name, folder, names, subscribed=False), DELIMITER, folder.name
+    )
 
 
 async def handle_lsub(ctx: Context, state: Authenticated | Selected, command: c.Lsub) -> Outcome:

@@ -251,8 +251,8 @@ def _select_param(tokens: Tokens) -> tuple[str, QResync | None]:
 def _known_set(tokens: Tokens) -> SequenceSet:
     """RFC 7162 §7 ``known-uids`` / ``seq-match-data`` sets: ``*`` is not allowed."""
     sequence_set = tokens.sequence_set()
-    if sequence_set.uses_star:
-        raise ParseError("'*' not allowed in QRESYNC sets")
+    if sequence_set.uses_star or sequence_set.saved:  # a SELECT resets $ (RFC 5182 §2.1)
+        raise ParseError("'*' and '$' not allowed in QRESYNC sets")
     return sequence_set
 
 

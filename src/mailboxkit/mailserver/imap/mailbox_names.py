@@ -13,6 +13,8 @@ Implementation notes:
   logs and file systems.
 - Names containing 8-bit octets are taken as UTF-8 (RFC 6855 §3 ``UTF8=ACCEPT``, RFC 9051
   §5.1): modified UTF-7 is 7-bit, so the two forms cannot be confused.
+- Once a client has enabled IMAP4rev2 its names are UTF-8 both ways (RFC 9051 §5.1): ``&``
+  stands for itself, so ``A&-B`` is that name of four characters, not ``A&B``.
 """
 
 from __future__ import annotations
@@ -47,12 +49,18 @@ def encode_mailbox_name(name: str) -> bytes:
     return bytes(out)
 
 
-def decode_mailbox_name(raw: bytes) -> str:
+def wire_mailbox_name(name: str, *, utf8: bool) -> bytes:
+    """A mailbox name as sent: UTF-8 to an IMAP4rev2 client, else modified UTF-7."""
+    return name.encode("utf-8") if utf8 else encode_mailbox_name(name)
+
+
+def decode_mailbox_name(raw: bytes, *, utf8: bool = False) -> str:
     """Decode a wire mailbox name; raise ``ValueError`` if it is not canonical.
 
+    ``utf8``: the client enabled IMAP4rev2, whose names are UTF-8 only (RFC 9051 §5.1).
     ``INBOX`` in any case becomes ``"INBOX"``.
     """
-    if any(octet >= 0x80 for octet in raw):
+    if utf8 or any(octet >= 0x80 for octet in raw):
         name = raw.decode("utf-8")  # UnicodeDecodeError is a ValueError
     else:
         name = _decode_mutf7(raw)

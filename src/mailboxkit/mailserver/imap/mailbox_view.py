@@ -16,6 +16,10 @@ Implementation notes:
 - Compact: per message a UID, a MODSEQ and the index of its combination of flags and keywords,
   in three arrays (16 bytes a message), since a session keeps its view as long as the mailbox
   is selected; a mailbox's messages share few combinations, each kept once.
+- ``saved`` is the search result variable of SEARCHRES (RFC 5182 §2.1), as UIDs: a new view
+  starts with it empty, which is the reset SELECT, EXAMINE, CLOSE and UNSELECT call for, and
+  an expunged message leaves it when it leaves the view (``resolve`` reads only UIDs still
+  here).
 - A FETCH of flags is sent when they differ from what this session last reported, so a
   session's own STORE is not echoed twice; with CONDSTORE a new MODSEQ alone is reported
   too, and every such FETCH carries UID and MODSEQ (RFC 7162 §3.1).
@@ -85,6 +89,7 @@ class MailboxView:
     flag_sets: array[int] = field(default_factory=lambda: array("I"))  # of uids[i]: _sets index
     keywords: dict[str, str] = field(default_factory=dict)  # lower-case -> as first seen
     pending_expunges: set[int] = field(default_factory=set)
+    saved: tuple[int, ...] = ()  # ascending UIDs: ``$`` (RFC 5182)
     condstore: bool = False
     qresync: bool = False
     _sets: list[FlagSet] = field(default_factory=list)
@@ -143,8 +148,11 @@ class MailboxView:
     def resolve(self, sequence_set: SequenceSet, *, uid: bool) -> list[int]:
         """The UIDs a sequence set names, ascending (RFC 3501 §6.4.8 for UID sets).
 
-        Raises :class:`InvalidSequence` for a sequence number above the message count.
+        Raises :class:`InvalidSequence` for a sequence number above the message count. ``$``
+        names the saved messages still in the view, with UID or not (RFC 5182 §2.2).
         """
+        if sequence_set.saved:
+            return [u for u in self.saved if u in self]
         if not uid:
             if sequence_set.largest_explicit() > self.exists:
                 raise InvalidSequence("Invalid message sequence number")

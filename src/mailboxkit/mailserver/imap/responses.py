@@ -8,31 +8,36 @@ SPECIAL-USE (RFC 6154), response codes (RFC 5530) and APPENDLIMIT (RFC 7889).
 Implementation notes:
 
 - Handlers build values; :func:`serialize` is the only place that writes protocol octets.
-- Strings are sent quoted when every octet is a 7-bit TEXT-CHAR and the string is short;
-  anything with CR, LF, NUL, 8-bit octets or longer than :data:`QUOTED_MAX` is a literal
-  (RFC 3501 §4.3). ``None`` is ``NIL``. Server literals are always synchronizing-form.
+- Data values (strings, literals, lists, dates) are encoded by ``values``, whose names this
+  module re-exports.
 - Human-readable text is sanitized to TEXT-CHARs (RFC 3501 §9 ``text``) so that nothing a
   client supplied (a mailbox name in an error, say) can inject a line break.
-- Mailbox names are encoded as modified UTF-7 (RFC 3501 §5.1.3) and always sent as strings.
+- Mailbox names are encoded as modified UTF-7 (RFC 3501 §5.1.3), or as UTF-8 for a session
+  that enabled IMAP4rev2 (``serialize(..., utf8_names=True)``, RFC 9051 §5.1), and always sent
+  as strings; a UTF-8 one quoted when it can be (RFC 9051 §9 ``QUOTED-CHAR`` has UTF-8).
 """
 
 from __future__ import annotations
 
-import datetime
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeAlias
 
-from mailboxkit.mailserver.imap.mailbox_names import encode_mailbox_name
+from mailboxkit.mailserver.imap.mailbox_names import wire_mailbox_name
 from mailboxkit.mailserver.imap.sequence_set import compact_uids
+from mailboxkit.mailserver.imap.values import QUOTED_MAX as QUOTED_MAX
+from mailboxkit.mailserver.imap.values import Atom as Atom
+from mailboxkit.mailserver.imap.values import Binary as Binary
+from mailboxkit.mailserver.imap.values import Encoded as Encoded
+from mailboxkit.mailserver.imap.values import Value as Value
+from mailboxkit.mailserver.imap.values import encode_string as encode_string
+from mailboxkit.mailserver.imap.values import encode_value as encode_value
+from mailboxkit.mailserver.imap.values import format_date_time as format_date_time
+from mailboxkit.mailserver.imap.values import quote
 
-QUOTED_MAX = 1024
-"""Longest string sent as a quoted string; longer ones go as literals (rendering choice)."""
-
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_QUOTABLE = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x7f]*")
+_QUOTABLE_UTF8 = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\xff]*")  # of valid UTF-8: no CR, LF
 _NOT_TEXT = re.compile(r"[^\x20-\x7e]")
 _ATOM = re.compile(r"[A-Za-z0-9!#$&'+,\-./:;<=>?@^_`|}~]+")
 
@@ -77,6 +82,7 @@ class Code(StrEnum):
     OVERQUOTA = "OVERQUOTA"
     ALREADYEXISTS = "ALREADYEXISTS"
     NONEXISTENT = "NONEXISTENT"
+    UNKNOWN_CTE = "UNKNOWN-CTE"  # RFC 3516 §4.3
 
 
 class NumberCodeName(StrEnum):
@@ -330,34 +336,6 @@ class IdData:
 
 
 @dataclass(frozen=True, slots=True)
-class Atom:
-    """A value sent verbatim as an atom (a flag, a keyword, ``NIL``-free item names)."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Binary:
-    """Octets sent as a ``literal8`` (RFC 3516 §4.2: ``~{n}``), for BINARY[] data."""
-
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Encoded:
-    """Octets already in wire form (BODYSTRUCTURE, whose multipart grammar is not a list; a
-    FLAGS list encoded once for many messages)."""
-
-    data: bytes
-
-
-Value: TypeAlias = (
-    int | str | bytes | Atom | Binary | Encoded | datetime.datetime | tuple["Value", ...] | None
-)
-"""A response data value: NIL, number, string (str is UTF-8), atom, date-time or list."""
-
-
-@dataclass(frozen=True, slots=True)
 class FetchData:
     """``* n FETCH (name value ...)`` (RFC 3501 §7.4.2).
 
@@ -391,54 +369,10 @@ Response: TypeAlias = (
 )
 
 
-def serialize(response: Response) -> bytes:
-    """The exact octets of one response, CRLF included."""
-    return _body(response) + b"\r\n"
-
-
-def encode_value(value: Value) -> bytes:
-    """Encode one data value (RFC 3501 §9 ``nstring``, ``number``, lists, ``date-time``)."""
-    if value is None:
-        return b"NIL"
-    if isinstance(value, bool):
-        raise TypeError("booleans have no IMAP encoding")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError("IMAP numbers are unsigned")
-        return str(value).encode("ascii")
-    if isinstance(value, str):
-        return encode_string(value.encode("utf-8"))
-    if isinstance(value, bytes):
-        return encode_string(value)
-    if isinstance(value, Atom):
-        return value.text.encode("ascii")
-    if isinstance(value, Binary):
-        return b"~{%d}\r\n" % len(value.data) + value.data
-    if isinstance(value, Encoded):
-        return value.data
-    if isinstance(value, datetime.datetime):
-        return b'"' + format_date_time(value).encode("ascii") + b'"'
-    return b"(" + b" ".join(encode_value(item) for item in value) + b")"
-
-
-def encode_string(data: bytes) -> bytes:
-    """``quoted`` if safe and short, else ``literal`` (RFC 3501 §4.3, §9)."""
-    if len(data) <= QUOTED_MAX and _QUOTABLE.fullmatch(data):
-        return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-    return b"{%d}\r\n" % len(data) + data
-
-
-def format_date_time(moment: datetime.datetime) -> str:
-    """RFC 3501 §9 ``date-time`` without quotes: ``17-Jul-1996 02:44:25 -0700``."""
-    offset = moment.utcoffset()
-    if offset is None:
-        raise ValueError("INTERNALDATE needs a timezone-aware datetime")
-    minutes = int(offset.total_seconds()) // 60
-    sign = "-" if minutes < 0 else "+"
-    zone = f"{sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
-    month = _MONTHS[moment.month - 1]
-    clock = f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}"
-    return f"{moment.day:02d}-{month}-{moment.year:04d} {clock} {zone}"
+def serialize(response: Response, *, utf8_names: bool = False) -> bytes:
+    """The exact octets of one response, CRLF included; ``utf8_names`` for a session that
+    enabled IMAP4rev2 (mailbox names in UTF-8, RFC 9051 §5.1)."""
+    return _body(response, utf8_names) + b"\r\n"
 
 
 def _text(text: str) -> bytes:
@@ -450,8 +384,11 @@ def _token(text: str) -> bytes:
     return text.encode("ascii") if _ATOM.fullmatch(text) else encode_value(text)
 
 
-def _mailbox(name: str) -> bytes:
-    return encode_string(encode_mailbox_name(name))
+def _mailbox(name: str, utf8: bool) -> bytes:
+    data = wire_mailbox_name(name, utf8=utf8)
+    if utf8 and len(data) <= QUOTED_MAX and _QUOTABLE_UTF8.fullmatch(data):
+        return quote(data)
+    return encode_string(data)
 
 
 def _flags(flags: Sequence[str]) -> bytes:
@@ -492,21 +429,21 @@ def _status(response: StatusResponse) -> bytes:
     )
 
 
-def _list(response: ListData) -> bytes:
+def _list(response: ListData, utf8: bool) -> bytes:
     name = b"LSUB" if response.lsub else b"LIST"
     delimiter = encode_value(response.delimiter)
     out = b"* %s %s %s %s" % (
         name,
         _flags(response.attributes),
         delimiter,
-        _mailbox(response.mailbox),
+        _mailbox(response.mailbox, utf8),
     )
     extended: list[bytes] = []
     if response.child_info:
         infos = b" ".join(encode_value(info) for info in response.child_info)
         extended.append(b'"CHILDINFO" (' + infos + b")")
     if response.old_name is not None:
-        extended.append(b'"OLDNAME" (' + _mailbox(response.old_name) + b")")
+        extended.append(b'"OLDNAME" (' + _mailbox(response.old_name, utf8) + b")")
     return out + (b" (" + b" ".join(extended) + b")" if extended else b"")
 
 
@@ -527,16 +464,17 @@ def _esearch(response: ESearchData) -> bytes:
     return out
 
 
-def _namespaces(namespaces: tuple[Namespace, ...] | None) -> bytes:
+def _namespaces(namespaces: tuple[Namespace, ...] | None, utf8: bool) -> bytes:
     if namespaces is None:
         return b"NIL"
     parts = (
-        b"(" + _mailbox(ns.prefix) + b" " + encode_value(ns.delimiter) + b")" for ns in namespaces
+        b"(" + _mailbox(ns.prefix, utf8) + b" " + encode_value(ns.delimiter) + b")"
+        for ns in namespaces
     )
     return b"(" + b"".join(parts) + b")"
 
 
-def _body(response: Response) -> bytes:
+def _body(response: Response, utf8: bool) -> bytes:
     if isinstance(response, FetchData):  # first: a FETCH 1:* sends one per message
         items = b" ".join(
             b"%s %s" % (name.encode("ascii"), encode_value(v)) for name, v in response.items
@@ -562,12 +500,12 @@ def _body(response: Response) -> bytes:
     if isinstance(response, EnabledData):
         return b"* ENABLED" + _words(response.capabilities)
     if isinstance(response, ListData):
-        return _list(response)
+        return _list(response, utf8)
     if isinstance(response, StatusData):
         items = b" ".join(
             name.encode("ascii") + b" " + encode_value(value) for name, value in response.items
         )
-        return b"* STATUS " + _mailbox(response.mailbox) + b" (" + items + b")"
+        return b"* STATUS " + _mailbox(response.mailbox, utf8) + b" (" + items + b")"
     if isinstance(response, SearchData):
         out = b"* SEARCH" + b"".join(b" %d" % n for n in response.numbers)
         return out + (b"" if response.modseq is None else b" (MODSEQ %d)" % response.modseq)
@@ -575,7 +513,7 @@ def _body(response: Response) -> bytes:
         return _esearch(response)
     if isinstance(response, NamespaceData):
         spaces = (response.personal, response.other, response.shared)
-        return b"* NAMESPACE " + b" ".join(_namespaces(ns) for ns in spaces)
+        return b"* NAMESPACE " + b" ".join(_namespaces(ns, utf8) for ns in spaces)
     if isinstance(response, QuotaData):
         items = b" ".join(
             b"%s %d %d" % (name.encode("ascii"), usage, limit)
@@ -584,7 +522,7 @@ def _body(response: Response) -> bytes:
         return b"* QUOTA " + encode_value(response.root) + b" (" + items + b")"
     if isinstance(response, QuotaRootData):
         roots = b"".join(b" " + encode_value(root) for root in response.roots)
-        return b"* QUOTAROOT " + _mailbox(response.mailbox) + roots
+        return b"* QUOTAROOT " + _mailbox(response.mailbox, utf8) + roots
     if isinstance(response, IdData):
         if response.parameters is None:
             return b"* ID NIL"

@@ -12,7 +12,8 @@ Implementation notes:
 - Search strings stay as octets: their meaning depends on ``charset``, which the handler
   validates (``NO [BADCHARSET]``, RFC 3501 §6.4.4) before decoding.
 - ``return_options`` is ``None`` for a classic SEARCH (``* SEARCH`` response) and a tuple for
-  ESEARCH; ``RETURN ()`` means ``ALL`` (RFC 4731 §3.1). SAVE (RFC 5182) is not supported.
+  ESEARCH; ``RETURN ()`` means ``ALL`` (RFC 4731 §3.1). ``SAVE`` (RFC 5182 §2.1) keeps the
+  result for ``$``; ``$`` is a sequence set wherever one may stand, here too (RFC 5182 §2.2).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class SearchReturn(StrEnum):
     MAX = "MAX"
     ALL = "ALL"
     COUNT = "COUNT"
+    SAVE = "SAVE"  # RFC 5182 §2.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +206,7 @@ def search_key(tokens: Tokens) -> SearchKey:
     if tokens.next_is(b"("):
         return SearchAnd(tokens.parenthesized(lambda: search_key(tokens)))
     name = tokens.peek_keyword()
-    if name is None or name[0] in "0123456789":
+    if name is None or name[0] in "0123456789$":
         return SearchSequence(tokens.sequence_set())
     tokens.keyword()
     parser = _KEYS.get(name)

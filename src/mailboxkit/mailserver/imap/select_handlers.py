@@ -1,5 +1,13 @@
 """SELECT, EXAMINE, UNSELECT, CLOSE, CHECK (RFC 3501 §6.3.1-2, §6.4.1-2; RFC 3691;
-RFC 7162 §3.1.8 CONDSTORE and §3.2.5 QRESYNC parameters).
+RFC 7162 §3.1.8 CONDSTORE and §3.2.5 QRESYNC parameters; RFC 9051 §6.3.2-3).
+
+Implementation notes:
+
+- After ENABLE IMAP4rev2 SELECT answers as RFC 9051 §6.3.2 has it: no ``* n RECENT`` and no
+  ``[UNSEEN n]`` (both gone from IMAP4rev2), a ``* LIST`` of the mailbox with its attributes,
+  and ``[CLOSED]`` when it closes a previously selected mailbox (as under QRESYNC).
+- Every SELECT, EXAMINE, CLOSE and UNSELECT leaves ``$`` empty (RFC 5182 §2.1): the search
+  result lives in the view, which each of them replaces or drops.
 """
 
 from __future__ import annotations
@@ -7,6 +15,7 @@ from __future__ import annotations
 from mailboxkit.mailserver.imap import commands as c
 from mailboxkit.mailserver.imap.context import Context, Outcome
 from mailboxkit.mailserver.imap.errors import CommandFailed
+from mailboxkit.mailserver.imap.list_handlers import list_entry
 from mailboxkit.mailserver.imap.mailbox_commands import QResync
 from mailboxkit.mailserver.imap.mailbox_view import MailboxView
 from mailboxkit.mailserver.imap.responses import (
@@ -37,7 +46,7 @@ async def handle_select(
     if command.qresync is not None and not ctx.qresync:
         raise CommandFailed("Enable QRESYNC first", condition=Condition.BAD)
     deselected = Authenticated(state.user)
-    if isinstance(state, Selected) and ctx.qresync:
+    if isinstance(state, Selected) and (ctx.qresync or ctx.imap4rev2):
         await ctx.conn.send(
             StatusResponse(Condition.OK, "Previous mailbox closed", code=Code.CLOSED)
         )
@@ -49,6 +58,8 @@ async def handle_select(
             raise CommandFailed("Mailbox does not exist", Code.NONEXISTENT, state=deselected)
         snap = await snapshot(conn, folder.id)
     view = MailboxView.open(snap, read_only=read_only, condstore=ctx.condstore, qresync=ctx.qresync)
+    if ctx.imap4rev2:
+        await ctx.conn.send(await list_entry(ctx, state.user.inbox_id, folder))
     await _announce(ctx, view)
     if command.qresync is not None:
         await _resync(ctx, view, command.qresync)
@@ -63,8 +74,9 @@ async def _announce(ctx: Context, view: MailboxView) -> None:
     permanent = () if view.read_only else (*(f.value for f in SystemFlag), "\\*")
     await send(StatusResponse(Condition.OK, "Flags permitted", code=PermanentFlags(permanent)))
     await send(Exists(view.exists))
-    await send(Recent(0))
-    unseen = view.first_unseen()
+    if not ctx.imap4rev2:
+        await send(Recent(0))
+    unseen = None if ctx.imap4rev2 else view.first_unseen()
     codes = [
         (NumberCodeName.UNSEEN, unseen),
         (NumberCodeName.UIDVALIDITY, view.uidvalidity),

@@ -10,7 +10,10 @@ Implementation notes:
 - ``*`` is represented as ``None`` in a :class:`SeqRange`; it is only resolved against the
   mailbox by :meth:`SequenceSet.resolve`, which the handler calls with the current largest
   number.
-- ``$`` (RFC 5182 SEARCHRES) is not supported.
+- ``$`` (RFC 5182 SEARCHRES) is :data:`SAVED`, a set with no ranges that names "the result
+  the last ``SEARCH RETURN (SAVE)`` kept": only the selected mailbox's view knows which
+  messages those are, so :meth:`MailboxView.resolve` reads it and every other method treats
+  it as empty. RFC 5182 §4 allows ``$`` only alone, never inside a list.
 - Numbers are unsigned 32-bit (RFC 3501 §9 ``number``); nz-numbers have no leading zero.
 """
 
@@ -54,13 +57,15 @@ class SeqRange:
 
 @dataclass(frozen=True, slots=True)
 class SequenceSet:
-    """A parsed ``sequence-set`` (RFC 3501 §9), kept as the client wrote it."""
+    """A parsed ``sequence-set`` (RFC 3501 §9), kept as the client wrote it; ``saved`` for
+    ``$`` (RFC 5182), which has no ranges."""
 
     ranges: tuple[SeqRange, ...]
+    saved: bool = False
 
     def __post_init__(self) -> None:
-        if not self.ranges:
-            raise ValueError("a sequence set has at least one element")
+        if bool(self.ranges) == self.saved:
+            raise ValueError("a sequence set has at least one element, or is $ alone")
 
     @classmethod
     def of(cls, numbers: Iterable[int]) -> SequenceSet:
@@ -111,11 +116,18 @@ class SequenceSet:
             yield from range(low, high + 1)
 
     def __str__(self) -> str:
-        return ",".join(str(r) for r in self.ranges)
+        return "$" if self.saved else ",".join(str(r) for r in self.ranges)
+
+
+SAVED = SequenceSet((), saved=True)
+"""``$``: the saved search result (RFC 5182 §2.1)."""
 
 
 def parse_sequence_set(text: bytes) -> SequenceSet:
-    """Parse ``sequence-set`` octets (RFC 3501 §9); raise ``ValueError`` if malformed."""
+    """Parse ``sequence-set`` octets (RFC 3501 §9) or ``$`` (RFC 5182 §4); raise
+    ``ValueError`` if malformed."""
+    if text == b"$":
+        return SAVED
     ranges: list[SeqRange] = []
     for element in text.split(b","):
         ends = element.split(b":")

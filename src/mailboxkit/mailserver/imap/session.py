@@ -12,6 +12,9 @@ Implementation notes (the pipeline of STYLE.md, in this order):
   the session goes on); a framing error, a timeout or a deleted mailbox end the session with
   ``* BYE``.
   ``CancelledError`` (shutdown) says ``* BYE`` and propagates.
+- ``ENABLE IMAP4rev2`` changes the two ends of the pipeline for the rest of the session:
+  mailbox names are parsed and serialized as UTF-8 instead of modified UTF-7 (RFC 9051 §5.1).
+  Handlers see decoded names either way; what else rev2 changes is theirs (``ctx.imap4rev2``).
 - Output is buffered and written at the end of each command, before any read, or when the
   buffer passes :data:`FLUSH_SIZE` (a FETCH of many bodies streams).
 - STARTTLS: after the tagged OK, octets the client pipelined behind the command end the
@@ -120,7 +123,7 @@ class Session:
         return self._secure
 
     async def send(self, response: Response) -> None:
-        self._out += serialize(response)
+        self._out += serialize(response, utf8_names=self.ctx.imap4rev2)
         if len(self._out) >= FLUSH_SIZE:
             await self.flush()
 
@@ -197,7 +200,7 @@ class Session:
 
     async def _execute(self, frame: Frame) -> None:
         try:
-            command = c.parse_command(frame)
+            command = c.parse_command(frame, utf8_names=self.ctx.imap4rev2)
         except CommandSyntaxError as error:
             await self.send(error.response())
             return

@@ -36,12 +36,18 @@ from mailboxkit.store.folders import DELIMITER
 log = logging.getLogger(__name__)
 
 SERVER_ID = (("name", "MailboxKit"), ("vendor", "MailboxKit"))
-ENABLEABLE = frozenset({"CONDSTORE", "QRESYNC"})
-"""Extensions ENABLE turns on (RFC 5161 §3.1; RFC 7162 §3.2.3: QRESYNC implies CONDSTORE)."""
+ENABLEABLE = {"CONDSTORE": "CONDSTORE", "QRESYNC": "QRESYNC", "IMAP4REV2": "IMAP4rev2"}
+"""Extensions ENABLE turns on, by upper-cased name, as ``* ENABLED`` spells them (RFC 5161
+§3.1; RFC 7162 §3.2.3: QRESYNC implies CONDSTORE; RFC 9051 §6.3.1: IMAP4rev2)."""
 
 EXTENSIONS = (
     "IMAP4rev1",
+    "IMAP4rev2",  # RFC 9051 §7.2.2: both, so each client picks; rev2 behaviour after ENABLE
     "LITERAL+",
+    "LITERAL-",  # RFC 9051 §7.2.2 lists it; LITERAL+ already accepts more (RFC 7888)
+    "BINARY",
+    "SEARCHRES",
+    "STATUS=SIZE",
     "SASL-IR",
     "ID",
     "ENABLE",
@@ -101,10 +107,11 @@ async def handle_id(ctx: Context, state: State, command: c.Id) -> Outcome:
 
 
 async def handle_enable(ctx: Context, state: Authenticated, command: c.Enable) -> Outcome:
-    """Turn on CONDSTORE/QRESYNC; others are ignored. State: Authenticated. RFC 5161 §3.1."""
+    """Turn on CONDSTORE, QRESYNC, IMAP4rev2; others are ignored. State: Authenticated.
+    RFC 5161 §3.1, RFC 9051 §6.3.1."""
     newly = [cap for cap in command.capabilities if cap in ENABLEABLE and cap not in ctx.enabled]
     ctx.enabled.update(newly)
-    await ctx.conn.send(EnabledData(tuple(newly)))
+    await ctx.conn.send(EnabledData(tuple(ENABLEABLE[cap] for cap in newly)))
     return Outcome("ENABLE completed")
 
 

@@ -12,6 +12,7 @@ Implementation notes:
   accepted only where a caller asks for it (APPEND).
 - Quoted strings accept 8-bit octets only as valid UTF-8 (RFC 9051 §9 / RFC 6855 §3
   ``QUOTED-CHAR =/ UTF8-2 / UTF8-3 / UTF8-4``); all other grammar is 7-bit.
+- A sequence set may be ``$``, the saved search result (RFC 5182 §2.2); only alone.
 - Digit runs are length-checked before conversion: numbers are 32-bit, mod-sequences 63-bit.
 - Parentheses nest at most :data:`MAX_NESTING` deep (search keys, generic lists), which keeps
   recursion bounded whatever the client sends.
@@ -54,7 +55,7 @@ _TAG = re.compile(_char_class(_ASTRING_CHARS.replace(b"+", b"")) + b"+")
 _FLAG = re.compile(b"\\\\?" + _char_class(_ATOM_CHARS) + b"+")
 _VALUE_ATOM = re.compile(b"\\\\?" + _char_class(_ASTRING_CHARS) + b"+")
 _DIGITS = re.compile(rb"[0-9]+")
-_SEQUENCE_SET = re.compile(rb"[0-9*:,]+")
+_SEQUENCE_SET = re.compile(rb"[0-9*:,]+|\$")
 _QUOTED = re.compile(rb'"((?:[^"\\\r\n\x00]|\\["\\])*)"')
 _QUOTED_ESCAPE = re.compile(rb'\\(["\\])')
 _LITERAL = re.compile(rb"(~?)\{([0-9]+)\+?\}")
@@ -87,7 +88,8 @@ class ParseError(Exception):
 class Tokens:
     """A cursor over one frame. Methods consume one grammar element or raise ParseError."""
 
-    def __init__(self, frame: Frame) -> None:
+    def __init__(self, frame: Frame, *, utf8_names: bool = False) -> None:
+        self._utf8_names = utf8_names  # IMAP4rev2 enabled: mailbox names are UTF-8 only
         self._lines = frame.lines
         self._literals = frame.literals
         self._index = 0
@@ -277,16 +279,17 @@ class Tokens:
     def list_mailbox(self) -> str:
         """RFC 3501 §9 ``list-mailbox``, decoded like a mailbox name."""
         raw = self._match(_LIST_MAILBOX)
-        return _decode_name(raw if raw is not None else self.string())
+        return _decode_name(raw if raw is not None else self.string(), self._utf8_names)
 
     def mailbox(self) -> str:
-        """RFC 3501 §9 ``mailbox``, decoded (modified UTF-7, INBOX case-insensitive)."""
-        return _decode_name(self.astring())
+        """RFC 3501 §9 ``mailbox``, decoded (modified UTF-7 or, under IMAP4rev2, UTF-8;
+        INBOX case-insensitive)."""
+        return _decode_name(self.astring(), self._utf8_names)
 
     # -- structured values -------------------------------------------------------------
 
     def sequence_set(self) -> SequenceSet:
-        """RFC 3501 §9 ``sequence-set``."""
+        """RFC 3501 §9 ``sequence-set``, or ``$`` (RFC 5182 §4 ``seq-last-command``)."""
         raw = self._match(_SEQUENCE_SET)
         if raw is None:
             raise ParseError("Expected sequence set")
@@ -347,9 +350,9 @@ class Tokens:
         return None if raw.upper() == b"NIL" else raw.decode("ascii")
 
 
-def _decode_name(raw: bytes) -> str:
+def _decode_name(raw: bytes, utf8: bool) -> str:
     try:
-        return decode_mailbox_name(raw)
+        return decode_mailbox_name(raw, utf8=utf8)
     except ValueError:
         raise ParseError("Invalid mailbox name") from None
 
