@@ -89,8 +89,8 @@ class _Pipe:
     "as stored, a `messages.jsonl` per inbox (folders, flags, keywords, threads, "
     "attachments), `outbound.jsonl` (the delivery log of sent mail) and `account.json` (the "
     "account, domains, inboxes, API keys, webhooks, sender rules, suppressions, drafts, "
-    "usage; no secrets). One export at a time per server process (429 meanwhile). Needs an "
-    "account key.",
+    "usage, billing; no secrets). One export at a time per server process (429 meanwhile). "
+    "Needs an account key.",
     responses={
         200: {
             "description": "The zip, its members named as in this example.",
