@@ -24,7 +24,7 @@ from mailboxkit.store import models as m
 from mailboxkit.store.db import Database
 from mailboxkit.store.localblobs import LocalBlobStore
 
-from harness import free_port, serve_env
+from harness import cli, free_port, serve_env
 
 TARGET_ACKED = 2000
 SESSIONS = 10
@@ -101,19 +101,8 @@ async def test_no_acknowledged_message_lost_under_sigkill(
 ) -> None:
     port = free_port()
     env = serve_env(tmp_path / "data", database_url, smtp_port=port)
-    create = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mailboxkit.cli",
-        "inbox",
-        "create",
-        "sink@example.test",
-        "--json",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    out, _ = await create.communicate()
-    assert create.returncode == 0, out
+    created = cli(env, "inbox", "create", "sink@example.test", "--json")
+    assert created.returncode == 0, created.stderr
     server = ServerProcess(env)
     await server.start()
     try:

@@ -12,10 +12,10 @@ outbound message; and nothing unacknowledged was stored twice.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 import ssl
-import sys
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +31,7 @@ from mailboxkit.store import models as m
 from mailboxkit.store.db import Database
 from mailboxkit.store.localblobs import LocalBlobStore
 
-from harness import free_port, serve_env
+from harness import cli, free_port, serve_env
 
 ADDRESS = "agent@example.test"
 TARGET_ACKED = 600  # appends and submissions together
@@ -150,21 +150,9 @@ async def test_no_acknowledged_append_or_submission_lost_under_sigkill(
         smarthost_port=free_port(),  # nothing listens: every delivery attempt is deferred
         smarthost_tls="none",
     )
-    create = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mailboxkit.cli",
-        "inbox",
-        "create",
-        ADDRESS,
-        "--json",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    out, _ = await create.communicate()
-    assert create.returncode == 0, out
-    key = re.search(rb'"api_key": "([^"]+)"', out)
-    assert key is not None
+    created = cli(env, "inbox", "create", ADDRESS, "--json")
+    assert created.returncode == 0, created.stderr
+    key = json.loads(created.stdout)["api_key"]
     server = ServerProcess(env)
     load = Load()
     kills = 0
@@ -182,11 +170,8 @@ async def test_no_acknowledged_append_or_submission_lost_under_sigkill(
     await server.start()
     try:
         workers = [
-            *(_appender(server, imap_port, key[1].decode(), i, load) for i in range(SESSIONS)),
-            *(
-                _submitter(server, submission_port, key[1].decode(), i, load)
-                for i in range(SESSIONS)
-            ),
+            *(_appender(server, imap_port, key, i, load) for i in range(SESSIONS)),
+            *(_submitter(server, submission_port, key, i, load) for i in range(SESSIONS)),
         ]
         await asyncio.wait_for(asyncio.gather(killer(), *workers), timeout=600)
         assert await server.terminate() == 0

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import threading
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from e2e.test_durability import ServerProcess
 from mailserver.outbound.sink import Sink, SinkHandler
 
-from harness import free_port, serve_env
+from harness import cli, free_port, serve_env
 
 FIRST, SECOND = 8, 8
 
@@ -64,20 +63,9 @@ async def test_no_acknowledged_send_is_lost_when_killed_mid_delivery(
         outbound_lease=2,  # PostgreSQL: a dead node's claims are free after 2 s
         outbound_poll_interval=0.5,
     )
-    create = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mailboxkit.cli",
-        "inbox",
-        "create",
-        "bot@example.test",
-        "--json",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    out, _ = await create.communicate()
-    assert create.returncode == 0, out
-    created = json.loads(out)
+    made = cli(env, "inbox", "create", "bot@example.test", "--json")
+    assert made.returncode == 0, made.stderr
+    created = json.loads(made.stdout)
     server = ServerProcess(env)
     acked: set[str] = set()
     received: dict[str, int] = {}
