@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from api.apiserver import Api, start_api
+from api.console_client import Browse, Browser
 from api.stripe_standin import StripeStandIn
 
 
@@ -24,3 +25,17 @@ def stripe_api() -> Iterator[StripeStandIn]:
     standin = StripeStandIn().start()
     yield standin
     standin.stop()
+
+
+@pytest.fixture
+def browse(api: Api) -> Iterator[Browse]:
+    """Makes browsers of the console (closed at the end)."""
+    opened: list[Browser] = []
+
+    def make(headers: dict[str, str] | None = None) -> Browser:
+        opened.append(Browser(api, headers))
+        return opened[-1]
+
+    yield make
+    for browser in opened:
+        browser.http.close()

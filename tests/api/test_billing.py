@@ -107,6 +107,20 @@ def sub_event(kind: str, customer: str, price: str, status: str, at: int, **kw: 
     )
 
 
+def operator_env(api: Api, stripe_api: StripeStandIn) -> dict[str, str]:
+    """The environment of the ``mailboxkit`` CLI on the server's data, billing on as it is."""
+    settings = api.server.settings
+    return serve_env(
+        settings.data_dir,
+        settings.database_url,
+        stripe_secret_key=SECRET_KEY,
+        stripe_webhook_secret=WEBHOOK_SECRET,
+        stripe_api_base=stripe_api.url,
+        billing_plans=json.dumps(PLANS),
+        billing_free_plan=json.dumps(FREE),
+    )
+
+
 def billing_rows(api: Api, account_id: str) -> dict[str, int]:
     found = {}
     for table in BILLING_TABLES:
@@ -424,15 +438,7 @@ def test_the_operator_deleting_an_account_cancels_its_subscription_too(
     customer = checkout(billing, stripe_api, agent["api_key"])
     created = subscription("sub_cli", customer, "price_small")
     assert applied(billing, event("customer.subscription.created", created, created=T0))
-    settings = billing.server.settings
-    env = serve_env(
-        settings.data_dir,
-        settings.database_url,
-        stripe_secret_key=SECRET_KEY,
-        stripe_webhook_secret=WEBHOOK_SECRET,
-        stripe_api_base=stripe_api.url,
-        billing_plans=json.dumps(PLANS),
-    )
+    env = operator_env(billing, stripe_api)
     stripe_api.fail_with = 400
     refused = cli(env, "account", "delete", agent["account_id"], "--yes")
     assert refused.returncode == 1 and "Stripe did not cancel" in refused.stderr
@@ -494,7 +500,9 @@ def test_plans_come_from_the_environment_as_json_or_from_the_toml_file(
             Settings(**bad)
 
 
-def test_a_new_account_starts_with_the_free_plans_limits(billing: Api) -> None:
+def test_a_new_account_starts_with_the_free_plans_limits(
+    billing: Api, stripe_api: StripeStandIn
+) -> None:
     """Registered through the API or made by the operator, an account has no subscription
     yet: it gets the free plan's limits, not the unlimited defaults."""
     agent = register(billing, "Newcomer")
@@ -503,15 +511,7 @@ def test_a_new_account_starts_with_the_free_plans_limits(billing: Api) -> None:
         assert c.get("/billing").json()["plan"] == "free"
         second = c.post("/inboxes", json={"username": "second"})
     assert second.status_code == 403 and second.json()["error"]["code"] == "quota_exceeded"
-    settings = billing.server.settings
-    env = serve_env(
-        settings.data_dir,
-        settings.database_url,
-        stripe_secret_key=SECRET_KEY,
-        stripe_webhook_secret=WEBHOOK_SECRET,
-        billing_plans=json.dumps(PLANS),
-        billing_free_plan=json.dumps(FREE),
-    )
+    env = operator_env(billing, stripe_api)
     made = cli(env, "account", "create", "Operated", "--json")
     assert made.returncode == 0, made.stderr
     with billing.client(json.loads(made.stdout)["api_key"]) as c:

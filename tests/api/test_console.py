@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from api.apiserver import Api, start_api
+from api.console_client import Browse, Browser, api_get, signed_in
 
 FAILURES = 3
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 SECURITY_HEADERS = {
     "content-security-policy": "default-src 'none'; style-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'",
@@ -32,69 +31,6 @@ def api(tmp_path: Path, database_url: str) -> Iterator[Api]:
     server, clock = start_api(tmp_path, database_url, api_max_auth_failures=FAILURES)
     yield Api(server, clock)
     server.stop()
-
-
-class Browser:
-    """A user of the console: its cookies, and the CSRF token of the last page with a form."""
-
-    def __init__(self, api: Api, headers: dict[str, str] | None = None) -> None:
-        self.http = httpx.Client(base_url=api.server.http_url, headers=headers or {}, timeout=30)
-        self.csrf = ""
-
-    def get(self, path: str) -> httpx.Response:
-        r = self.http.get("/console" + path)
-        if found := CSRF.search(r.text):
-            self.csrf = found.group(1)
-        return r
-
-    def post(self, path: str, data: dict[str, Any] | None = None, **kw: Any) -> httpx.Response:
-        return self.http.post("/console" + path, data={"csrf": self.csrf, **(data or {})}, **kw)
-
-    def raw_post(self, path: str, data: dict[str, Any]) -> httpx.Response:
-        return self.http.post("/console" + path, data=data)
-
-    def signin(self, key: str, **kw: Any) -> httpx.Response:
-        return self.http.post("/console/signin", data={"api_key": key}, **kw)
-
-    def set_cookie(self, value: str) -> None:
-        """The session cookie as a tamperer would send it (in place of the server's)."""
-        self.http.cookies.clear()
-        self.http.cookies.set("mbk_console", value, domain="127.0.0.1", path="/console")
-
-    @property
-    def cookie(self) -> str | None:
-        return self.http.cookies.get("mbk_console")
-
-
-Browse = Callable[..., Browser]
-
-
-@pytest.fixture
-def browse(api: Api) -> Iterator[Browse]:
-    """Makes browsers of the console (closed at the end)."""
-    opened: list[Browser] = []
-
-    def make(headers: dict[str, str] | None = None) -> Browser:
-        opened.append(Browser(api, headers))
-        return opened[-1]
-
-    yield make
-    for browser in opened:
-        browser.http.close()
-
-
-def signed_in(browse: Browse, key: str) -> Browser:
-    browser = browse()
-    r = browser.signin(key)
-    assert (r.status_code, r.headers["location"]) == (303, "/console"), r.text
-    browser.get("")
-    assert browser.csrf
-    return browser
-
-
-def api_get(api: Api, key: str, path: str) -> httpx.Response:
-    with api.client(key) as c:
-        return c.get(path)
 
 
 def is_signin(r: httpx.Response) -> bool:

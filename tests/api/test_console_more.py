@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from api.apiserver import Api, idle
+from api.console_client import Browse, Browser, api_get, signed_in
 from api.stripe_standin import StripeStandIn, start_billing
-from api.test_console import Browse, Browser, api_get, signed_in
 from api.webhook_receiver import Receiver
 
 PLANS = {
@@ -27,19 +27,6 @@ CHECKOUT = re.compile(r"https://checkout\.stripe\.test/c/pay/cs_test_standin\d+"
 LARGE_ROW = ("large", "unlimited", "4")  # storage unlimited, 4 inboxes
 UNKNOWN_ID = "01a223ea-0000-7000-8000-000000000000"  # well-formed, nobody's
 PORTAL = re.compile(r"https://billing\.stripe\.test/p/session/bps_standin\d+")
-
-
-@pytest.fixture
-def browse(api: Api) -> Iterator[Browse]:
-    opened: list[Browser] = []
-
-    def make(headers: dict[str, str] | None = None) -> Browser:
-        opened.append(Browser(api, headers))
-        return opened[-1]
-
-    yield make
-    for browser in opened:
-        browser.http.close()
 
 
 @pytest.fixture
